@@ -1,0 +1,5 @@
+"""`python -m edgeimg` runs the CLI."""
+
+from edgeimg.cli import main
+
+main()

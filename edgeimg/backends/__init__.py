@@ -1,0 +1,1 @@
+"""Engine backends, each registered as a default plugin through `register_backends`."""

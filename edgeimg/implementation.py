@@ -1,0 +1,65 @@
+"""The contract between the core and a model plugin's implementation.
+
+A ModelSpec names its implementation ("package.module:Class"); the core instantiates it with the
+spec and calls these methods. Everything torch lives behind this interface, so the core's
+training loop, engine builder, `run` and `serve` work the same for every model family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgeimg.model import ModelSpec
+
+
+class ModelImplementation:
+    """Subclass in a plugin; override what your model family needs."""
+
+    #: ONNX input and output names, and their dynamic axes (batch; sequence for series models)
+    input_names: tuple[str, ...] = ("image",)
+    output_names: tuple[str, ...] = ("output",)
+    dynamic_axes: dict[str, dict[int, str]] = {"image": {0: "batch"}, "output": {0: "batch"}}
+    #: training defaults for `edgeimg train` (AdamW with a one-cycle schedule)
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def build(self) -> torch.nn.Module:
+        """A fresh network with random weights (the core loads safetensors into it)."""
+        raise NotImplementedError
+
+    def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
+        """Inputs of the right dtype and shape for export and shape checks."""
+        raise NotImplementedError
+
+    def datasets(
+        self, seed: int, data_dir: Path | None = None
+    ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        """(train, validation) datasets of (inputs, target) pairs: synthetic, or from data_dir."""
+        raise NotImplementedError
+
+    def heldout(self, seed: int) -> torch.utils.data.Dataset:
+        """A fresh synthetic held-out set made from the seed, for `evaluate` and engine checks."""
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The training loss for a batch."""
+        raise NotImplementedError
+
+    def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
+        """Task metrics over raw network outputs gathered from a whole dataset."""
+        raise NotImplementedError
+
+    def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
+        """Raw outputs of one batch to per-item results (probability, mask, boxes, image...)."""
+        raise NotImplementedError

@@ -1,0 +1,25 @@
+"""edgeimg plugin: CNN slice classifier: lesion present.
+
+Importing this module is cheap: it only declares ModelSpecs.
+The network lives in edgeimg_cnn.model, imported on demand.
+"""
+
+from edgeimg import hookimpl
+from edgeimg.model import InputSpec, ModelSpec
+
+
+@hookimpl
+def register_models(register):
+    register(
+        ModelSpec(
+            name="cnn",
+            version="0.1.0",
+            task="classify",
+            summary="Slice classifier: lesion present, with probability",
+            implementation="edgeimg_cnn.model:CNNModel",
+            weights="weights/cnn.safetensors",
+            input=InputSpec(size=(128, 128)),
+            outputs=("sr", "json"),
+            metric="auc",
+        )
+    )
