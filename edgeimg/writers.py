@@ -37,3 +37,8 @@ def register_writers(register):
             "json", "JSON lines with scores, labels and source UIDs", "edgeimg.results:write_json"
         )
     )
+    register(Writer("sr", "TID 1500 Comprehensive 3D SR of findings", "edgeimg.dicom.sr:write_sr"))
+    register(Writer("seg", "DICOM SEG (binary) of segment masks", "edgeimg.dicom.seg:write_seg"))
+    register(
+        Writer("derived", "Derived images in a new series", "edgeimg.dicom.derived:write_derived")
+    )

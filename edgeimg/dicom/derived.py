@@ -1,0 +1,144 @@
+"""Enhanced or denoised images as derived images of the source's own SOP class, in a new series.
+
+highdicom builds no single-frame CT (or MR, ...) images, and Secondary Capture would lose the
+geometry and rescale a viewer needs to show HU. So each output starts as a copy of its source,
+which already carries every module its IOD requires, and only what the model changed is replaced:
+identity (new series and SOP instance), ImageType DERIVED\\SECONDARY, the source reference, the
+processing equipment (highdicom's ContributingEquipment) and the pixels, stored as int16 with the
+source's RescaleSlope/Intercept so that stored values map back to the model's HU.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
+
+from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
+from edgeimg.model import ModelSpec
+
+# Attributes of the source that would be wrong on the derived image: they describe the source's
+# pixel encoding, its signatures, or references that the derived image replaces.
+DROPPED = (
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "PlanarConfiguration",
+    "IconImageSequence",
+    "SourceImageSequence",
+    "DerivationCodeSequence",
+    "DigitalSignaturesSequence",
+    "MACParametersSequence",
+    "EncryptedAttributesSequence",
+    "OriginalAttributesSequence",
+    "DataSetTrailingPadding",
+)
+INT16 = np.iinfo(np.int16)
+
+
+def write_derived(
+    sources: list[Dataset],
+    images: np.ndarray,
+    *,
+    model: ModelSpec,
+    engine_key: str,
+    out_dir: Path,
+) -> list[Path]:
+    """Write `images` (K, R, C) in HU, image k derived from `sources[k]`; return the paths."""
+    check_sources(sources, one_series=True)
+    images = _checked(images, sources)
+    output = prepare("derived", "derived", sources, model, engine_key)
+    now = datetime.now()
+    return [
+        save(_derived(source, image, output, now), out_dir)
+        for source, image in zip(sources, images, strict=True)
+    ]
+
+
+def _checked(images: np.ndarray, sources: list[Dataset]) -> np.ndarray:
+    images = np.asarray(images, dtype=np.float64)
+    for source in sources:
+        if int(getattr(source, "NumberOfFrames", 1) or 1) != 1:
+            raise ValueError("derived images are written for single-frame sources only")
+    shapes = {(int(ds.Rows), int(ds.Columns)) for ds in sources}
+    if len(shapes) != 1 or images.shape != (len(sources), *shapes.pop()):
+        raise ValueError(f"images have shape {images.shape}; expected one per source, same size")
+    if not np.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    return images
+
+
+def _derived(source: Dataset, image: np.ndarray, output: Output, now: datetime) -> Dataset:
+    ds = copy.deepcopy(source)
+    ds.remove_private_tags()
+    for keyword in DROPPED:
+        ds.pop(keyword, None)
+    for tag in [tag for tag in ds.keys() if tag.group & 0xFF00 in (0x5000, 0x6000)]:
+        del ds[tag]  # curves and overlays are drawn on the source's pixels
+    _identify(ds, source, output, now)
+    _reference(ds, source, output, now)
+    _set_pixels(ds, image)
+    return ds
+
+
+def _identify(ds: Dataset, source: Dataset, output: Output, now: datetime) -> None:
+    """A new instance of the source's SOP class, in a new series of the source study."""
+    ds.SOPInstanceUID = output.uids.instance(source.SOPInstanceUID)
+    ds.SeriesInstanceUID = output.uids.series
+    ds.SeriesNumber = output.series_number
+    ds.SeriesDescription = output.series_description
+    ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.ImageType = ["DERIVED", "SECONDARY", *list(getattr(source, "ImageType", []))[2:]]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+
+def _reference(ds: Dataset, source: Dataset, output: Output, now: datetime) -> None:
+    """Say what the image came from and what made it."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    item.PurposeOfReferenceCodeSequence = [
+        hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
+    ]
+    ds.SourceImageSequence = [item]
+    model = output.model
+    ds.DerivationDescription = f"{model.task} by {model.name} {model.version} ({output.engine_key})"
+    ds.ContributingEquipmentSequence = [
+        *getattr(source, "ContributingEquipmentSequence", []),
+        hd.ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.DCM.ProcessingEquipment,
+            manufacturer_model_name=output.model_name,
+            software_versions=output.software_versions,
+            device_serial_number=output.device_serial_number,
+            contribution_datetime=now,
+            contribution_description=model.task,
+        ),
+    ]
+
+
+def _set_pixels(ds: Dataset, image: np.ndarray) -> None:
+    """Store HU as int16 through the source's rescale, so a viewer shows what the model made."""
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    stored = np.clip(np.rint((image - intercept) / slope), INT16.min, INT16.max).astype("<i2")
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.PixelData = stored.tobytes()
+    ds["PixelData"].VR = "OW"

@@ -1,0 +1,176 @@
+"""Classification and detection findings as a TID 1500 Comprehensive 3D SR (highdicom).
+
+`findings` is a list of dicts, one per finding; all refer to the model's first label
+(`model.labels[0]`, e.g. SNOMED 52988006 "Lesion"):
+
+- slice level: ``{"sop_instance_uid": uid, "probability": 0.93, "label": True}``
+- series level: ``{"level": "series", "probability": 0.71, "label": True}``
+- detection: ``{"sop_instance_uid": uid, "boxes": [[x0, y0, x1, y1, score], ...]}``, corners in
+  DICOM image coordinates (column, row; (0, 0) is the top-left corner of the top-left pixel, as
+  for torchvision boxes); an empty list records the finding as absent on that image.
+
+Slice and series findings become measurement groups (TID 1501) with the finding code, the
+probability as a measurement in {probability}, and the presence of the finding as a
+qualitative evaluation; they reference the source image(s). Each box becomes a planar ROI group
+(TID 1410) whose SCOORD POLYLINE (closed rectangle) lies on its source image, with the detector
+score as a measurement. SCOORD on the source image, rather than SCOORD3D, keeps the box in the
+pixel space the detector saw and needs no frame of reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
+from edgeimg.model import ModelSpec
+
+PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
+PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "Probability")
+SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+PROCEDURES = {"CT": codes.SCT.ComputedTomography}
+IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging")
+
+Group = (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+)
+
+
+def write_sr(
+    sources: list[Dataset],
+    findings: Sequence[Mapping[str, Any]],
+    *,
+    model: ModelSpec,
+    engine_key: str,
+    out_dir: Path,
+) -> Path:
+    """Write the findings of `model` on `sources` as one SR in the source study; return its path."""
+    check_sources(sources, one_series=False)
+    if not findings:
+        raise ValueError("no findings to report; TID 1500 needs at least one measurement group")
+    output = prepare("sr", "SR", sources, model, engine_key)
+    groups = _Groups(sources, output)
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(output),
+        procedure_reported=PROCEDURES.get(sources[0].Modality, IMAGING_PROCEDURE),
+        imaging_measurements=[
+            group for index, finding in enumerate(findings) for group in groups(index, finding)
+        ],
+        referenced_images=sources,
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=sources,
+        content=report,
+        series_instance_uid=output.uids.series,
+        series_number=output.series_number,
+        sop_instance_uid=output.uids.instance(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=True,
+        series_description=output.series_description,
+    )
+    return save(sr, out_dir)
+
+
+def _observation_context(output: Output) -> hd.sr.ObservationContext:
+    """The model, run by this engine, is the observer: a device, not a person."""
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=output.uids.device,
+        name=output.model.name[:64],
+        manufacturer_name=MANUFACTURER,
+        model_name=output.model_name,
+        serial_number=output.device_serial_number,
+    )
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device, observer_identifying_attributes=device
+    )
+    return hd.sr.ObservationContext(observer_device_context=observer)
+
+
+class _Groups:
+    """Turns findings into TID 1500 measurement groups about the model's first label."""
+
+    def __init__(self, sources: Sequence[Dataset], output: Output) -> None:
+        self.sources = list(sources)
+        self.by_uid = {ds.SOPInstanceUID: ds for ds in sources}
+        self.output = output
+        label = output.model.labels[0]
+        self.finding_type = hd.sr.CodedConcept(label.value, label.scheme, label.meaning)
+        self.algorithm = hd.sr.AlgorithmIdentification(
+            name=output.model.name, version=output.model.version
+        )
+
+    def __call__(self, index: int, finding: Mapping[str, Any]) -> list[Group]:
+        """One group per slice or series finding, one planar ROI group per box."""
+        if finding.get("level") == "series":
+            images = self.sources
+        elif finding.get("sop_instance_uid") in self.by_uid:
+            images = [self.by_uid[finding["sop_instance_uid"]]]
+        else:
+            raise ValueError(f"finding {index} names no source image: {dict(finding)!r}")
+        if finding.get("boxes"):
+            return [
+                self._box(index, number, box, images[0])
+                for number, box in enumerate(finding["boxes"])
+            ]
+        if "boxes" in finding:  # a detector that found nothing says so: "absent" on the image
+            return [self._image(index, images, None, present=False)]
+        probability = float(finding["probability"])
+        return [self._image(index, images, probability, present=bool(finding.get("label")))]
+
+    def _tracking(self, identifier: str) -> hd.sr.TrackingIdentifier:
+        return hd.sr.TrackingIdentifier(
+            uid=self.output.uids.uid("finding", identifier), identifier=f"finding {identifier}"
+        )
+
+    def _measurement(self, name: Any, value: float, unit: Any) -> hd.sr.Measurement:
+        return hd.sr.Measurement(name=name, value=value, unit=unit, algorithm_id=self.algorithm)
+
+    def _image(
+        self, index: int, images: Sequence[Dataset], probability: float | None, *, present: bool
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        measurements = (
+            []
+            if probability is None
+            else [self._measurement(PROBABILITY, probability, PROBABILITY_UNIT)]
+        )
+        presence = codes.SCT.Present if present else codes.SCT.Absent
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=self._tracking(str(index)),
+            finding_type=self.finding_type,
+            algorithm_id=self.algorithm,
+            source_images=[
+                hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in images
+            ],
+            measurements=measurements,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(name=self.finding_type, value=presence)
+            ],
+        )
+
+    def _box(
+        self, index: int, number: int, box: Sequence[float], image: Dataset
+    ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+        x0, y0, x1, y1, score = (float(value) for value in box)
+        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=corners,
+            source_image=hd.sr.SourceImageForRegion.from_source_image(image),
+        )
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=self._tracking(f"{index}.{number}"),
+            referenced_region=region,
+            finding_type=self.finding_type,
+            algorithm_id=self.algorithm,
+            measurements=[self._measurement(SCORE, score, NO_UNITS)],
+        )

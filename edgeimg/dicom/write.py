@@ -1,0 +1,116 @@
+"""What every DICOM result object shares: its place in the source study, its identity, its save.
+
+Each writer (`sr`, `seg`, `derived`) builds its object with highdicom (or, for derived images of
+the source's own SOP class, from a copy of the source) and hands it here to be saved atomically:
+the listener forwards whatever lies in the output folder, so a half-written file must never
+appear under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from edgeimg import __version__
+from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
+from edgeimg.model import ModelSpec
+
+MANUFACTURER = "edgeimg"
+NOT_CLINICAL = "not for clinical use"
+# Output series numbers: the source's series number plus an offset per kind, so that viewers
+# list results next to their source and a re-run gets the same number.
+SERIES_OFFSETS = {"sr": 7000, "seg": 8000, "derived": 9000}
+_LO = 64
+_MAX_IS = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Output:
+    """Identity of one output series: UIDs, number, description and equipment."""
+
+    uids: OutputUIDs
+    series_number: int
+    series_description: str
+    model: ModelSpec
+    engine_key: str
+
+    @property
+    def software_versions(self) -> list[str]:
+        return [f"edgeimg {__version__}", self.model_name]
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.model.name} {self.model.version}"[:_LO]
+
+    @property
+    def device_serial_number(self) -> str:
+        return self.engine_key[:_LO]
+
+
+def series_description(model: ModelSpec, what: str) -> str:
+    """Name the model and, unless the model is cleared for clinical use, say it is not."""
+    if model.clinical_use:
+        return f"{model.name} {model.version} {what}"[:_LO]
+    suffix = f" - {NOT_CLINICAL}"
+    return f"{model.name} {model.version} {what}"[: _LO - len(suffix)] + suffix
+
+
+def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> None:
+    """Outputs land in the source study, so all sources must share it (and a series, if asked)."""
+    if not sources:
+        raise ValueError("no source images")
+    studies = {ds.StudyInstanceUID for ds in sources}
+    if len(studies) != 1:
+        raise ValueError(f"sources come from {len(studies)} studies; expected one")
+    if one_series and len({ds.SeriesInstanceUID for ds in sources}) != 1:
+        raise ValueError("sources come from more than one series; expected one")
+
+
+def prepare(
+    kind: str, what: str, sources: Sequence[Dataset], model: ModelSpec, engine_key: str
+) -> Output:
+    """The identity of the `kind` output of `model` run by `engine_key` on `sources`."""
+    if not engine_key:
+        raise ValueError("engine_key is empty; output UIDs are derived from it")
+    uids = output_uids(
+        kind, (ds.SOPInstanceUID for ds in sources), model.name, model.version, engine_key
+    )
+    source_number = min(int(getattr(ds, "SeriesNumber", None) or 0) for ds in sources)
+    number = min(source_number + SERIES_OFFSETS[kind], _MAX_IS)
+    return Output(uids, number, series_description(model, what), model, engine_key)
+
+
+def save(dataset: Dataset, out_dir: Path) -> Path:
+    """Write `dataset` to out_dir/<SOPInstanceUID>.dcm durably: temp file, fsync, rename."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{check_uid(str(dataset.SOPInstanceUID))}.dcm"
+    handle, temp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(out_dir)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (not possible on every platform, hence the guard)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
