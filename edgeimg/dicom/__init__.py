@@ -1,5 +1,5 @@
-"""DICOM input: read and validate files, decode pixel data, order slices into series.
+"""DICOM in and out: `read`, `series` and `preprocess` take input apart; the writers build results.
 
 Kept import-light on purpose: the CLI imports `edgeimg.dicom` for `--help` and plugin listing,
-so pydicom and numpy load only when `edgeimg.dicom.read`, `.series` or `.preprocess` is used.
+so pydicom and numpy load only when a submodule is imported.
 """
