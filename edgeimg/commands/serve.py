@@ -1,0 +1,304 @@
+"""`edgeimg serve`, `echo`, `send` and `queue`: the DICOM listener and its network tools."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeimg.console import err, out, print_json
+from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, iter_files, parse_peer
+from edgeimg.net import echo as c_echo
+from edgeimg.net import send as c_store
+from edgeimg.plugins import get_registry
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DEFAULT_SPOOL = Path("spool")
+
+
+def _peer(ctx: click.Context, param: click.Parameter, value: Any):
+    try:
+        if isinstance(value, tuple):
+            return [parse_peer(item) for item in value]
+        return parse_peer(value)
+    except PeerError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """TOML keys named like the long options (`series-timeout`, `model`) become defaults;
+    flags given on the command line still win. Unknown keys are an error, not a silent no-op."""
+    if not value:
+        return
+    try:
+        with open(value, "rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise click.BadParameter(f"cannot read {value}: {error}") from None
+    section = data.get("serve", data)
+    names = {
+        option.lstrip("-").replace("-", "_"): param.name
+        for param in ctx.command.params
+        for option in param.opts
+    }
+    unknown = [key for key in section if key.replace("-", "_") not in names]
+    if unknown:
+        raise click.BadParameter(f"unknown settings in {value}: {', '.join(unknown)}")
+    ctx.default_map = {names[key.replace("-", "_")]: item for key, item in section.items()}
+
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_SPOOL = click.Path(file_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file ([serve] table) of defaults.",
+)
+@click.option("--aet", required=True, help="Our AE title; the called AE title must match it.")
+@click.option(
+    "--port",
+    default=11112,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port to listen on (0: any free port).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--model", "models", multiple=True, help="Model to run on complete series.")
+@click.option(
+    "--forward", "forwards", multiple=True, callback=_peer, help="Send results to AET@HOST:PORT."
+)
+@click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
+@click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Engine precision for --model.",
+)
+@click.option(
+    "--spool",
+    type=_SPOOL,
+    default=DEFAULT_SPOOL,
+    show_default=True,
+    help="Where instances and the queue database live.",
+)
+@click.option(
+    "--series-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds without a new instance before a series is complete.",
+)
+@click.option(
+    "--complete-on-release",
+    is_flag=True,
+    help="A series is complete when the association that sent it is released.",
+)
+@click.option(
+    "--max-associations",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Associations served at once; more are rejected as busy.",
+)
+@click.option(
+    "--min-free-mb",
+    default=512.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Refuse instances (status A700) below this much free disk.",
+)
+@click.option("--tls-cert", type=_FILE, help="PEM certificate: serve DICOM over TLS 1.2+ only.")
+@click.option("--tls-key", type=_FILE, help="PEM private key for --tls-cert.")
+@click.option("--tls-ca", type=_FILE, help="Require client certificates signed by this CA.")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds an idle or stalled peer keeps its slot.",
+)
+def serve(**options: Any) -> None:
+    """Listen for DICOM: store each instance durably, then mark series complete for the pipeline.
+
+    Stops on SIGTERM or Ctrl-C after the associations in flight have finished.
+    """
+    from edgeimg.serve.listener import Listener, ServeConfig
+    from edgeimg.serve.pipeline import Worker
+    from edgeimg.serve.security import SecurityError, parse_allow, server_tls_context
+
+    for name in options["models"]:
+        get_registry().model(name)
+    try:
+        allow = parse_allow(options["allow"])
+        tls = None
+        if options["tls_cert"] or options["tls_key"]:
+            if not (options["tls_cert"] and options["tls_key"]):
+                raise SecurityError("--tls-cert and --tls-key go together")
+            tls = server_tls_context(options["tls_cert"], options["tls_key"], options["tls_ca"])
+        elif options["tls_ca"]:
+            raise SecurityError("--tls-ca needs --tls-cert and --tls-key")
+    except SecurityError as error:
+        raise click.UsageError(str(error)) from None
+    config = ServeConfig(
+        aet=options["aet"], port=options["port"], host=options["host"], spool=options["spool"],
+        models=list(options["models"]), forwards=options["forwards"], allow=allow,
+        series_timeout=options["series_timeout"],
+        complete_on_release=options["complete_on_release"],
+        max_associations=options["max_associations"], min_free_mb=options["min_free_mb"],
+        tls=tls, acse_timeout=min(30.0, options["timeout"]), dimse_timeout=options["timeout"],
+        network_timeout=options["timeout"],
+    )  # fmt: skip
+    listener = Listener(config)
+    worker = Worker(listener.queue, config.spool / "results", config.models, config.forwards,
+                    backend=options["backend"], precision=options["precision"],
+                    calling_aet=config.aet)  # fmt: skip
+    listener.pipeline = worker
+    try:
+        listener.start()
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {config.host}:{config.port}: {error}"
+        ) from None
+    worker.start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    listener.stop()
+    worker.stop()
+
+
+@click.command()
+@click.argument("peer", callback=_peer)
+@click.option(
+    "--aet",
+    "calling",
+    default=DEFAULT_CALLING_AET,
+    show_default=True,
+    help="Our (calling) AE title.",
+)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
+def echo(peer, calling: str, timeout: float) -> None:
+    """C-ECHO a peer (AET@HOST:PORT): exit 0 if it answers with success."""
+    ok, message = c_echo(peer, calling, timeout)
+    out.print(("[green]ok[/] " if ok else "[red]failed[/] ") + escape(message), soft_wrap=True)
+    sys.exit(0 if ok else 1)
+
+
+@click.command()
+@click.argument("peer", callback=_peer)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--aet",
+    "calling",
+    default=DEFAULT_CALLING_AET,
+    show_default=True,
+    help="Our (calling) AE title.",
+)
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1))
+def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
+    """C-STORE DICOM files and folders (recursively) to a peer (AET@HOST:PORT)."""
+    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    files = list(iter_files(paths))
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("send", total=len(files))
+
+        def advance(result: SendResult) -> None:
+            progress.advance(task)
+            if result.error:
+                progress.console.print(f"[red]failed[/] {escape(str(result.path))}: "
+                                       f"{escape(result.error)}", soft_wrap=True)  # fmt: skip
+
+        results = c_store(peer, files, calling, timeout, advance)
+    _summary(results)
+    sys.exit(0 if results and all(result.ok for result in results) else 1)
+
+
+def _summary(results: list[SendResult]) -> None:
+    counts: dict[str, int] = {}
+    for result in results:
+        key = "unreadable/not sent" if result.status is None else f"0x{result.status:04X}"
+        counts[key] = counts.get(key, 0) + 1
+    for result in results:
+        if result.status is not None and not result.ok:
+            out.print(f"[red]status 0x{result.status:04X}[/] {escape(str(result.path))}")
+    sent = sum(result.ok for result in results)
+    detail = ", ".join(f"{key}: {count}" for key, count in sorted(counts.items()))
+    out.print(f"{sent} of {len(results)} stored ({detail or 'no files'})")
+
+
+@click.group(invoke_without_command=True)
+@click.option(
+    "--spool",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_SPOOL,
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
+    """What the listener holds: series received, complete, pending, running, done, failed."""
+    ctx.obj = spool
+    if ctx.invoked_subcommand is not None:
+        return
+    db = _open_queue(spool)
+    series, failures = db.series_summary(), db.failures()
+    if as_json:
+        print_json({"series": series, "failures": failures})
+        return
+    table = Table(title=f"edgeimg queue ({spool})")
+    for column in ("series", "modality", "instances", "state", "jobs", "forwards"):
+        table.add_column(column)
+    for item in series:
+        table.add_row(item["series_uid"], item["modality"] or "", str(item["instances"]),
+                      item["state"], _states(item["jobs"]), _states(item["forwards"]))  # fmt: skip
+    out.print(table)
+    for failure in failures:
+        out.print(f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
+                  f"{escape(str(failure['error']))}  (edgeimg queue retry "
+                  f"{failure['kind']}:{failure['id']})", soft_wrap=True)  # fmt: skip
+
+
+def _states(counts: dict[str, int]) -> str:
+    return ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
+
+
+def _open_queue(spool: Path):
+    from edgeimg.serve.queue import Queue
+    from edgeimg.serve.spool import QUEUE_NAME
+
+    if not (spool / QUEUE_NAME).is_file():
+        raise click.ClickException(f"no queue in {spool} (has `edgeimg serve --spool` run there?)")
+    return Queue(spool / QUEUE_NAME)
+
+
+@queue.command()
+@click.argument("ident", metavar="ID")
+@click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def retry(spool: Path, ident: str, spool_dir: Path | None) -> None:
+    """Re-queue a failed job or forward: ID, job:ID or forward:ID."""
+    kind = _open_queue(spool_dir or spool).retry(ident)
+    if kind is None:
+        raise click.ClickException(f"no failed job or forward {ident!r}")
+    out.print(f"{kind} {escape(ident)} queued again")

@@ -1,0 +1,503 @@
+"""The DICOM listener: a pynetdicom AE that stores what scanners send, durably, then says so.
+
+pynetdicom is used through subclasses, never patched: `_Server` moves the TLS handshake out of
+the accept loop (a silent TLS peer would otherwise stall every other caller) and disables Nagle;
+`_GuardedSocket` refuses a PDU longer than we negotiated before reading its body.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sqlite3
+import ssl
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
+from pynetdicom.events import Event
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from edgeimg.dicom.read import PIXEL_KEYWORDS, DicomInputError, check_dataset
+from edgeimg.net import Peer
+from edgeimg.serve import NoPipeline, Pipeline, log
+from edgeimg.serve.queue import Instance, Queue
+from edgeimg.serve.security import AllowEntry, is_allowed
+from edgeimg.serve.spool import DiskFull, Spool
+
+VERIFICATION = "1.2.840.10008.1.1"
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent by old scanners)
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+]
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+EXPECTED_COUNT_KEYWORDS = ("ImagesInAcquisition", "NumberOfSlices")
+NON_PDATA_LIMIT = 1 << 20
+_LOCK_STRIPES = 64
+
+
+class Rejected(Exception):
+    """A received instance we answer with a failure status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class ServeConfig:
+    """Everything `edgeimg serve` needs; the pipeline reads `models` and `forwards`."""
+
+    aet: str
+    port: int = 11112
+    host: str = "0.0.0.0"
+    spool: Path = Path("spool")
+    models: list[str] = field(default_factory=list)
+    forwards: list[Peer] = field(default_factory=list)
+    allow: list[AllowEntry] = field(default_factory=list)
+    series_timeout: float = 10
+    complete_on_release: bool = False
+    max_associations: int = 8
+    min_free_mb: float = 512
+    tls: ssl.SSLContext | None = None
+    acse_timeout: float = 30
+    dimse_timeout: float = 60
+    network_timeout: float = 60
+    max_pdu: int = 65536
+
+
+class _GuardedSocket(AssociationSocket):
+    """Checks each PDU header against the negotiated maximum before the body is buffered.
+
+    pynetdicom reads the 6-byte header then `recv(length)` in one go, so a hostile length
+    would make it buffer up to 4 GiB. Over the limit we send A-ABORT and drop the connection.
+    """
+
+    _body_next = False
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if self._body_next:
+            self._body_next = False
+            return super().recv(nr_bytes)
+        data = super().recv(nr_bytes)
+        if nr_bytes == 6 and len(data) == 6:
+            pdu_type, _, length = struct.unpack(">BBL", data)
+            limit = self.assoc.acceptor.maximum_length if pdu_type == 0x04 else NON_PDATA_LIMIT
+            if limit and length > limit:
+                self._refuse(pdu_type, length, limit)
+            self._body_next = True
+        return data
+
+    def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
+        peer = self.assoc.requestor
+        log("pdu_refused", pdu_type=pdu_type, length=length, limit=limit, host=peer.address)
+        try:
+            # A-ABORT, source service provider (2), reason invalid PDU parameter value (6).
+            self.socket.sendall(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6]))
+        except OSError:
+            pass
+        raise OSError(errno.EMSGSIZE, f"PDU of {length} bytes exceeds the maximum {limit}")
+
+
+class _Handler(RequestHandler):
+    def _create_association(self):
+        assoc = super()._create_association()
+        # Same layout, one method more: swap the class rather than re-creating the socket,
+        # which would queue a second transport-connect event.
+        assoc.dul.socket.__class__ = _GuardedSocket
+        return assoc
+
+
+class _Server(ThreadedAssociationServer):
+    """Accepts without blocking on TLS: the handshake runs in the connection's own thread."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = self.socket.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.settimeout(self.ae.network_timeout)
+        return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            request.settimeout(self.ae.acse_timeout)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as error:
+                log("tls_failed", host=client_address[0], error=str(error))
+                self.shutdown_request(request)
+                return
+            request.settimeout(self.ae.network_timeout)
+        super().process_request_thread(request, client_address)
+
+
+class Listener:
+    """Owns the AE, the server thread and the series-completion watcher."""
+
+    def __init__(
+        self, config: ServeConfig, pipeline: Pipeline | None = None, spool: Spool | None = None
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline or NoPipeline()
+        self.spool = spool or Spool(config.spool, config.min_free_mb)
+        self.queue = Queue(self.spool.queue_path)
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._seen: dict[int, set[str]] = {}
+        self._seen_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server: _Server | None = None
+        self._watcher: threading.Thread | None = None
+        self.ae = self._make_ae()
+
+    def recover(self) -> None:
+        """Undo what a crash left: temp files go, interrupted work is queued again."""
+        removed = self.spool.remove_temp_files()
+        requeued = self.queue.recover()
+        self.queue.set_config(
+            aet=self.config.aet,
+            models=self.config.models,
+            forwards=[str(peer) for peer in self.config.forwards],
+        )
+        log("recovered", temp_files_removed=removed, requeued=requeued)
+
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.config.aet)
+        ae.require_called_aet = True
+        ae.maximum_associations = self.config.max_associations
+        ae.maximum_pdu_size = self.config.max_pdu
+        ae.acse_timeout = self.config.acse_timeout
+        ae.dimse_timeout = self.config.dimse_timeout
+        ae.network_timeout = self.config.network_timeout
+        ae.add_supported_context(VERIFICATION)
+        classes = {cx.abstract_syntax for cx in AllStoragePresentationContexts}
+        classes |= {cx.abstract_syntax for cx in StoragePresentationContexts}
+        for sop_class in sorted(classes):
+            ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        return ae
+
+    def start(self) -> tuple[str, int]:
+        """Recover, bind and serve in background threads; returns the bound (host, port)."""
+        self.recover()
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ABORTED, self._on_closed),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
+        ]
+        server = self.ae.make_server(
+            (self.config.host, self.config.port),
+            ae_title=self.config.aet,
+            contexts=self.ae.supported_contexts,
+            ssl_context=self.config.tls,
+            evt_handlers=handlers,
+            server_class=_Server,
+            request_handler=_Handler,
+        )
+        # AE.shutdown() and AssociationServer.shutdown() expect the server in this list.
+        self.ae._servers.append(server)
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="edgeimg-accept", daemon=True).start()
+        self._watcher = threading.Thread(target=self._watch, name="edgeimg-series", daemon=True)
+        self._watcher.start()
+        host, port = server.server_address[:2]
+        log("listening", aet=self.config.aet, host=host, port=port, tls=self.config.tls is not None)
+        return host, port
+
+    def stop(self, drain_timeout: float = 30) -> bool:
+        """Stop accepting, let in-flight associations finish; True if all finished in time."""
+        if self._server is None:
+            return True
+        server, self._server = self._server, None
+        server.shutdown()
+        deadline = time.monotonic() + drain_timeout
+        while _in_flight(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        drained = not _in_flight(server)
+        for assoc in server.active_associations:
+            # Established ones past the deadline get an A-ABORT; connections that never asked
+            # for an association are just dropped.
+            if assoc.is_established:
+                assoc.abort()
+            else:
+                assoc.kill()
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        log("stopped", drained=drained)
+        return drained
+
+    def _watch(self) -> None:
+        interval = min(1.0, max(self.config.series_timeout / 4, 0.05))
+        while not self._stop.wait(interval):
+            try:
+                self._completed(
+                    self.queue.complete(self.queue.quiet_series(self.config.series_timeout)),
+                    "quiet",
+                )
+            except sqlite3.Error as error:
+                log("queue_error", error=str(error))
+
+    def _completed(self, series_uids: list[str], reason: str) -> None:
+        for uid in series_uids:
+            log("series_complete", series_uid=uid, reason=reason)
+            try:
+                self.pipeline.on_series_complete(uid)
+            except Exception as error:
+                log("pipeline_error", series_uid=uid, error=repr(error))
+
+    def _on_requested(self, event: Event) -> None:
+        request = event.assoc.requestor.primitive
+        calling = request.calling_ae_title.strip()
+        host = event.assoc.requestor.address
+        if not is_allowed(self.config.allow, calling, host):
+            log("association_rejected", calling_aet=calling, host=host, reason="not allowed")
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            event.assoc.kill()  # as pynetdicom's own rejection does: lets the DUL send it first
+            return
+        called = request.called_ae_title.strip()
+        if called != self.config.aet:
+            log("association_rejected", calling_aet=calling, called_aet=called, host=host,
+                reason="called AE title")  # fmt: skip
+            return
+        log("association", calling_aet=calling, host=host)
+
+    def _on_released(self, event: Event) -> None:
+        seen = self._forget(event)
+        if self.config.complete_on_release and seen:
+            self._completed(self.queue.complete(sorted(seen)), "released")
+
+    def _on_closed(self, event: Event) -> None:
+        self._forget(event)
+
+    def _forget(self, event: Event) -> set[str]:
+        with self._seen_lock:
+            return self._seen.pop(id(event.assoc), set())
+
+    def _on_store(self, event: Event) -> Dataset:
+        assoc = event.assoc
+        calling, host = assoc.requestor.ae_title.strip(), assoc.requestor.address
+        sop_uid = str(event.request.AffectedSOPInstanceUID)
+        try:
+            instance = self._ingest(event, calling, host)
+        except Rejected as rejected:
+            log("store_failed", sop_uid=sop_uid, calling_aet=calling, host=host,
+                status=f"0x{rejected.status:04X}", reason=rejected.reason)  # fmt: skip
+            return _status(rejected.status, rejected.reason)
+        except Exception as error:
+            log("store_error", sop_uid=sop_uid, calling_aet=calling, error=repr(error))
+            return _status(OUT_OF_RESOURCES, "internal error while storing")
+        with self._seen_lock:
+            self._seen.setdefault(id(assoc), set()).add(instance.series_uid)
+        return _status(SUCCESS)
+
+    def _ingest(self, event: Event, calling: str, host: str) -> Instance:
+        """Validate, write, commit; raises `Rejected` with the PS3.4 status otherwise."""
+        request = event.request
+        sop_class = str(request.AffectedSOPClassUID)
+        if sop_class != str(event.context.abstract_syntax):
+            raise Rejected(SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context")
+        syntax = UID(event.context.transfer_syntax)
+        problem = framing_error(event.request.DataSet.getvalue(), syntax)
+        if problem:
+            raise Rejected(CANNOT_UNDERSTAND, problem)
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+        except Exception:
+            raise Rejected(CANNOT_UNDERSTAND, "dataset cannot be decoded") from None
+        validate(ds, sop_class, str(request.AffectedSOPInstanceUID))
+        sop_uid, series_uid, study_uid = (str(ds.get(keyword)) for keyword in UID_KEYWORDS)
+        with self._locks[hash(sop_uid) % _LOCK_STRIPES]:
+            if self.queue.has_instance(sop_uid):
+                log("duplicate", sop_uid=sop_uid, calling_aet=calling, host=host)
+                return _instance_of(ds, "", 0, "", calling, host)
+            data = event.encoded_dataset(include_meta=True)
+            path = self.spool.path_for(series_uid, sop_uid)
+            try:
+                digest = self.spool.write(path, [data], len(data))
+            except DiskFull as error:
+                raise Rejected(OUT_OF_RESOURCES, str(error)) from None
+            except OSError as error:
+                raise Rejected(OUT_OF_RESOURCES, f"cannot write: {error.strerror}") from None
+            instance = _instance_of(ds, str(path), len(data), digest, calling, host)
+            try:
+                _, complete = self.queue.add_instance(instance)
+            except sqlite3.Error as error:
+                path.unlink(missing_ok=True)
+                raise Rejected(OUT_OF_RESOURCES, f"queue: {error}") from None
+        log("stored", sop_uid=sop_uid, series_uid=series_uid, study_uid=study_uid,
+            calling_aet=calling, host=host, size=len(data))  # fmt: skip
+        if complete:
+            self._completed([series_uid], "expected count")
+        return instance
+
+
+def framing_error(raw: bytes, syntax: UID) -> str | None:
+    """Why the element headers of an encoded dataset do not tile it exactly, or None.
+
+    pydicom reads an element whose value runs past the end without complaint (it just returns
+    fewer bytes), so a truncated instance would pass as valid without this check.
+    """
+    if syntax.is_deflated:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            raw = inflater.decompress(raw)
+        except zlib.error:
+            return "deflated dataset cannot be inflated"
+        if not inflater.eof:
+            return "deflated dataset is cut short"
+    walker = _Walker(raw, syntax.is_implicit_VR, "<" if syntax.is_little_endian else ">")
+    try:
+        walker.elements(0, until=None)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+
+
+class _Walker:
+    """Follows element, item and delimiter headers without decoding any value."""
+
+    def __init__(self, data: bytes, implicit: bool, order: str) -> None:
+        self.data, self.implicit, self.order = data, implicit, order
+
+    def _unpack(self, fmt: str, pos: int) -> tuple:
+        if pos + struct.calcsize(self.order + fmt) > len(self.data):
+            raise ValueError(f"dataset is cut short in an element header at byte {pos}")
+        return struct.unpack_from(self.order + fmt, self.data, pos)
+
+    def _header(self, pos: int) -> tuple[int, int, int]:
+        group, element = self._unpack("HH", pos)
+        tag = group << 16 | element
+        if group == 0xFFFE or self.implicit:
+            return tag, self._unpack("L", pos + 4)[0], pos + 8
+        vr = self.data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            return tag, self._unpack("L", pos + 8)[0], pos + 12
+        return tag, self._unpack("H", pos + 6)[0], pos + 8
+
+    def _skip(self, tag: int, length: int, pos: int) -> int:
+        if pos + length > len(self.data):
+            raise ValueError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) is cut short")
+        return pos + length
+
+    def elements(self, pos: int, until: int | None) -> int:
+        while pos < len(self.data):
+            tag, length, pos = self._header(pos)
+            if tag == until:
+                return pos
+            if tag in (_ITEM, _ITEM_END, _SEQUENCE_END):
+                raise ValueError(f"unexpected item or delimiter at byte {pos - 8}")
+            pos = self.items(pos) if length == _UNDEFINED else self._skip(tag, length, pos)
+        if until is not None:
+            raise ValueError("dataset ends inside a sequence item")
+        return pos
+
+    def items(self, pos: int) -> int:
+        while True:
+            tag, length, pos = self._header(pos)
+            if tag == _SEQUENCE_END:
+                return pos
+            if tag != _ITEM:
+                raise ValueError(f"expected a sequence item at byte {pos - 8}")
+            if length == _UNDEFINED:
+                pos = self.elements(pos, until=_ITEM_END)
+            else:
+                pos = self._skip(tag, length, pos)
+
+
+def _in_flight(server: _Server) -> list:
+    """Associations that may be mid-transfer (idle connections without a request don't count)."""
+    return [assoc for assoc in server.active_associations if assoc.is_established]
+
+
+def validate(ds: Dataset, sop_class: str, sop_uid: str) -> None:
+    """Refuse what the pipeline could not trust.
+
+    A900 when the dataset contradicts its command or its IOD (class or instance UID differ,
+    invalid UIDs, pixel data that does not fit the geometry); C000 when it cannot be read at all.
+    """
+    try:
+        if str(ds.get("SOPClassUID", "")) != sop_class:
+            raise Rejected(DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID differs from the command")
+        if str(ds.get("SOPInstanceUID", "")) != sop_uid:
+            raise Rejected(DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID differs from the command")
+        for keyword in UID_KEYWORDS:
+            value = ds.get(keyword)
+            if not isinstance(value, str) or not UID(value).is_valid:
+                raise Rejected(DOES_NOT_MATCH_SOP_CLASS, f"{keyword} is not a valid UID")
+        if any(keyword in ds for keyword in PIXEL_KEYWORDS):
+            check_dataset(ds, sop_uid)
+    except Rejected:
+        raise
+    except DicomInputError as error:
+        raise Rejected(DOES_NOT_MATCH_SOP_CLASS, error.reason) from None
+    except Exception:
+        raise Rejected(CANNOT_UNDERSTAND, "dataset cannot be decoded") from None
+
+
+def _instance_of(ds: Dataset, path: str, size: int, digest: str, calling: str, host: str):
+    return Instance(
+        sop_uid=str(ds.SOPInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        study_uid=str(ds.StudyInstanceUID),
+        sop_class=str(ds.SOPClassUID),
+        modality=str(ds.get("Modality", "")) or None,
+        path=path,
+        size=size,
+        sha256=digest,
+        calling_aet=calling,
+        peer_host=host,
+        expected=_expected_count(ds),
+    )
+
+
+def _expected_count(ds: Dataset) -> int | None:
+    for keyword in EXPECTED_COUNT_KEYWORDS:
+        try:
+            value = int(ds.get(keyword) or 0)
+        except (TypeError, ValueError):
+            continue
+        if 0 < value < 100_000:
+            return value
+    return None
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    if comment:
+        status.ErrorComment = comment[:64]
+    return status

@@ -1,0 +1,389 @@
+"""The listener's durable queue (SQLite, WAL, synchronous=FULL).
+
+Rows are committed before a C-STORE success is sent, and every state a crash can interrupt
+(`running`) is turned back into `pending` on start, so kill -9 loses nothing acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SERIES_STATES = ("received", "complete", "pending", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    sop_class TEXT NOT NULL,
+    modality TEXT,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    calling_aet TEXT,
+    peer_host TEXT
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE TABLE IF NOT EXISTS series (
+    uid TEXT PRIMARY KEY,
+    study_uid TEXT,
+    modality TEXT,
+    state TEXT NOT NULL DEFAULT 'received',
+    instances INTEGER NOT NULL DEFAULT 0,
+    expected INTEGER,
+    last_received REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_uid TEXT NOT NULL REFERENCES series(uid),
+    model TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    outputs TEXT,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forwards (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER REFERENCES jobs(id),
+    destination TEXT NOT NULL,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One received instance as the queue records it."""
+
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class: str
+    modality: str | None
+    path: str
+    size: int
+    sha256: str
+    calling_aet: str
+    peer_host: str
+    expected: int | None = None
+
+
+class Queue:
+    """Thread-safe access to the queue database: one connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def has_instance(self, sop_uid: str) -> bool:
+        row = self._db().execute("SELECT 1 FROM instances WHERE sop_uid = ?", (sop_uid,))
+        return row.fetchone() is not None
+
+    def add_instance(self, item: Instance) -> tuple[bool, bool]:
+        """Record a stored instance; returns (inserted, series now complete by expected count).
+
+        A new instance for a series that was already processed (done/failed) puts it back
+        to `received` so the pipeline sees the new data.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    item.sop_uid, item.series_uid, item.study_uid, item.sop_class,
+                    item.modality, item.path, item.size, item.sha256, now,
+                    item.calling_aet, item.peer_host,
+                ),
+            )  # fmt: skip
+            if cursor.rowcount == 0:
+                return False, False
+            db.execute(
+                "INSERT INTO series (uid, study_uid, modality, instances, expected,"
+                " last_received, updated) VALUES (?,?,?,1,?,?,?)"
+                " ON CONFLICT(uid) DO UPDATE SET instances = instances + 1,"
+                " expected = COALESCE(excluded.expected, expected), last_received = ?,"
+                " updated = ?, state = CASE WHEN state IN ('done', 'failed') THEN 'received'"
+                " ELSE state END",
+                (item.series_uid, item.study_uid, item.modality, item.expected, now, now, now, now),
+            )
+            row = db.execute(
+                "SELECT state, instances, expected FROM series WHERE uid = ?", (item.series_uid,)
+            ).fetchone()
+            complete = row["state"] == "received" and bool(
+                row["expected"] and row["instances"] >= row["expected"]
+            )
+            if complete:
+                _set_state(db, "series", "uid", item.series_uid, "complete", now)
+        return True, complete
+
+    def complete(self, series_uids: list[str]) -> list[str]:
+        """Mark these series complete if they are still `received`; returns those changed."""
+        changed = []
+        with self._transaction() as db:
+            for uid in series_uids:
+                cursor = db.execute(
+                    "UPDATE series SET state = 'complete', updated = ?"
+                    " WHERE uid = ? AND state = 'received'",
+                    (time.time(), uid),
+                )
+                if cursor.rowcount:
+                    changed.append(uid)
+        return changed
+
+    def quiet_series(self, timeout: float) -> list[str]:
+        """Series still `received` with nothing new for `timeout` seconds."""
+        rows = self._db().execute(
+            "SELECT uid FROM series WHERE state = 'received' AND last_received <= ?",
+            (time.time() - timeout,),
+        )
+        return [row["uid"] for row in rows]
+
+    def recover(self) -> int:
+        """Re-queue work a crash interrupted (running → pending); returns how many rows."""
+        now = time.time()
+        count = 0
+        with self._transaction() as db:
+            for table in ("series", "jobs", "forwards"):
+                cursor = db.execute(
+                    f"UPDATE {table} SET state = 'pending', updated = ? WHERE state = 'running'",
+                    (now,),
+                )
+                count += cursor.rowcount
+        return count
+
+    def retry(self, ident: str) -> str | None:
+        """Re-queue a failed job (`ID` or `job:ID`) or forward (`forward:ID`); returns its kind."""
+        kind, _, number = ident.rpartition(":")
+        tables = {"job": "jobs", "forward": "forwards"}
+        candidates = [tables[kind]] if kind in tables else ["jobs", "forwards"]
+        if kind and kind not in tables or not number.isdigit():
+            return None
+        with self._transaction() as db:
+            for table in candidates:
+                cursor = db.execute(
+                    f"UPDATE {table} SET state = 'pending', error = NULL, updated = ?"
+                    + (", next_try = 0" if table == "forwards" else "")
+                    + " WHERE id = ? AND state = 'failed'",
+                    (time.time(), int(number)),
+                )
+                if cursor.rowcount:
+                    return table[:-1]
+        return None
+
+    def claim_series(self) -> list[str]:
+        """Complete series (and pending ones a crash left without jobs) → `pending`, for jobs."""
+        now = time.time()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT uid FROM series s WHERE state = 'complete' OR (state = 'pending' AND NOT"
+                " EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = s.uid AND j.state IN"
+                " ('pending', 'running')))"
+            ).fetchall()
+            uids = [row["uid"] for row in rows]
+            for uid in uids:
+                _set_state(db, "series", "uid", uid, "pending", now)
+        return uids
+
+    def add_jobs(self, series_uid: str, models: list[str]) -> list[int]:
+        """One pending job per model (none twice while one is open); no models → series done."""
+        now = time.time()
+        ids = []
+        with self._transaction() as db:
+            for model in models:
+                open_job = db.execute(
+                    "SELECT 1 FROM jobs WHERE series_uid = ? AND model = ? AND state IN"
+                    " ('pending', 'running')",
+                    (series_uid, model),
+                ).fetchone()
+                if open_job is None:
+                    cursor = db.execute(
+                        "INSERT INTO jobs (series_uid, model, updated) VALUES (?, ?, ?)",
+                        (series_uid, model, now),
+                    )
+                    ids.append(cursor.lastrowid)
+            if not models:
+                _set_state(db, "series", "uid", series_uid, "done", now)
+        return ids
+
+    def next_job(self) -> dict[str, Any] | None:
+        """Claim the oldest pending job: it and its series become `running`."""
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated = ?"
+                " WHERE id = ?",
+                (now, row["id"]),
+            )
+            _set_state(db, "series", "uid", row["series_uid"], "running", now)
+        return {**dict(row), "state": "running", "attempts": row["attempts"] + 1}
+
+    def finish_job(
+        self, job_id: int, state: str, outputs: list[str] | None = None, error: str | None = None
+    ) -> None:
+        """Record a job's end; its series is done (or failed) once no job of it is open."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, outputs = ?, error = ?, updated = ? WHERE id = ?",
+                (state, json.dumps(outputs or []), error, now, job_id),
+            )
+            series_uid = db.execute(
+                "SELECT series_uid FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()["series_uid"]
+            states = {
+                row[0] for row in db.execute(
+                    "SELECT state FROM jobs WHERE series_uid = ?", (series_uid,)
+                )
+            }  # fmt: skip
+            if not states & {"pending", "running"}:
+                final = "failed" if "failed" in states else "done"
+                _set_state(db, "series", "uid", series_uid, final, now)
+
+    def series_paths(self, series_uid: str) -> list[str]:
+        """Spool paths of a series' instances, in the order they arrived."""
+        rows = self._db().execute(
+            "SELECT path FROM instances WHERE series_uid = ? ORDER BY received_at, sop_uid",
+            (series_uid,),
+        )
+        return [row["path"] for row in rows]
+
+    def add_forwards(self, job_id: int, destinations: list[str], paths: list[str]) -> None:
+        """Queue each output for each destination (once, however often this is called)."""
+        now = time.time()
+        with self._transaction() as db:
+            for destination in destinations:
+                for path in paths:
+                    exists = db.execute(
+                        "SELECT 1 FROM forwards WHERE job_id = ? AND destination = ? AND path = ?",
+                        (job_id, destination, path),
+                    ).fetchone()
+                    if exists is None:
+                        db.execute(
+                            "INSERT INTO forwards (job_id, destination, path, updated)"
+                            " VALUES (?, ?, ?, ?)",
+                            (job_id, destination, path, now),
+                        )
+
+    def due_forwards(self, now: float) -> list[dict[str, Any]]:
+        """Claim pending forwards whose retry time has come (they become `running`)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM forwards WHERE state = 'pending' AND next_try <= ? ORDER BY id",
+                (now,),
+            ).fetchall()
+            for row in rows:
+                _set_state(db, "forwards", "id", row["id"], "running", time.time())
+        return [{**dict(row), "state": "running"} for row in rows]
+
+    def finish_forward(
+        self, forward_id: int, state: str, error: str | None = None, retry_at: float = 0
+    ) -> None:
+        """Record one attempt: done, failed for good, or pending again from `retry_at`."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE forwards SET state = ?, error = ?, next_try = ?, attempts = attempts + 1,"
+                " updated = ? WHERE id = ?",
+                (state, error, retry_at, time.time(), forward_id),
+            )
+
+    def series_summary(self) -> list[dict[str, Any]]:
+        """Every series with its durable instance count and job/forward counts by state."""
+        db = self._db()
+        result = []
+        for row in db.execute("SELECT * FROM series ORDER BY last_received"):
+            item = {
+                "series_uid": row["uid"],
+                "study_uid": row["study_uid"],
+                "modality": row["modality"],
+                "instances": db.execute(
+                    "SELECT COUNT(*) FROM instances WHERE series_uid = ?", (row["uid"],)
+                ).fetchone()[0],
+                "expected": row["expected"],
+                "state": row["state"],
+                "last_received": row["last_received"],
+                "jobs": _counts(db, "SELECT state, COUNT(*) FROM jobs WHERE series_uid = ?"
+                                " GROUP BY state", row["uid"]),
+                "forwards": _counts(db, "SELECT f.state, COUNT(*) FROM forwards f JOIN jobs j"
+                                    " ON f.job_id = j.id WHERE j.series_uid = ? GROUP BY f.state",
+                                    row["uid"]),
+            }  # fmt: skip
+            result.append(item)
+        return result
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Failed jobs and forwards with their errors, for `edgeimg queue`."""
+        db = self._db()
+        jobs = db.execute("SELECT 'job' AS kind, id, series_uid AS target, error, attempts"
+                          " FROM jobs WHERE state = 'failed'")  # fmt: skip
+        forwards = db.execute("SELECT 'forward' AS kind, id, destination AS target, error,"
+                              " attempts FROM forwards WHERE state = 'failed'")  # fmt: skip
+        return [dict(row) for row in [*jobs, *forwards]]
+
+    def set_config(self, **values: Any) -> None:
+        """Store the serve settings (models, forwards, ...) for the pipeline to read."""
+        with self._transaction() as db:
+            for key, value in values.items():
+                db.execute("INSERT OR REPLACE INTO config VALUES (?, ?)", (key, json.dumps(value)))
+
+    def config(self) -> dict[str, Any]:
+        rows = self._db().execute("SELECT key, value FROM config")
+        return {row["key"]: json.loads(row["value"]) for row in rows}
+
+
+def _set_state(db: sqlite3.Connection, table: str, key: str, value: Any, state: str, now: float):
+    db.execute(f"UPDATE {table} SET state = ?, updated = ? WHERE {key} = ?", (state, now, value))
+
+
+def _counts(db: sqlite3.Connection, sql: str, uid: str) -> dict[str, int]:
+    return {row[0]: row[1] for row in db.execute(sql, (uid,))}

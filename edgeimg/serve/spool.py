@@ -1,0 +1,86 @@
+"""The spool: received instances on disk, written atomically and durably.
+
+Names come from a hash of the UIDs, never from dataset text, so a hostile UID cannot steer a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+QUEUE_NAME = "queue.sqlite"
+
+
+class DiskFull(OSError):
+    """Writing would leave less free space than the watermark."""
+
+
+def uid_hash(uid: str) -> str:
+    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()
+
+
+class Spool:
+    """A directory of instances: `<root>/series/<hash(series)>/<hash(sop)>.dcm`."""
+
+    def __init__(self, root: Path, min_free_mb: float = 0) -> None:
+        self.root = Path(root).resolve()
+        self.min_free = int(min_free_mb * 1024 * 1024)
+        (self.root / "series").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def queue_path(self) -> Path:
+        return self.root / QUEUE_NAME
+
+    def path_for(self, series_uid: str, sop_uid: str) -> Path:
+        return self.root / "series" / uid_hash(series_uid)[:32] / f"{uid_hash(sop_uid)}.dcm"
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def write(self, path: Path, chunks: Iterable[bytes], size: int) -> str:
+        """Write `chunks` to `path` durably (temp, fsync, rename, fsync dir); returns sha256.
+
+        Refuses up front when `size` would cross the free-space watermark; on any failure the
+        temp file is removed, so a reader never sees a partial instance.
+        """
+        if self.free_bytes() - size < self.min_free:
+            raise DiskFull(f"free space below {self.min_free // (1024 * 1024)} MB")
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(path.parent.parent)
+        digest = hashlib.sha256()
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return digest.hexdigest()
+
+    def remove_temp_files(self) -> int:
+        """Delete temp files a killed process left behind; returns how many."""
+        count = 0
+        for temp in (self.root / "series").glob(f"*/{TEMP_PREFIX}*"):
+            temp.unlink(missing_ok=True)
+            count += 1
+        return count
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

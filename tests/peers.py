@@ -1,0 +1,112 @@
+"""Real network peers for tests: free ports, server processes, synthetic instances."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_dcmtk = pytest.mark.skipif(
+    shutil.which("storescu") is None or shutil.which("echoscu") is None,
+    reason="dcmtk not found: apt-get install dcmtk",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1") -> None:
+    """Block until something accepts on `port`; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+
+
+def start_serve(*args: str, port: int, cwd: Path) -> subprocess.Popen:
+    """`edgeimg serve` as a user runs it, listening on `port`, JSON log in cwd/serve.log."""
+    command = [sys.executable, "-m", "edgeimg", "serve", "--port", str(port), *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
+    log = open(cwd / "serve.log", "ab")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
+    log.close()
+    wait_for_port(port)
+    return process
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Signal the process and wait for it; kill it if it does not go."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+        return process.wait()
+
+
+def ct_instance(series_uid: str | None = None, index: int = 1, size: int = 16) -> Dataset:
+    """A small, valid CT image with file meta (no patient data beyond a fake name)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.PatientName = "Secret^Patient"
+    ds.PatientID = "SECRET-ID-42"
+    ds.Modality = "CT"
+    ds.InstanceNumber = index
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.PixelData = (np.arange(size * size, dtype=np.int16) + index).tobytes()
+    return ds
+
+
+def write(ds: Dataset, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def dataset_bytes(data: bytes | Path) -> bytes:
+    """The encoded dataset after the file meta group (sized by its group length element)."""
+    raw = Path(data).read_bytes() if isinstance(data, Path) else data
+    assert raw[128:132] == b"DICM" and raw[132:140] == b"\x02\x00\x00\x00UL\x04\x00"
+    return raw[144 + struct.unpack("<L", raw[140:144])[0] :]
+
+
+def orthanc_rest(http_port: int, path: str, body: bytes, method: str = "POST") -> dict:
+    """One call to an Orthanc REST API on loopback (uploads, modality settings, C-STORE jobs)."""
+    url = f"http://127.0.0.1:{http_port}{path}"
+    request = urllib.request.Request(url, data=body, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")

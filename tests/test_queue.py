@@ -1,0 +1,123 @@
+"""The SQLite queue: durable rows, series completion, crash recovery, retry."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+from edgeimg.serve.queue import Instance, Queue
+
+
+def _instance(sop: str, series: str = "1.2.3", expected: int | None = None) -> Instance:
+    return Instance(sop, series, "1.2", "1.2.840.10008.5.1.4.1.1.2", "CT", f"/x/{sop}", 10, "ab",
+                    "SCANNER", "127.0.0.1", expected)  # fmt: skip
+
+
+def test_wal_and_full_sync(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    db = queue._db()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_duplicates_are_stored_once(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    assert queue.add_instance(_instance("1.1")) == (True, False)
+    assert queue.add_instance(_instance("1.1")) == (False, False)
+    [series] = queue.series_summary()
+    assert series["instances"] == 1 and series["state"] == "received"
+
+
+def test_expected_count_completes_the_series(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    assert queue.add_instance(_instance("1.1", expected=2)) == (True, False)
+    assert queue.add_instance(_instance("1.2", expected=2)) == (True, True)
+    assert queue.series_summary()[0]["state"] == "complete"
+
+
+def test_quiet_series_complete_once(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1"))
+    assert queue.quiet_series(60) == []
+    time.sleep(0.05)
+    assert queue.complete(queue.quiet_series(0.01)) == ["1.2.3"]
+    assert queue.complete(["1.2.3"]) == []
+
+
+def test_recover_requeues_running_work_and_retry(tmp_path):
+    path = tmp_path / "q.sqlite"
+    queue = Queue(path)
+    queue.add_instance(_instance("1.1"))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE series SET state = 'running'")
+        db.execute("INSERT INTO jobs (series_uid, model, state, updated) VALUES ('1.2.3', 'cnn',"
+                   " 'running', 0)")  # fmt: skip
+        db.execute("INSERT INTO jobs (series_uid, model, state, error, updated) VALUES"
+                   " ('1.2.3', 'cnn', 'failed', 'boom', 0)")  # fmt: skip
+        db.execute("INSERT INTO forwards (job_id, destination, path, state, updated) VALUES"
+                   " (2, 'PACS@h:104', '/r', 'failed', 0)")  # fmt: skip
+    assert Queue(path).recover() == 2
+    states = dict(db.execute("SELECT id, state FROM jobs"))
+    assert states == {1: "pending", 2: "failed"}
+    assert queue.failures()[0]["error"] == "boom"
+    assert queue.retry("2") == "job"
+    assert queue.retry("forward:1") == "forward"
+    assert queue.retry("forward:1") is None
+    assert queue.retry("nonsense:x") is None
+    assert not queue.failures()
+
+
+def test_threads_share_the_queue(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    threads = [
+        threading.Thread(target=lambda n=n: [queue.add_instance(_instance(f"{n}.{i}"))
+                                             for i in range(20)])
+        for n in range(1, 5)
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert queue.series_summary()[0]["instances"] == 80
+
+
+def test_config_round_trip(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.set_config(models=["cnn"], forwards=["PACS@h:104"])
+    assert queue.config()["models"] == ["cnn"]
+
+
+def test_pipeline_flow_jobs_and_forwards(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1"))
+    assert queue.claim_series() == []  # still receiving
+    queue.complete(["1.2.3"])
+    assert queue.claim_series() == ["1.2.3"]
+    assert len(queue.add_jobs("1.2.3", ["cnn", "unet"])) == 2
+    assert queue.add_jobs("1.2.3", ["cnn"]) == []  # one open job per model
+    assert queue.claim_series() == []
+    job = queue.next_job()
+    assert (job["model"], job["state"], job["attempts"]) == ("cnn", "running", 1)
+    assert queue.series_paths("1.2.3") == ["/x/1.1"]
+    queue.finish_job(job["id"], "done", outputs=["/r/sr.dcm"])
+    assert queue.series_summary()[0]["state"] == "running"
+    queue.finish_job(queue.next_job()["id"], "failed", error="boom")
+    assert queue.series_summary()[0]["state"] == "failed"
+    queue.add_forwards(job["id"], ["PACS@h:104"], ["/r/sr.dcm"])
+    queue.add_forwards(job["id"], ["PACS@h:104"], ["/r/sr.dcm"])
+    [forward] = queue.due_forwards(time.time())
+    assert queue.due_forwards(time.time()) == []  # claimed
+    queue.finish_forward(forward["id"], "pending", error="refused", retry_at=time.time() + 60)
+    assert queue.due_forwards(time.time()) == []
+    assert len(queue.due_forwards(time.time() + 61)) == 1
+
+
+def test_claim_after_crash_between_claim_and_jobs(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1", expected=1))
+    assert queue.claim_series() == ["1.2.3"]
+    assert queue.claim_series() == ["1.2.3"]  # pending without jobs: claimed again
+    queue.add_jobs("1.2.3", [])
+    assert queue.series_summary()[0]["state"] == "done"

@@ -1,0 +1,58 @@
+"""The spool writes atomically and durably and never takes a name from the dataset."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from edgeimg.serve.spool import TEMP_PREFIX, DiskFull, Spool
+
+
+def test_write_is_atomic_and_returns_sha256(tmp_path):
+    spool = Spool(tmp_path)
+    path = spool.path_for("1.2.3", "1.2.3.4")
+    digest = spool.write(path, [b"abc", b"def"], 6)
+    assert path.read_bytes() == b"abcdef"
+    assert digest == hashlib.sha256(b"abcdef").hexdigest()
+    assert not list(path.parent.glob(f"{TEMP_PREFIX}*"))
+
+
+def test_names_are_hashes_not_dataset_text(tmp_path):
+    spool = Spool(tmp_path)
+    path = spool.path_for("../../etc", "../passwd")
+    assert path.resolve().is_relative_to(tmp_path.resolve())
+    assert ".." not in path.relative_to(tmp_path).parts
+    assert path.name == hashlib.sha256(b"../passwd").hexdigest() + ".dcm"
+
+
+def test_watermark_refuses_before_writing(tmp_path):
+    spool = Spool(tmp_path, min_free_mb=10**9)
+    path = spool.path_for("1.2", "1.2.3")
+    with pytest.raises(DiskFull):
+        spool.write(path, [b"x" * 100], 100)
+    assert not path.exists()
+    assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path):
+    spool = Spool(tmp_path)
+    path = spool.path_for("1.2", "1.2.3")
+
+    def chunks():
+        yield b"partial"
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError):
+        spool.write(path, chunks(), 7)
+    assert not path.exists()
+    assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_remove_temp_files_after_a_crash(tmp_path):
+    spool = Spool(tmp_path)
+    kept = spool.path_for("1.2", "1.2.3")
+    spool.write(kept, [b"ok"], 2)
+    (kept.parent / f"{TEMP_PREFIX}abc").write_bytes(b"half")
+    assert spool.remove_temp_files() == 1
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]
