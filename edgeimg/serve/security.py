@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ class AllowEntry:
 
 
 def parse_allow(values: Iterable[str]) -> list[AllowEntry]:
-    """Parse `--allow` values; an empty list means everyone may call."""
+    """Parse `--allow` values; an empty list admits callers on this machine only."""
     entries = []
     for value in values:
         aet, _, host = value.strip().partition("@")
@@ -34,9 +35,23 @@ def parse_allow(values: Iterable[str]) -> list[AllowEntry]:
     return entries
 
 
+def is_loopback(host: str) -> bool:
+    """A peer on this machine (127.0.0.0/8 or ::1)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_allowed(entries: list[AllowEntry], aet: str, host: str) -> bool:
-    """True if the calling AE from `host` is on the allow list (or there is no list)."""
-    return not entries or any(entry.matches(aet, host) for entry in entries)
+    """True if the calling AE from `host` is listed; with no list, only local peers may call.
+
+    Remote peers are denied unless listed: a box on a hospital network must not accept images
+    from anyone who can reach its port just because the operator forgot `--allow`.
+    """
+    if not entries:
+        return is_loopback(host)
+    return any(entry.matches(aet, host) for entry in entries)
 
 
 def server_tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:

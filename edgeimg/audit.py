@@ -1,0 +1,90 @@
+"""An append-only audit log: who sent what, what ran on it, where it went — and no PHI.
+
+One JSON object per line. The file is opened with O_APPEND and each line goes out in a single
+write() followed by fsync, so lines from threads (and processes) never interleave, a crash loses
+at most the line being written, and earlier lines are never rewritten. Fields named like patient
+identity are refused outright: an audit trail that leaks names would defeat its purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+_PHI_PARTS = ("patient", "birth", "physician", "operatorsname", "accession", "mothers")
+_PHI_NAMES = frozenset({"mrn", "ssn", "name", "dob"})
+
+
+def _identifying(name: str) -> bool:
+    """A field named like patient identity: PatientName, patient_id, OtherPatientIDs, mrn, ..."""
+    normal = "".join(char for char in name.lower() if char.isalnum())
+    return normal in _PHI_NAMES or any(part in normal for part in _PHI_PARTS)
+
+
+def _identifying_names(fields: Any) -> Iterator[str]:
+    """Identifying field names in `fields`, looking inside nested objects and lists too."""
+    if isinstance(fields, dict):
+        for name, value in fields.items():
+            if _identifying(str(name)):
+                yield str(name)
+            yield from _identifying_names(value)
+    elif isinstance(fields, (list, tuple)):
+        for value in fields:
+            yield from _identifying_names(value)
+
+
+class AuditLog:
+    """Append JSON lines to `path`; safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock = threading.Lock()
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one event; raises ValueError for a field that could carry patient identity."""
+        if not event or not isinstance(event, str):
+            raise ValueError("an audit event needs a name")
+        if "time" in fields:
+            raise ValueError("`time` is set by the audit log itself")
+        refused = sorted(set(_identifying_names(fields)))
+        if refused:
+            raise ValueError(f"refusing patient-identifying fields in the audit log: {refused}")
+        entry = {"time": datetime.now(timezone.utc).isoformat(), "event": event, **fields}
+        line = (json.dumps(entry, default=str, ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            if self._fd < 0:
+                raise ValueError(f"audit log {self.path} is closed")
+            written = os.write(self._fd, line)
+            if written != len(line):
+                raise OSError(f"short write to audit log {self.path} ({written} of {len(line)})")
+            os.fsync(self._fd)
+        return entry
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The events in `path`, oldest first; a torn last line (crash mid-write) is skipped."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                return
+            if line.strip():
+                yield json.loads(line)
