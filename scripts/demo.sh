@@ -1,6 +1,5 @@
 #!/bin/sh
-# The main job on embedded defaults: what this box has, which models are installed.
+# `make demo`: the main job on embedded defaults (see scripts/demo.py).
 set -eu
-BIN=.venv/bin
-$BIN/edgeimg doctor
-$BIN/edgeimg models
+.venv/bin/edgeimg doctor
+exec .venv/bin/python scripts/demo.py

@@ -1,17 +1,67 @@
 """The Backend interface every engine backend implements.
 
 Backend modules import their runtime (onnxruntime, torch, tensorrt) lazily inside methods so
-that registering and listing them stays cheap.
+that registering and listing them stays cheap. A backend turns an ONNX graph into an engine file
+(`compile`) and opens that file for inference (`open`); the engine store does the rest.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Any
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from edgeimg.device import cpu_model, jetpack_release
+
+if TYPE_CHECKING:
+    from edgeimg.model import ModelSpec
+
+#: per input name: (min, opt, max) shapes of one optimization profile
+Profiles = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
 class BackendUnavailable(Exception):
     """The backend cannot run on this machine; the message says what is missing."""
+
+
+class Runner(Protocol):
+    """An opened engine: numpy arrays in, numpy arrays out, in the ONNX input/output order."""
+
+    def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]: ...
+
+
+@dataclass
+class CompileJob:
+    """Everything a backend needs to write its engine file into `out_dir`."""
+
+    spec: ModelSpec
+    onnx_path: Path
+    out_dir: Path
+    precision: str
+    profiles: Profiles
+    #: the torch FP32 network the ONNX came from (the torch backend stores its weights)
+    network: Any = None
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: hyperthreads slow ONNX Runtime and torch down."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores: set[tuple[str, str]] = set()
+    physical = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                physical = value.strip()
+            elif key.strip() == "core id":
+                cores.add((physical, value.strip()))
+    except OSError:
+        pass
+    return max(1, min(len(cores) or usable or 1, usable or 1))
 
 
 class Backend:
@@ -22,6 +72,9 @@ class Backend:
     distribution: str = ""
     precisions: tuple[str, ...] = ("fp32",)
     priority: int = 0
+    engine_file: str = "engine.bin"
+    #: INT8 QDQ graphs with zero-point-free activations (TensorRT needs them; a CPU need not)
+    symmetric_activations: bool = True
 
     def version(self) -> str | None:
         """The installed version of the runtime, or None when it is not installed."""
@@ -35,6 +88,33 @@ class Backend:
         if self.version() is None:
             return f"{self.distribution} is not installed"
         return None
+
+    def unsupported(self, precision: str) -> str | None:
+        """Why this backend cannot build `precision` here, or None when it can."""
+        if precision not in self.precisions:
+            return (
+                f"backend {self.name} does not support {precision} "
+                f"(it supports {', '.join(self.precisions)})"
+            )
+        return None
+
+    def require(self, precision: str) -> None:
+        """Raise BackendUnavailable with one line saying what is missing."""
+        reason = self.missing() or self.unsupported(precision)
+        if reason:
+            raise BackendUnavailable(f"backend {self.name} unavailable: {reason}")
+
+    def device(self) -> dict[str, Any]:
+        """The facts an engine from this backend depends on (part of the cache key)."""
+        return {"cpu": cpu_model(), "jetpack": jetpack_release()}
+
+    def compile(self, job: CompileJob) -> Path:
+        """Write the engine file for `job` into job.out_dir and return its path."""
+        raise NotImplementedError
+
+    def open(self, engine_path: Path, spec: ModelSpec, manifest: dict[str, Any]) -> Runner:
+        """Open an engine file written by `compile` for inference."""
+        raise NotImplementedError
 
     def as_dict(self) -> dict[str, Any]:
         return {

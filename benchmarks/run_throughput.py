@@ -1,0 +1,228 @@
+"""Does `edgeimg run` keep decoding and inference overlapped? Full run vs. its two stages alone.
+
+On 500 synthetic 512x512 CT slices (10 series x 50) it measures, in one process:
+(a) decoding alone through the worker pool `run` uses, (b) the engine alone on pre-decoded
+inputs in batches of 8, and (c) the whole `edgeimg run cnn` command. The pipeline keeps up
+when full / min(a, b) >= 0.8. Stages (a) and (b) are timed warm (pool started, engine built);
+(c) is timed as a user sees it, scan and engine loading included. Writing the DICOM outputs
+(the SR per series) is timed alone too: not part of the ratio, but where the rest of (c) goes.
+`python -m benchmarks.run_throughput [--weights PATH]`; without shipped cnn weights it measures
+freshly initialised ones (the figures do not depend on the weight values at fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from edgeimg.device import cpu_model
+from edgeimg.engine import load_engine
+from edgeimg.inference import Decoded, Inferencer, decode_all, decoder_pool, scan
+from edgeimg.model import ModelSpec
+from edgeimg.plugins import get_registry
+from edgeimg.synth.dicom import write_study
+
+MODEL = "cnn"
+SERIES, SLICES, SIZE = 10, 50, 512
+BATCH = 8
+WORKERS = min(2, os.cpu_count() or 1)
+BAR = 0.8
+
+
+def _use_weights(spec: ModelSpec, weights: Path | None, scratch: Path) -> tuple[ModelSpec, str]:
+    """Register weights for the model: given ones, shipped ones, or untrained ones as a stand-in."""
+    if weights is None:
+        shipped = spec.weights_path()
+        if shipped is not None and shipped.is_file():
+            return spec, f"shipped ({shipped})"
+        from safetensors.torch import save_file
+
+        from edgeimg.training import implementation_for
+
+        weights = scratch / f"{spec.name}-untrained.safetensors"
+        save_file(implementation_for(spec).build().state_dict(), str(weights))
+        source = "untrained stand-in (no shipped weights yet)"
+    else:
+        source = f"given ({weights})"
+    replaced = dataclasses.replace(spec, weights=str(Path(weights).resolve()))
+    get_registry().models[spec.name] = replaced
+    return replaced, source
+
+
+def _dicom_only(folder: Path) -> None:
+    """Drop the ground-truth sidecars: `run` would report them as unreadable files."""
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix != ".dcm":
+            path.unlink()
+
+
+def _rate(images: int, seconds: float) -> dict[str, float]:
+    return {
+        "images": images,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(images / seconds, 2),
+    }
+
+
+def _decode(jobs: list[Any], spec: ModelSpec, workers: int) -> tuple[list[list[Decoded]], dict]:
+    """(a): every job's files through a warm pool, as `run` does it; returns the decoded series."""
+    pool = decoder_pool(workers)
+    try:
+        started = time.perf_counter()
+        list(decode_all(jobs[0].paths[: 2 * workers], spec, pool))
+        warmup = time.perf_counter() - started
+        started = time.perf_counter()
+        series = [list(decode_all(job.paths, spec, pool)) for job in jobs]
+        seconds = time.perf_counter() - started
+    finally:
+        pool.shutdown()
+    failed = [item for items in series for item in items if isinstance(item, Exception)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} files failed to decode, first: {failed[0]}")
+    images = sum(len(item.inputs) for items in series for item in items)
+    return series, {**_rate(images, seconds), "pool_warmup_s": round(warmup, 3)}
+
+
+def _infer(inferencer: Inferencer, series: list[list[Decoded]]) -> tuple[list[list], dict]:
+    """(b): the engine in batches of `inferencer.batch`, postprocessing included, as `run` does."""
+    inferencer.infer(series[0][: inferencer.batch])
+    started = time.perf_counter()
+    items = [inferencer.infer(decoded) for decoded in series]
+    seconds = time.perf_counter() - started
+    return items, _rate(sum(map(len, items)), seconds)
+
+
+def _write(
+    inferencer: Inferencer, series: list[list[Decoded]], items: list[list], out_dir: Path
+) -> dict[str, float]:
+    """Not in the ratio, but it explains it: the DICOM outputs `run` writes after each series."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for decoded, results in zip(series, items, strict=True):
+        inferencer.write(decoded, results, out_dir)
+    return _rate(sum(map(len, items)), time.perf_counter() - started)
+
+
+def _full(study: Path, out: Path, engines_dir: Path, workers: int, batch: int) -> dict[str, Any]:
+    """(c): the command itself, in this process so it sees the registered weights."""
+    from edgeimg.cli import cli
+
+    args = [MODEL, str(study), "--out", str(out), "--engines-dir", str(engines_dir)]
+    args += ["--workers", str(workers), "--batch", str(batch), "--json"]
+    started = time.perf_counter()
+    done = CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
+    wall = time.perf_counter() - started
+    if done.exit_code != 0:
+        raise RuntimeError(f"edgeimg run {MODEL} failed ({done.exit_code}): {done.output[-2000:]}")
+    summary = json.loads(done.stdout)
+    return {**_rate(summary["images"], summary["seconds"]), "wall_s": round(wall, 3)}
+
+
+def _device(engine: Any) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "onnxruntime": onnxruntime.__version__,
+        "engine": engine.key,
+        "engine_device": engine.manifest.get("device"),
+    }
+
+
+def run(
+    weights: Path | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    workers: int = WORKERS,
+    batch: int = BATCH,
+) -> dict[str, Any]:
+    """All three measurements on one synthetic study; a JSON-able report."""
+    with tempfile.TemporaryDirectory(prefix="edgeimg-throughput-") as scratch_name:
+        scratch = Path(scratch_name)
+        spec, weights_source = _use_weights(get_registry().model(MODEL), weights, scratch)
+        started = time.perf_counter()
+        study = write_study(scratch / "study", series=SERIES, slices=SLICES, size=SIZE, seed=0)
+        synth_seconds = time.perf_counter() - started
+        _dicom_only(study.out_dir)
+        engines_dir = scratch / "engines"
+        engine = load_engine(MODEL, backend, precision, engines_dir=engines_dir, build=True)
+        jobs = [job for job in scan([study.out_dir], spec).jobs if job.skip is None]
+        series, decoding = _decode(jobs, spec, workers)
+        inferencer = Inferencer(spec, engine, batch=batch)
+        items, inference = _infer(inferencer, series)
+        writing = _write(inferencer, series, items, scratch / "written")
+        full = _full(study.out_dir, scratch / "out", engines_dir, workers, batch)
+    slowest = min(decoding["images_per_s"], inference["images_per_s"])
+    ratio = full["images_per_s"] / slowest
+    return {
+        "model": MODEL,
+        "settings": {
+            "series": SERIES,
+            "slices": SLICES,
+            "size": SIZE,
+            "files": study.files,
+            "batch": batch,
+            "workers": workers,
+            "backend": backend,
+            "precision": precision,
+            "weights": weights_source,
+            "synth_seconds": round(synth_seconds, 2),
+        },
+        "device": _device(engine),
+        "decoding": decoding,
+        "inference": inference,
+        "writing": writing,
+        "full": full,
+        "ratio": round(ratio, 3),
+        "bar": BAR,
+        "met": ratio >= BAR,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    """The figures as a short plain-text table."""
+    rows = [("stage", "images", "seconds", "images/s")]
+    for stage in ("decoding", "inference", "writing", "full"):
+        figures = report[stage]
+        rows.append((stage, figures["images"], figures["seconds"], figures["images_per_s"]))
+    lines = [f"{a:<10} {b:>7} {c:>9} {d:>9}" for a, b, c, d in rows]
+    verdict = "met" if report["met"] else "NOT met"
+    lines.append(f"full / min(decoding, inference) = {report['ratio']:.2f} (bar {BAR}: {verdict})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--weights", type=Path, default=None, help="cnn weights (safetensors)")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    report = run(args.weights, args.backend, args.precision, args.workers, args.batch)
+    from benchmarks.__main__ import write_result
+
+    print(table(report))
+    print(write_result("run_throughput", report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

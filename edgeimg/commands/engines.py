@@ -1,0 +1,233 @@
+"""`edgeimg build-engine`, `edgeimg engines [verify]` and `edgeimg bench`.
+
+Exit status: 0 done, 1 the engine failed (verification, build, none found), 2 usage errors and
+backends that cannot run here (one line saying what is missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from edgeimg.backends.base import BackendUnavailable
+from edgeimg.console import err, out, print_json
+from edgeimg.engine import store
+from edgeimg.engine.build import PRECISIONS
+from edgeimg.engine.errors import EngineError
+
+
+def _fail(message: str, status: int) -> None:
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise SystemExit(status)
+
+
+@contextmanager
+def _engine_errors() -> Iterator[None]:
+    """Known failures become one line on stderr and a meaningful exit status, not a traceback."""
+    try:
+        yield
+    except BackendUnavailable as error:
+        _fail(str(error), 2)
+    except EngineError as error:
+        _fail(str(error), 1)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [item.strip() for item in value.split(",") if item.strip()] if value else None
+
+
+engines_dir_option = click.option(
+    "--engines-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where engines live (default: $EDGEIMG_ENGINES or ./engines).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.command("build-engine")
+@click.argument("name")
+@click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    help="onnxruntime, torch, tensorrt or a plugin's; auto: the best one available here "
+    "(tensorrt > onnxruntime > torch).",
+)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option(
+    "--calib",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="DICOM files or folders to calibrate INT8 on (default: synthetic held-out data).",
+)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True)
+@engines_dir_option
+@click.option("--force", is_flag=True, help="Rebuild even when a cached engine matches.")
+@click.option("--no-verify", is_flag=True, help="Skip verification against torch FP32.")
+@json_option
+def build_engine_command(
+    name: str,
+    backend: str,
+    precision: str,
+    calib: tuple[Path, ...],
+    max_batch: int,
+    engines_dir: Path | None,
+    force: bool,
+    no_verify: bool,
+    as_json: bool,
+) -> None:
+    """Export NAME to ONNX, calibrate (INT8), compile, verify against torch and store."""
+    from edgeimg.engine.build import build_engine
+
+    with _engine_errors(), err.status("building engine") as status:
+        result = build_engine(
+            name,
+            backend,
+            precision,
+            list(calib),
+            max_batch,
+            engines_dir,
+            force,
+            not no_verify,
+            progress=lambda step: status.update(step),
+        )
+    if as_json:
+        print_json(result.as_dict())
+        return
+    state = "cached" if result.cached else "built"
+    out.print(f"{state} {result.model} {result.precision} {result.backend} engine {result.key}")
+    out.print(f"  {escape(str(result.path))}")
+    out.print(f"  {describe_verification(result.manifest.get('verification', {}))}")
+
+
+def describe_verification(verification: dict[str, Any]) -> str:
+    """One line: the metric of torch FP32 and the engine, or why there is none."""
+    if not verification.get("verified"):
+        return f"not verified ({verification.get('reason', 'unknown')})"
+    return (
+        f"{verification['metric']}: torch fp32 {verification['torch_fp32']:.4f}, "
+        f"engine {verification['engine']:.4f} (drift {verification['drift']:.4f}, "
+        f"max abs diff {verification['max_abs_diff']:.3g})"
+    )
+
+
+def _listing(root: Path) -> list[dict[str, Any]]:
+    rows = []
+    for directory in store.engine_dirs(root):
+        manifest = store.read_manifest(directory) or {}
+        rows.append(
+            {
+                "model": directory.parent.name,
+                "key": directory.name,
+                "path": str(directory),
+                "model_version": manifest.get("model_version"),
+                "backend": manifest.get("backend"),
+                "backend_version": manifest.get("backend_version"),
+                "precision": manifest.get("precision"),
+                "device": manifest.get("device"),
+                "built_at": manifest.get("built_at"),
+                "verification": manifest.get("verification"),
+            }
+        )
+    return rows
+
+
+@click.group(invoke_without_command=True)
+@engines_dir_option
+@json_option
+@click.pass_context
+def engines(ctx: click.Context, engines_dir: Path | None, as_json: bool) -> None:
+    """List built engines: model, backend, precision, device and accuracy."""
+    ctx.obj = store.engines_root(engines_dir)
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _listing(ctx.obj)
+    if as_json:
+        print_json({"engines_dir": str(ctx.obj), "engines": rows})
+        return
+    table = Table(title=f"engines in {escape(str(ctx.obj))}")
+    for column in ("model", "key", "backend", "precision", "device", "built", "verification"):
+        table.add_column(column, no_wrap=column in ("model", "key"))
+    for row in rows:
+        device = row["device"] or {}
+        gpu = (device.get("gpu") or {}).get("name")
+        table.add_row(
+            row["model"],
+            row["key"],
+            f"{row['backend']} {row['backend_version']}",
+            str(row["precision"]),
+            escape(gpu or device.get("cpu") or "?"),
+            str(row["built_at"]),
+            escape(describe_verification(row["verification"] or {})),
+        )
+    out.print(table)
+
+
+@engines.command("verify")
+@json_option
+@click.pass_obj
+def verify_command(root: Path, as_json: bool) -> None:
+    """Re-check every stored engine's files against the hashes in its manifest."""
+    checked = [
+        {"model": d.parent.name, "key": d.name, "path": str(d), "problems": store.check(d)}
+        for d in store.engine_dirs(root)
+    ]
+    bad = [item for item in checked if item["problems"]]
+    if as_json:
+        print_json({"engines_dir": str(root), "engines": checked, "ok": not bad})
+    else:
+        for item in checked:
+            state = "[red]bad[/]" if item["problems"] else "[green]ok[/]"
+            detail = escape("; ".join(item["problems"]))
+            out.print(f"{state} {item['model']}/{item['key']} {detail}".rstrip())
+        out.print(f"{len(checked) - len(bad)} of {len(checked)} engines intact")
+    if bad:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--backends", help="Comma-separated backends (default: all available here).")
+@click.option("--precisions", help="Comma-separated precisions (default: all each supports).")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@engines_dir_option
+@json_option
+def bench(
+    name: str,
+    backends: str | None,
+    precisions: str | None,
+    batch: int,
+    seconds: float,
+    engines_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure NAME on each backend and precision side by side, against torch FP32 eager."""
+    from edgeimg.engine.bench import bench as run_bench
+
+    with _engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
+        report = run_bench(name, _csv(backends), _csv(precisions), batch, seconds, engines_dir)
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"{name}, batch {batch}, {escape(report['device']['cpu'])}")
+    for column in ("backend", "precision", "images/s", "p50 ms", "p95 ms", "vs torch fp32"):
+        table.add_column(column, justify="right" if column[0] in "ipv" else "left")
+    for row in report["results"]:
+        table.add_row(
+            row["backend"],
+            row["precision"],
+            f"{row['images_per_s']:.1f}",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p95_ms']:.2f}",
+            f"{row['ratio_to_torch_fp32']:.2f}x",
+        )
+    out.print(table)
+    for item in report["skipped"]:
+        out.print(f"skipped {item['backend']} {item['precision']}: {escape(item['reason'])}")

@@ -1,0 +1,112 @@
+"""Backends side by side: latency per batch and images/s, as ratios to torch FP32 eager.
+
+Configurations are measured in interleaved rounds so that noise from other work on the machine
+falls on all of them alike; torch runs with as many threads as ONNX Runtime (physical cores).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeimg.backends.base import Runner, physical_cores
+from edgeimg.backends.torch import TorchRunner
+from edgeimg.device import cpu_model
+from edgeimg.engine.build import PRECISIONS
+from edgeimg.engine.errors import EngineError
+from edgeimg.engine.load import load_engine
+from edgeimg.engine.network import implementation, load_network
+from edgeimg.plugins import get_registry
+
+WARMUP = 3
+ROUNDS = 5
+
+
+@dataclass
+class _Subject:
+    backend: str
+    precision: str
+    runner: Runner
+    latencies: list[float] = field(default_factory=list)
+
+
+def configurations(
+    backends: list[str] | None, precisions: list[str] | None
+) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+    """(backend, precision) pairs to measure, torch FP32 first, and the ones skipped with why."""
+    registry = get_registry()
+    names = backends or [b.name for b in registry.backends.values() if b.missing() is None]
+    wanted, skipped = [("torch", "fp32")], []
+    for name in names:
+        backend = registry.backend(name)
+        for precision in precisions or PRECISIONS:
+            reason = backend.missing() or backend.unsupported(precision)
+            if reason:
+                skipped.append({"backend": name, "precision": precision, "reason": reason})
+            elif not reason and (name, precision) not in wanted:
+                wanted.append((name, precision))
+    return wanted, skipped
+
+
+def _summary(subject: _Subject, batch: int) -> dict[str, Any]:
+    latencies = np.asarray(subject.latencies)
+    return {
+        "backend": subject.backend,
+        "precision": subject.precision,
+        "images_per_s": batch / float(latencies.mean()),
+        "p50_ms": float(np.percentile(latencies, 50) * 1e3),
+        "p95_ms": float(np.percentile(latencies, 95) * 1e3),
+        "iterations": int(latencies.size),
+    }
+
+
+def bench(
+    name: str,
+    backends: list[str] | None = None,
+    precisions: list[str] | None = None,
+    batch: int = 8,
+    seconds: float = 10.0,
+    engines_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Measure each configuration (building missing engines) and compare with torch FP32."""
+    spec = get_registry().model(name)
+    wanted, skipped = configurations(backends, precisions)
+    arrays = implementation(spec).example_inputs(batch)
+    subjects = []
+    for backend, precision in wanted:
+        if (backend, precision) == ("torch", "fp32"):
+            runner: Runner = TorchRunner(load_network(spec)[0], "fp32")
+        else:
+            try:
+                runner = load_engine(name, backend, precision, engines_dir, build=True)
+            except EngineError as error:  # e.g. INT8 refused by verification: report, go on
+                skipped.append({"backend": backend, "precision": precision, "reason": str(error)})
+                continue
+        subjects.append(_Subject(backend, precision, runner))
+    for subject in subjects:
+        for _ in range(WARMUP):
+            subject.runner.run(*arrays)
+    for _ in range(ROUNDS):
+        for subject in subjects:
+            deadline = time.perf_counter() + seconds / ROUNDS / len(subjects)
+            while True:
+                start = time.perf_counter()
+                subject.runner.run(*arrays)
+                subject.latencies.append(time.perf_counter() - start)
+                if start > deadline:
+                    break
+    results = [_summary(s, batch) for s in subjects]
+    baseline = results[0]["images_per_s"]
+    for result in results:
+        result["ratio_to_torch_fp32"] = result["images_per_s"] / baseline
+    return {
+        "model": name,
+        "batch": batch,
+        "device": {"cpu": cpu_model(), "threads": physical_cores()},
+        "results": results,
+        "skipped": skipped,
+    }

@@ -1,0 +1,15 @@
+"""Engine errors that the CLI turns into one-line messages with meaningful exit codes."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """An engine could not be built, verified or found (exit status 1)."""
+
+
+class VerificationFailed(EngineError):
+    """The engine's task metric drifted from torch FP32 by more than the model's tolerance."""
+
+
+class EngineNotFound(EngineError):
+    """No valid engine for this model, backend, precision and device; says how to build one."""

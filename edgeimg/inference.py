@@ -1,0 +1,347 @@
+"""From DICOM files to model results and output objects: what `run` and `serve` share.
+
+Decoding (pydicom, the pixel decoders, windowing, resizing) runs in worker processes while the
+engine infers in this one. Each model task has one place where raw results become output
+objects (SR, SEG, derived images), so `run` and `serve` write the same things.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from edgeimg.dicom.preprocess import resize, to_model_input
+from edgeimg.dicom.read import DicomInputError, read_header, read_image
+from edgeimg.dicom.series import Series, group_series
+from edgeimg.model import ModelSpec
+
+
+@dataclass
+class Decoded:
+    """One file decoded for a model: (F, C, H, W) input plus what writers need of its header."""
+
+    path: Path
+    header: Dataset
+    inputs: np.ndarray
+    rows: int
+    columns: int
+
+
+@dataclass
+class SeriesJob:
+    """One series as the model will see it, or why it will not."""
+
+    series: Series
+    paths: list[Path]
+    skip: str | None = None
+
+
+@dataclass
+class Scan:
+    """What a set of paths holds: series to run, and files that could not be read."""
+
+    jobs: list[SeriesJob] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A Part 10 file: the 128-byte preamble, then "DICM"."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def expand(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to read, files passed over) under the given files and folders, recursively.
+
+    A file named explicitly is always read, so a bad one is an error; inside a folder, files
+    that are not DICOM at all (sidecars, notes) are passed over, as dcmtk's folder scans do.
+    """
+    found: list[Path] = []
+    passed_over: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            (found if is_dicom_file(item) else passed_over).append(item)
+    return found, passed_over
+
+
+def accepts(spec: ModelSpec, series: Series, headers: Sequence[Dataset]) -> str | None:
+    """Why the model does not take this series, or None when it does."""
+    modality = series.modality or "?"
+    if spec.modalities and modality not in spec.modalities:
+        return f"modality {modality} is not one the model takes ({', '.join(spec.modalities)})"
+    classes = {str(header.get("SOPClassUID", "")) for header in headers}
+    unsupported = sorted(classes - set(spec.sop_classes))
+    if spec.sop_classes and unsupported:
+        return f"SOP class {unsupported[0]} is not one the model takes"
+    if spec.input.sequence and len(headers) < spec.input.min_length:
+        return f"{len(headers)} slices; the model needs at least {spec.input.min_length}"
+    return None
+
+
+def scan(paths: Sequence[Path], spec: ModelSpec) -> Scan:
+    """Read headers, group series, and decide per series whether the model takes it."""
+    result = Scan()
+    headers: list[Dataset] = []
+    files, passed_over = expand(paths)
+    for path in passed_over:
+        result.skipped.append(
+            {"status": "skipped", "files": [str(path)], "reason": "not a DICOM file"}
+        )
+    for path in files:
+        try:
+            header = read_header(path)
+        except DicomInputError as error:
+            result.errors.append({"status": "error", "file": str(path), "error": str(error)})
+            continue
+        header.filename = str(path)
+        headers.append(header)
+    for series in group_series(headers):
+        members = list(series.instances)
+        job = SeriesJob(series, [Path(h.filename) for h in members])
+        job.skip = accepts(spec, series, members)
+        result.jobs.append(job)
+    return result
+
+
+def decode_file(path: Path, spec: ModelSpec) -> Decoded:
+    """Decode and preprocess one file (runs in a worker process)."""
+    image = read_image(path)
+    model_input = spec.input
+    inputs = to_model_input(
+        image,
+        size=model_input.size,
+        window=(model_input.window_center, model_input.window_width),
+        channels=model_input.channels,
+    )
+    rows, columns = image.frames.shape[1:3]
+    return Decoded(path, image.header, inputs, int(rows), int(columns))
+
+
+def _decode_or_error(path: Path, spec: ModelSpec) -> Decoded | DicomInputError:
+    try:
+        return decode_file(path, spec)
+    except DicomInputError as error:
+        return error
+
+
+def decoder_pool(workers: int) -> Executor:
+    """Worker processes for decoding; forkserver keeps them clear of the engine's threads."""
+    context = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context)
+
+
+def decode_all(
+    paths: Sequence[Path], spec: ModelSpec, pool: Executor | None
+) -> Iterator[Decoded | DicomInputError]:
+    """Decoded files in order, computed ahead in the pool while the caller infers."""
+    if pool is None:
+        yield from (_decode_or_error(path, spec) for path in paths)
+        return
+    futures = [pool.submit(_decode_or_error, path, spec) for path in paths]
+    for future in futures:
+        yield future.result()
+
+
+def decode_series(
+    jobs: Sequence[SeriesJob], spec: ModelSpec, pool: Executor | None
+) -> Iterator[tuple[SeriesJob, list[Decoded | DicomInputError]]]:
+    """Each series decoded, with every series queued up front so decoding never waits."""
+    paths = [path for job in jobs for path in job.paths]
+    decoded = decode_all(paths, spec, pool)
+    for job in jobs:
+        yield job, [next(decoded) for _ in job.paths]
+
+
+@dataclass
+class SeriesResult:
+    """Everything one series produced, as a results.jsonl line."""
+
+    line: dict[str, Any]
+    decoded: list[Decoded]
+    items: list[dict[str, Any]]
+
+
+class Inferencer:
+    """Runs an engine over decoded slices or series and writes the task's outputs."""
+
+    def __init__(self, spec: ModelSpec, engine: Any, batch: int = 8) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.batch = batch
+        self.implementation = spec.load()(spec)
+
+    def infer(self, decoded: list[Decoded]) -> list[dict[str, Any]]:
+        """Per-slice results (or one per series for sequence models)."""
+        stacked = np.concatenate([item.inputs for item in decoded]).astype(np.float32)
+        if self.spec.input.sequence:
+            return self.implementation.postprocess(self.engine.run(stacked[None]))
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(stacked), self.batch):
+            outputs = self.engine.run(stacked[start : start + self.batch])
+            items.extend(self.implementation.postprocess(outputs))
+        return items
+
+    def write(
+        self, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path
+    ) -> list[str]:
+        """Write the DICOM outputs for one series; return their paths."""
+        writer = OUTPUTS.get(self.spec.task)
+        if writer is None:
+            return []
+        paths = writer(self, decoded, items, out_dir)
+        return [str(path) for path in paths]
+
+    def run_series(self, job: SeriesJob, decoded: list[Decoded], out_dir: Path) -> SeriesResult:
+        started = time.perf_counter()
+        items = self.infer(decoded)
+        outputs = self.write(decoded, items, out_dir)
+        line = {
+            "status": "ok",
+            "model": self.spec.name,
+            "model_version": self.spec.version,
+            "engine": self.engine.key,
+            "study_uid": job.series.study_uid,
+            "series_uid": job.series.uid,
+            "files": [str(item.path) for item in decoded],
+            "sop_instance_uids": [str(item.header.SOPInstanceUID) for item in decoded],
+            "results": [summarize(item) for item in items],
+            "outputs": outputs,
+            "issues": list(job.series.issues),
+            "complete": job.series.complete,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+        return SeriesResult(line, decoded, items)
+
+
+def summarize(item: dict[str, Any]) -> dict[str, Any]:
+    """A result made JSON-friendly: arrays become their summary, not their pixels."""
+    summary = {}
+    for key, value in item.items():
+        if isinstance(value, np.ndarray):
+            continue
+        summary[key] = value
+    return summary
+
+
+def _sources(decoded: list[Decoded]) -> list[Dataset]:
+    return [item.header for item in decoded]
+
+
+def _frames(decoded: list[Decoded]) -> list[Decoded]:
+    """One entry per frame, so per-slice results line up with their source files."""
+    return [item for item in decoded for _ in range(len(item.inputs))]
+
+
+def _identity(inf: Inferencer, out_dir: Path) -> dict[str, Any]:
+    """What every writer is told about the producer and where to write."""
+    return {"model": inf.spec, "engine_key": inf.engine.key, "out_dir": out_dir}
+
+
+def _series_finding(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The series-level finding of a slice classifier: its most confident slice."""
+    return {
+        "level": "series",
+        "probability": max(item["probability"] for item in items),
+        "label": any(item["label"] for item in items),
+    }
+
+
+def _write_classification(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+    """TID 1500 SR: the series-level finding, then one group per slice with the finding.
+
+    Every slice's probability is in results.jsonl; the SR carries the findings, which keeps it
+    small enough to build quickly (highdicom's cost grows with each measurement group).
+    """
+    from edgeimg.dicom.sr import write_sr
+
+    if inf.spec.input.sequence:
+        findings = [
+            {"level": "series", "probability": item["probability"], "label": item["positive"]}
+            for item in items
+        ]
+    else:
+        findings = [_series_finding(items)] + [
+            {
+                "sop_instance_uid": str(source.header.SOPInstanceUID),
+                "probability": item["probability"],
+                "label": True,
+            }
+            for source, item in zip(_frames(decoded), items, strict=True)
+            if item["label"]
+        ]
+    return [write_sr(_sources(decoded), findings, **_identity(inf, out_dir))]
+
+
+def _write_detection(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+    """TID 1500 SR with one planar ROI (box and score) per detection, in source pixels."""
+    from edgeimg.dicom.sr import write_sr
+
+    height, width = inf.spec.input.size
+    findings = []
+    for source, item in zip(_frames(decoded), items, strict=True):
+        scale = np.array([source.columns / width, source.rows / height] * 2)
+        boxes = [
+            [*(np.asarray(box) * scale).round(1).tolist(), score]
+            for box, score in zip(item["boxes"], item["scores"], strict=True)
+        ]
+        if boxes:
+            findings.append({"sop_instance_uid": str(source.header.SOPInstanceUID), "boxes": boxes})
+    if not findings:
+        first = _frames(decoded)[0]
+        findings = [{"sop_instance_uid": str(first.header.SOPInstanceUID), "boxes": []}]
+    return [write_sr(_sources(decoded), findings, **_identity(inf, out_dir))]
+
+
+def _write_segmentation(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+    """SEG with the masks resampled back onto the source geometry."""
+    from edgeimg.dicom.seg import resample_mask, write_seg
+
+    masks = np.stack(
+        [
+            resample_mask(item["mask"], (source.rows, source.columns))
+            for source, item in zip(_frames(decoded), items, strict=True)
+        ]
+    )
+    return [write_seg(_sources(decoded), masks, **_identity(inf, out_dir))]
+
+
+def _write_enhanced(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+    """Derived images in HU: the model's [0, 1] window mapped back and resized to the source."""
+    from edgeimg.dicom.derived import write_derived
+
+    spec_input = inf.spec.input
+    low = spec_input.window_center - spec_input.window_width / 2
+    images = np.stack(
+        [
+            resize(item["image"].astype(np.float32), (source.rows, source.columns))
+            * spec_input.window_width
+            + low
+            for source, item in zip(_frames(decoded), items, strict=True)
+        ]
+    )
+    return write_derived(_sources(decoded), images, **_identity(inf, out_dir))
+
+
+OUTPUTS: dict[str, Callable[..., list[Path]]] = {
+    "classify": _write_classification,
+    "series-classify": _write_classification,
+    "detect": _write_detection,
+    "segment": _write_segmentation,
+    "enhance": _write_enhanced,
+    "anomaly": _write_enhanced,
+}

@@ -1,0 +1,100 @@
+"""`edgeimg run` over synthetic CT and pydicom's own files: outputs, skips, errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from click.testing import CliRunner
+from pydicom.data import get_testdata_file
+
+from edgeimg.cli import cli
+from edgeimg.synth.dicom import write_study
+from tests.dciodvfy import dciodvfy_errors
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study")
+    write_study(out, series=2, slices=6, size=128, seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engines")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
+
+
+def results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("model", ["cnn", "unet", "detector"])
+def test_run_writes_valid_dicom_results(model, study, engines, tmp_path):
+    out = tmp_path / "out"
+    done = run(model, str(study), "--out", str(out), "--engines-dir", str(engines), "--json")
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["counts"] == {"ok": 2, "skipped": 0, "error": 0}
+    lines = results(out)
+    assert {line["status"] for line in lines} == {"ok"}
+    for line in lines:
+        assert len(line["results"]) == 6 and line["engine"] == summary["engine"]
+        for path in line["outputs"]:
+            assert dciodvfy_errors(Path(path)) == []
+            written = pydicom.dcmread(path)
+            assert written.StudyInstanceUID == line["study_uid"]
+            assert "not for clinical use" in written.SeriesDescription
+
+
+def test_rerun_gives_the_same_output_uids(study, engines, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        assert (
+            run("cnn", str(study), "--out", str(out), "--engines-dir", str(engines)).exit_code == 0
+        )
+    names = [sorted(p.name for p in out.glob("*.dcm")) for out in (first, second)]
+    assert names[0] == names[1] and names[0]
+
+
+def test_real_files_from_pydicom(engines, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "MR_truncated.dcm"):
+        shutil.copy(get_testdata_file(name), inputs / name)
+    whole = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    (inputs / "CT_cut.dcm").write_bytes(whole[: len(whole) - 3000])
+    (inputs / "notes.txt").write_text("not DICOM")
+    out = tmp_path / "out"
+    done = run("cnn", str(inputs), "--out", str(out), "--engines-dir", str(engines), "--json")
+    assert done.exit_code == 1
+    assert "Traceback" not in done.output
+    by_status: dict[str, list[dict]] = {}
+    for line in results(out):
+        by_status.setdefault(line["status"], []).append(line)
+    (ok,) = by_status["ok"]
+    assert ok["files"][0].endswith("CT_small.dcm") and len(ok["results"]) == 1
+    reasons = {Path(line["files"][0]).name: line["reason"] for line in by_status["skipped"]}
+    assert reasons["notes.txt"] == "not a DICOM file"
+    for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_truncated.dcm"):
+        assert "modality MR" in reasons[name]
+    (error,) = by_status["error"]
+    assert "CT_cut.dcm" in error["error"]
+    assert json.loads(done.stdout)["failures"][0]["error"] == error["error"]
+
+
+def test_unknown_model_is_a_usage_error(study):
+    done = CliRunner().invoke(cli, ["run", "resnet", str(study)])
+    assert done.exit_code == 2
+    assert "available:" in done.output and "cnn" in done.output
+
+
+def test_missing_path_is_a_usage_error():
+    assert CliRunner().invoke(cli, ["run", "cnn", "/no/such/folder"]).exit_code == 2

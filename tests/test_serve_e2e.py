@@ -1,0 +1,85 @@
+"""The main job end to end: storescu as the scanner, edgeimg serve, Orthanc as the PACS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeimg.pacs import Orthanc
+from edgeimg.synth.dicom import write_study
+from tests.dciodvfy import dciodvfy_errors
+from tests.peers import free_port, needs_dcmtk, start_serve, stop
+
+pytestmark = [
+    pytest.mark.integration,
+    needs_dcmtk,
+    pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available())),
+]
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+@pytest.fixture(scope="module")
+def pacs():
+    with Orthanc("PACS") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("engines")
+
+
+def storescu(port: int, folder: Path) -> None:
+    files = sorted(str(p) for p in folder.glob("*.dcm"))
+    subprocess.run(
+        ["storescu", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1", str(port), *files],
+        check=True, capture_output=True, timeout=120, env={"TCP_NODELAY": "1"},
+    )  # fmt: skip
+
+
+def queue(spool: Path) -> list[dict]:
+    done = subprocess.run(
+        ["python", "-m", "edgeimg", "queue", "--spool", str(spool), "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout)["series"]
+
+
+def test_series_to_sr_and_seg_at_the_pacs(pacs, engines, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEIMG_ENGINES", str(engines))
+    study = tmp_path / "study"
+    write_study(study, series=1, slices=40, size=128, seed=11)
+    port = free_port()
+    server = start_serve(
+        "--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(tmp_path / "spool"),
+        "--model", "cnn", "--model", "unet", "--forward", pacs.address,
+        "--complete-on-release", "--allow", "SCANNER@127.0.0.1",
+        port=port, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        storescu(port, study / "series-001")
+
+        def arrived():
+            counts = pacs.count_by_sop_class()
+            return counts if counts.get(COMPREHENSIVE_3D_SR) and counts.get(SEG) else None
+
+        counts = pacs.wait_for(arrived, timeout=240)
+    finally:
+        assert stop(server, signal.SIGTERM) == 0
+    assert counts == {COMPREHENSIVE_3D_SR: 1, SEG: 1}
+    for sop_class in (COMPREHENSIVE_3D_SR, SEG):
+        (instance,) = [i for i in pacs.instances() if
+                       pacs.instance_tags(i).get("SOPClassUID") == sop_class]  # fmt: skip
+        path = tmp_path / f"{sop_class}.dcm"
+        path.write_bytes(pacs.instance_file(instance))
+        assert dciodvfy_errors(path) == []
+    (series,) = queue(tmp_path / "spool")
+    assert series["instances"] == 40 and series["state"] == "done"
+    assert series["forwards"] == {"done": 2}
+    log = (tmp_path / "serve.log").read_text()
+    assert "SYNTH^" not in log and "PatientName" not in log
