@@ -9,7 +9,7 @@ PLUGINS := $(sort $(wildcard plugins/*))
 STAMP := $(VENV)/.edgeimg-installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test test-fast bench soak fuzz lint format weights clean
+.PHONY: install system-deps demo test test-fast bench lint format weights clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from edgeimg.dicom.preprocess import resize, to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
+from edgeimg.files import dicom_files
 from edgeimg.model import ModelSpec
 
 
@@ -53,32 +54,6 @@ class Scan:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def is_dicom_file(path: Path) -> bool:
-    """A Part 10 file: the 128-byte preamble, then "DICM"."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
-def expand(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(files to read, files passed over) under the given files and folders, recursively.
-
-    A file named explicitly is always read, so a bad one is an error; inside a folder, files
-    that are not DICOM at all (sidecars, notes) are passed over, as dcmtk's folder scans do.
-    """
-    found: list[Path] = []
-    passed_over: list[Path] = []
-    for path in paths:
-        if not path.is_dir():
-            found.append(path)
-            continue
-        for item in sorted(p for p in path.rglob("*") if p.is_file()):
-            (found if is_dicom_file(item) else passed_over).append(item)
-    return found, passed_over
-
-
 def accepts(spec: ModelSpec, series: Series, headers: Sequence[Dataset]) -> str | None:
     """Why the model does not take this series, or None when it does."""
     modality = series.modality or "?"
@@ -97,7 +72,7 @@ def scan(paths: Sequence[Path], spec: ModelSpec) -> Scan:
     """Read headers, group series, and decide per series whether the model takes it."""
     result = Scan()
     headers: list[Dataset] = []
-    files, passed_over = expand(paths)
+    files, passed_over = dicom_files(paths)
     for path in passed_over:
         result.skipped.append(
             {"status": "skipped", "files": [str(path)], "reason": "not a DICOM file"}

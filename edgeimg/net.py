@@ -13,6 +13,8 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 
+from edgeimg.files import dicom_files
+
 DEFAULT_CALLING_AET = "EDGEIMG"
 MAX_CONTEXTS = 128
 _PEER = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
@@ -100,17 +102,6 @@ class SendResult:
         return self.status is not None and self.status in (0x0000, 0xB000, 0xB007, 0xB006)
 
 
-def iter_files(paths: Iterable[os.PathLike[str] | str]) -> Iterator[Path]:
-    """Files under `paths` (folders recursively, sorted); hidden files skipped."""
-    for item in map(Path, paths):
-        if item.is_dir():
-            for sub in sorted(item.rglob("*")):
-                if sub.is_file() and not sub.name.startswith("."):
-                    yield sub
-        else:
-            yield item
-
-
 def _context(path: Path) -> tuple[str, str]:
     meta = read_file_meta_info(path)
     return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
@@ -145,7 +136,7 @@ def send(
     _config.STORE_SEND_CHUNKED_DATASET = True
     results: list[SendResult] = []
     readable: list[tuple[Path, tuple[str, str]]] = []
-    for path in iter_files(paths):
+    for path in dicom_files(paths)[0]:
         try:
             readable.append((path, _context(path)))
         except Exception as error:

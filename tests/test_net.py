@@ -69,9 +69,11 @@ def test_send_stores_file_bytes_unchanged_and_reports_failures(listener, tmp_pat
         target.write_bytes(Path(get_testdata_file(name)).read_bytes())
     (folder / "notes.txt").write_text("not dicom")
     result = CliRunner().invoke(cli, ["send", listener.peer, str(folder)])
-    assert result.exit_code == 1, result.output
-    assert "notes.txt" in result.output
-    assert f"{len(FILES)} of {len(FILES) + 1} stored" in result.output
+    assert result.exit_code == 0, result.output
+    assert "passed over 1 files that are not DICOM" in result.output
+    assert f"{len(FILES)} of {len(FILES)} stored" in result.output
+    named = CliRunner().invoke(cli, ["send", listener.peer, str(folder / "notes.txt")])
+    assert named.exit_code == 1 and "notes.txt" in named.output
     db = sqlite3.connect(listener.spool.queue_path)
     stored = dict(db.execute("SELECT sop_uid, path FROM instances"))
     for name in FILES:

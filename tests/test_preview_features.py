@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from edgeimg.features import FeaturesUnsupported, write_features
-from edgeimg.inference import Decoded, decode_file, expand
+from edgeimg.files import dicom_files
+from edgeimg.inference import Decoded, decode_file
 from edgeimg.model import ModelSpec
 from edgeimg.plugins import get_registry
 from edgeimg.preview import (
@@ -42,7 +43,7 @@ def spec(name: str) -> ModelSpec:
 
 
 def decoded_for(name: str, study: Path, series: int = 1) -> list[Decoded]:
-    files = [p for p in expand([study]) if p.suffix == ".dcm"]
+    files = [p for p in dicom_files([study])[0] if p.suffix == ".dcm"]
     return [decode_file(path, spec(name)) for path in files[: series * SLICES]]
 
 

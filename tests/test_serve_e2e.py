@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def storescu(port: int, folder: Path) -> None:
 
 def queue(spool: Path) -> list[dict]:
     done = subprocess.run(
-        ["python", "-m", "edgeimg", "queue", "--spool", str(spool), "--json"],
+        [sys.executable, "-m", "edgeimg", "queue", "--spool", str(spool), "--json"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(done.stdout)["series"]

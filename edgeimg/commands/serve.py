@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeimg.console import err, out, print_json
-from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, iter_files, parse_peer
+from edgeimg.files import dicom_files
+from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, parse_peer
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import get_registry
@@ -219,7 +220,9 @@ def echo(peer, calling: str, timeout: float) -> None:
 def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
     """C-STORE DICOM files and folders (recursively) to a peer (AET@HOST:PORT)."""
     columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    files = list(iter_files(paths))
+    files, passed_over = dicom_files(paths)
+    if passed_over:
+        err.print(f"passed over {len(passed_over)} files that are not DICOM")
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("send", total=len(files))
 
