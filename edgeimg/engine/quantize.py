@@ -43,8 +43,20 @@ def _prepare(onnx_path: Path, target: Path) -> Path:
             quant_pre_process(str(onnx_path), str(target), skip_symbolic_shape=skip_symbolic)
             return target
         except Exception:  # the next, simpler pre-processing, then the graph as exported
+            _remove_symbolic_leftover()
             continue
     return onnx_path
+
+
+SYMBOLIC_LEFTOVER = "sym_shape_infer_temp.onnx"
+"""ORT's symbolic shape inference saves its partial graph here, in the working directory, when
+it gives up; nobody asked for that file."""
+
+
+def _remove_symbolic_leftover() -> None:
+    leftover = Path(SYMBOLIC_LEFTOVER)
+    for path in (leftover, *leftover.parent.glob(f"{SYMBOLIC_LEFTOVER}*.data")):
+        path.unlink(missing_ok=True)
 
 
 def quantize_qdq(
