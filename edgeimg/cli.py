@@ -14,6 +14,18 @@ CORE_COMMANDS = {
     "plugins": "edgeimg.commands.listing:plugins",
     "models": "edgeimg.commands.listing:models",
     "doctor": "edgeimg.commands.doctor:doctor",
+    "synth": "edgeimg.commands.synth:synth",
+    "run": "edgeimg.commands.run:run",
+    "build-engine": "edgeimg.commands.engines:build_engine_command",
+    "engines": "edgeimg.commands.engines:engines",
+    "bench": "edgeimg.commands.engines:bench",
+    "train": "edgeimg.commands.train:train",
+    "evaluate": "edgeimg.commands.train:evaluate",
+    "serve": "edgeimg.commands.serve:serve",
+    "echo": "edgeimg.commands.serve:echo",
+    "send": "edgeimg.commands.serve:send",
+    "queue": "edgeimg.commands.serve:queue",
+    "deid": "edgeimg.commands.deid:deid",
 }
 
 

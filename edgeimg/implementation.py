@@ -45,7 +45,7 @@ class ModelImplementation:
     def datasets(
         self, seed: int, data_dir: Path | None = None
     ) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        """(train, validation) datasets of (inputs, target) pairs: synthetic, or from data_dir."""
+        """(train, validation) datasets of (inputs, *targets) items: synthetic, or from data_dir."""
         raise NotImplementedError
 
     def heldout(self, seed: int) -> torch.utils.data.Dataset:
@@ -53,11 +53,33 @@ class ModelImplementation:
         raise NotImplementedError
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
-        """The training loss for a batch."""
+        """The training loss for a batch: targets is one tensor, or a tuple if items have more."""
         raise NotImplementedError
 
+    def train_step(
+        self,
+        network: torch.nn.Module,
+        inputs: Any,
+        targets: Any,
+        optimizer: torch.optim.Optimizer,
+    ) -> dict[str, float]:
+        """One optimisation step of the training loop; returns the losses to log by name.
+
+        "loss" is the one the progress bar shows. The default is supervised learning on
+        `loss()`; override it for models with more than one network or optimizer (a GAN's
+        discriminator), keeping the extra state on the implementation.
+        """
+        loss = self.loss(network(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
     def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
-        """Task metrics over raw network outputs gathered from a whole dataset."""
+        """Task metrics over a whole dataset: one array per network output and per target.
+
+        Each array is concatenated along the batch axis (see `edgeimg.training.predict`).
+        """
         raise NotImplementedError
 
     def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:

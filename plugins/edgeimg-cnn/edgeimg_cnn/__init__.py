@@ -18,7 +18,7 @@ def register_models(register):
             summary="Slice classifier: lesion present, with probability",
             implementation="edgeimg_cnn.model:CNNModel",
             weights="weights/cnn.safetensors",
-            input=InputSpec(size=(128, 128)),
+            input=InputSpec(size=(96, 96)),
             outputs=("sr", "json"),
             metric="auc",
         )

@@ -18,7 +18,7 @@ def register_models(register):
             summary="Anchor-free lesion detector: centre heatmap and box size",
             implementation="edgeimg_detect.model:DetectorModel",
             weights="weights/detector.safetensors",
-            input=InputSpec(size=(128, 128)),
+            input=InputSpec(size=(96, 96)),
             outputs=("sr", "json"),
             metric="map50",
         )

@@ -7,7 +7,7 @@ The network lives in edgeimg_sequence.model, imported on demand.
 from edgeimg import hookimpl
 from edgeimg.model import InputSpec, ModelSpec
 
-SEQUENCE_INPUT = InputSpec(size=(64, 64), sequence=True, min_length=8, max_length=64)
+SEQUENCE_INPUT = InputSpec(size=(32, 32), sequence=True, min_length=8, max_length=64)
 
 
 @hookimpl

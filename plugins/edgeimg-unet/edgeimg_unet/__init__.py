@@ -18,7 +18,7 @@ def register_models(register):
             summary="U-Net lesion segmentation",
             implementation="edgeimg_unet.model:UNetModel",
             weights="weights/unet.safetensors",
-            input=InputSpec(size=(128, 128)),
+            input=InputSpec(size=(96, 96)),
             outputs=("seg", "json"),
             metric="dice",
         )

@@ -1,0 +1,120 @@
+"""Conditional GAN implementation: adversarial + L1 training, generator-only deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgeimg.enhance_data import EnhancementPairs
+from edgeimg.implementation import ModelImplementation
+from edgeimg.metrics_image import enhancement_metrics
+from edgeimg_gan.network import Generator, PatchDiscriminator
+
+TRAIN_SLICES, VALIDATION_SLICES, HELDOUT_SLICES = 1024, 200, 200
+#: weight of the L1 reconstruction against the adversarial term (pix2pix uses 100)
+L1_WEIGHT = 100.0
+
+
+class GANModel(ModelImplementation):
+    """`build()` is the generator, and the weights file holds only the generator.
+
+    The discriminator and its optimizer are created by the first `train_step`, from the torch
+    generator the training loop has seeded, so a seed still gives the same weights.
+    """
+
+    input_names = ("image",)
+    output_names = ("enhanced",)
+    dynamic_axes = {"image": {0: "batch"}, "enhanced": {0: "batch"}}
+    epochs = 10
+    batch_size = 32
+    learning_rate = 2e-3
+    weight_decay = 0.0
+    discriminator_learning_rate = 2e-4
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.discriminator: PatchDiscriminator | None = None
+        self.discriminator_optimizer: torch.optim.Optimizer | None = None
+
+    def build(self) -> nn.Module:
+        return Generator()
+
+    def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng(0)
+        return (rng.random((batch, 1, *self.spec.input.size), dtype=np.float32),)
+
+    def _pairs(self, seed: int, stream: int, count: int) -> EnhancementPairs:
+        entropy = np.random.SeedSequence([seed, stream]).generate_state(1)[0]
+        return EnhancementPairs(self.spec.input, int(entropy), count)
+
+    def datasets(self, seed: int, data_dir: Path | None = None) -> tuple[EnhancementPairs, ...]:
+        if data_dir is not None:
+            raise NotImplementedError("the GAN trains on synthetic pairs only for now")
+        return self._pairs(seed, 1, TRAIN_SLICES), self._pairs(seed, 2, VALIDATION_SLICES)
+
+    def heldout(self, seed: int) -> EnhancementPairs:
+        return self._pairs(seed, 3, HELDOUT_SLICES)
+
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The reconstruction part alone (what validation of a generator can measure)."""
+        return F.l1_loss(outputs, targets[0])
+
+    def _ensure_discriminator(self) -> tuple[PatchDiscriminator, torch.optim.Optimizer]:
+        if self.discriminator is None or self.discriminator_optimizer is None:
+            self.discriminator = PatchDiscriminator()
+            self.discriminator_optimizer = torch.optim.Adam(
+                self.discriminator.parameters(),
+                lr=self.discriminator_learning_rate,
+                betas=(0.5, 0.999),
+            )
+        return self.discriminator, self.discriminator_optimizer
+
+    def train_step(
+        self,
+        network: nn.Module,
+        inputs: torch.Tensor,
+        targets: Any,
+        optimizer: torch.optim.Optimizer,
+    ) -> dict[str, float]:
+        """Discriminator step on real and generated pairs, then generator step on
+        adversarial + L1; logs both networks' losses."""
+        discriminator, d_optimizer = self._ensure_discriminator()
+        discriminator.train()
+        clean = targets[0]
+        fake = network(inputs)
+
+        real_logits = discriminator(inputs, clean)
+        fake_logits = discriminator(inputs, fake.detach())
+        d_loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        )
+        d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optimizer.step()
+
+        judged = discriminator(inputs, fake)
+        adversarial = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
+        l1 = self.loss(fake, targets)
+        g_loss = adversarial + L1_WEIGHT * l1
+        optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizer.step()
+        return {
+            "loss": g_loss.item(),
+            "g_adversarial": adversarial.item(),
+            "g_l1": l1.item(),
+            "d_loss": d_loss.item(),
+        }
+
+    def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
+        clean, _, noisy, _ = targets
+        return enhancement_metrics(outputs[0], noisy, clean)
+
+    def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
+        return [{"image": image[0]} for image in outputs[0]]
