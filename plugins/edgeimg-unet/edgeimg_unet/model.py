@@ -61,7 +61,7 @@ class UNetModel(SliceModel):
 
     output_names = ("mask_logit",)
     dynamic_axes = {"image": {0: "batch"}, "mask_logit": {0: "batch"}}
-    epochs = 10
+    epochs = 14
     batch_size = 16
     learning_rate = 3e-3
     train_size = 1600
