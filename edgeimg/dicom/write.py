@@ -8,8 +8,6 @@ appear under its final name.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from edgeimg import __version__
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
+from edgeimg.durable import atomic_file
 from edgeimg.model import ModelSpec
 
 MANUFACTURER = "edgeimg"
@@ -91,26 +90,6 @@ def save(dataset: Dataset, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{check_uid(str(dataset.SOPInstanceUID))}.dcm"
-    handle, temp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(out_dir)
+    with atomic_file(path, prefix=f".{path.name}.") as stream:
+        pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (not possible on every platform, hence the guard)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

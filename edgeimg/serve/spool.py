@@ -6,11 +6,11 @@ Names come from a hash of the UIDs, never from dataset text, so a hostile UID ca
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from edgeimg.durable import atomic_file, fsync_dir
 
 TEMP_PREFIX = ".tmp-"
 QUEUE_NAME = "queue.sqlite"
@@ -52,21 +52,12 @@ class Spool:
             raise DiskFull(f"free space below {self.min_free // (1024 * 1024)} MB")
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(path.parent.parent)
+            fsync_dir(path.parent.parent)
         digest = hashlib.sha256()
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_file(path, prefix=TEMP_PREFIX) as handle:
+            for chunk in chunks:
+                digest.update(chunk)
+                handle.write(chunk)
         return digest.hexdigest()
 
     def remove_temp_files(self) -> int:
@@ -76,11 +67,3 @@ class Spool:
             temp.unlink(missing_ok=True)
             count += 1
         return count
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
