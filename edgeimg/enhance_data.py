@@ -7,10 +7,14 @@ in HU before windowing, as a scanner would.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from edgeimg.datasets import DataError
+from edgeimg.implementation import ModelImplementation
 from edgeimg.model import InputSpec
 from edgeimg.synth import low_dose, make_slices
 
@@ -67,3 +71,31 @@ class EnhancementPairs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         noisy = self.noisy[index]
         return noisy, self.clean[index], self.healed[index], noisy, self.lesion[index]
+
+
+class EnhancementModel(ModelImplementation):
+    """What the autoencoder and the GAN share: one windowed slice in, paired synthetic data."""
+
+    train_slices, validation_slices, heldout_slices = 1024, 200, 200
+
+    def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng(0)
+        return (rng.random((batch, 1, *self.spec.input.size), dtype=np.float32),)
+
+    def _pairs(self, seed: int, stream: int, count: int) -> EnhancementPairs:
+        """Separate seed streams for training, validation and held-out pairs."""
+        entropy = np.random.SeedSequence([seed, stream]).generate_state(1)[0]
+        return EnhancementPairs(self.spec.input, int(entropy), count)
+
+    def datasets(self, seed: int, data_dir: Path | None = None) -> tuple[EnhancementPairs, ...]:
+        if data_dir is not None:
+            raise DataError(
+                f"{self.spec.name} trains on synthetic low-dose/clean pairs only; drop --data"
+            )
+        return (
+            self._pairs(seed, 1, self.train_slices),
+            self._pairs(seed, 2, self.validation_slices),
+        )
+
+    def heldout(self, seed: int) -> EnhancementPairs:
+        return self._pairs(seed, 3, self.heldout_slices)

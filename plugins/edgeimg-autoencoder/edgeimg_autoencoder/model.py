@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,16 +9,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeimg.enhance_data import EnhancementPairs
-from edgeimg.implementation import ModelImplementation
+from edgeimg.enhance_data import EnhancementModel
 from edgeimg.metrics import auc
 from edgeimg.metrics_image import enhancement_metrics
 from edgeimg_autoencoder.network import DenoisingAutoencoder
 
-TRAIN_SLICES, VALIDATION_SLICES, HELDOUT_SLICES = 1024, 200, 200
 
-
-class AutoencoderModel(ModelImplementation):
+class AutoencoderModel(EnhancementModel):
     """Denoised image for `run` (derived series), anomaly score for SR, embeddings for search."""
 
     input_names = ("image",)
@@ -32,22 +28,6 @@ class AutoencoderModel(ModelImplementation):
 
     def build(self) -> nn.Module:
         return DenoisingAutoencoder()
-
-    def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
-        rng = np.random.default_rng(0)
-        return (rng.random((batch, 1, *self.spec.input.size), dtype=np.float32),)
-
-    def _pairs(self, seed: int, stream: int, count: int) -> EnhancementPairs:
-        entropy = np.random.SeedSequence([seed, stream]).generate_state(1)[0]
-        return EnhancementPairs(self.spec.input, int(entropy), count)
-
-    def datasets(self, seed: int, data_dir: Path | None = None) -> tuple[EnhancementPairs, ...]:
-        if data_dir is not None:
-            raise NotImplementedError("the autoencoder trains on synthetic pairs only for now")
-        return self._pairs(seed, 1, TRAIN_SLICES), self._pairs(seed, 2, VALIDATION_SLICES)
-
-    def heldout(self, seed: int) -> EnhancementPairs:
-        return self._pairs(seed, 3, HELDOUT_SLICES)
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """L1 to the clean slice, and to the healed slice for the healthy reconstruction."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,17 +9,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeimg.enhance_data import EnhancementPairs
-from edgeimg.implementation import ModelImplementation
+from edgeimg.enhance_data import EnhancementModel
 from edgeimg.metrics_image import enhancement_metrics
 from edgeimg_gan.network import Generator, PatchDiscriminator
 
-TRAIN_SLICES, VALIDATION_SLICES, HELDOUT_SLICES = 1024, 200, 200
 #: weight of the L1 reconstruction against the adversarial term (pix2pix uses 100)
 L1_WEIGHT = 100.0
 
 
-class GANModel(ModelImplementation):
+class GANModel(EnhancementModel):
     """`build()` is the generator, and the weights file holds only the generator.
 
     The discriminator and its optimizer are created by the first `train_step`, from the torch
@@ -43,22 +40,6 @@ class GANModel(ModelImplementation):
 
     def build(self) -> nn.Module:
         return Generator()
-
-    def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
-        rng = np.random.default_rng(0)
-        return (rng.random((batch, 1, *self.spec.input.size), dtype=np.float32),)
-
-    def _pairs(self, seed: int, stream: int, count: int) -> EnhancementPairs:
-        entropy = np.random.SeedSequence([seed, stream]).generate_state(1)[0]
-        return EnhancementPairs(self.spec.input, int(entropy), count)
-
-    def datasets(self, seed: int, data_dir: Path | None = None) -> tuple[EnhancementPairs, ...]:
-        if data_dir is not None:
-            raise NotImplementedError("the GAN trains on synthetic pairs only for now")
-        return self._pairs(seed, 1, TRAIN_SLICES), self._pairs(seed, 2, VALIDATION_SLICES)
-
-    def heldout(self, seed: int) -> EnhancementPairs:
-        return self._pairs(seed, 3, HELDOUT_SLICES)
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """The reconstruction part alone (what validation of a generator can measure)."""
