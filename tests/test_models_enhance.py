@@ -11,18 +11,13 @@ from torch.utils.data import default_collate
 from edgeimg.enhance_data import EnhancementPairs, heal
 from edgeimg.metrics_image import gradient_ratio, psnr, ssim
 from edgeimg.plugins import get_registry
-from edgeimg.training import evaluate, implementation_for
+from edgeimg.training import evaluate
+from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("autoencoder", "gan")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
-def _implementation(name: str):
-    return implementation_for(get_registry().model(name))
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def _batch(implementation, count: int = 4) -> tuple:
@@ -56,7 +51,7 @@ def test_heal_changes_only_lesion_pixels() -> None:
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_forward_shapes(name: str, batch: int) -> None:
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     (image,) = implementation.example_inputs(batch)
     with torch.no_grad():
         outputs = implementation.build().eval()(torch.from_numpy(image))
@@ -68,7 +63,7 @@ def test_forward_shapes(name: str, batch: int) -> None:
 
 
 def test_autoencoder_embedding_and_score() -> None:
-    implementation = _implementation("autoencoder")
+    implementation = implementation_of("autoencoder")
     network = implementation.build()
     (image,) = implementation.example_inputs(5)
     embedding = implementation.embed(network, image)
@@ -80,7 +75,7 @@ def test_autoencoder_embedding_and_score() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_training_steps_reduce_loss_deterministically(name: str) -> None:
-    implementation_class = type(_implementation(name))
+    implementation_class = type(implementation_of(name))
     spec = get_registry().model(name)
     inputs, targets = _batch(implementation_class(spec))
 
@@ -107,7 +102,7 @@ def test_training_steps_reduce_loss_deterministically(name: str) -> None:
 
 def test_gan_ships_only_the_generator() -> None:
     spec = get_registry().model("gan")
-    generator_keys = set(_implementation("gan").build().state_dict())
+    generator_keys = set(implementation_of("gan").build().state_dict())
     assert set(load_file(str(spec.weights_path()))) == generator_keys
 
 

@@ -14,24 +14,19 @@ from torch.utils.data import default_collate
 from edgeimg.engine.export import check_onnx, export_onnx
 from edgeimg.plugins import get_registry
 from edgeimg.synth import make_phantom
-from edgeimg.training import evaluate, implementation_for
+from edgeimg.training import evaluate
+from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("rnn", "lstm", "gru")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
-def _implementation(name: str):
-    return implementation_for(get_registry().model(name))
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize(("batch", "length"), [(1, 8), (3, 17), (2, 64)])
 def test_forward_shapes(name: str, batch: int, length: int) -> None:
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     network = implementation.build().eval()
     (series,) = implementation.example_inputs(batch, length)
     with torch.no_grad():
@@ -43,7 +38,7 @@ def test_forward_shapes(name: str, batch: int, length: int) -> None:
 
 
 def test_series_with_gaps() -> None:
-    implementation = _implementation("gru")
+    implementation = implementation_of("gru")
     spec = implementation.spec.input
     phantom = make_phantom(np.random.default_rng(4), slices=17, size=spec.size[0], gaps=True)
     assert len(np.unique(np.diff(phantom.positions_z))) > 1
@@ -56,7 +51,7 @@ def test_series_with_gaps() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_padding_is_masked(name: str) -> None:
     """A short series padded into a batch scores exactly as it does alone."""
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     torch.manual_seed(0)
     network = implementation.build().eval()
     (series,) = implementation.example_inputs(2, 20)
@@ -71,7 +66,7 @@ def test_padding_is_masked(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_export_has_dynamic_sequence(name: str) -> None:
     ort = pytest.importorskip("onnxruntime")
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     network = implementation.build().eval()
     onnx_bytes = export_onnx(network, implementation)
     check_onnx(onnx_bytes, network, implementation)
@@ -86,7 +81,7 @@ def test_onnx_export_has_dynamic_sequence(name: str) -> None:
 
 
 def test_dataset_is_deterministic_and_labelled() -> None:
-    spec = _implementation("gru").spec.input
+    spec = implementation_of("gru").spec.input
     first, second = SeriesDataset(spec, 11, 6), SeriesDataset(spec, 11, 6)
     for (a, ta), (b, tb) in zip(first.items, second.items, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -98,7 +93,7 @@ def test_dataset_is_deterministic_and_labelled() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_loss_falls_and_is_seeded(name: str) -> None:
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     short = replace(implementation.spec.input, min_length=8, max_length=8)
     data = SeriesDataset(short, 3, 4)
     inputs, targets = default_collate([data[i] for i in range(len(data))])
@@ -119,7 +114,7 @@ def test_loss_falls_and_is_seeded(name: str) -> None:
 
 def test_metrics_report_the_max_pooling_baseline() -> None:
     """A decoy-only series (a blob on one slice) fools max pooling but not the series logit."""
-    implementation = _implementation("gru")
+    implementation = implementation_of("gru")
     target = np.full((2, 65), -1.0, np.float32)
     target[0, :9] = [1, 0, 1, 1, 1, 1, 0, 0, 0]
     target[1, :9] = [0, 0, 0, 1, 0, 0, 0, 0, 0]

@@ -9,25 +9,20 @@ from edgeimg_detect.model import STRIDE
 
 from edgeimg.metrics import auc, box_iou, detection_scores, dice, nms
 from edgeimg.plugins import get_registry
-from edgeimg.training import evaluate, implementation_for
+from edgeimg.training import evaluate
+from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("cnn", "unet", "detector")
 BARS = {"cnn": ("auc", 0.95), "unet": ("dice", 0.80), "detector": ("map50", 0.80)}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
-
-
-def _implementation(name: str):
-    return implementation_for(get_registry().model(name))
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_forward_shapes(name: str, batch: int) -> None:
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     network = implementation.build().eval()
     (example,) = implementation.example_inputs(batch)
     with torch.no_grad():
@@ -41,7 +36,7 @@ def test_forward_shapes(name: str, batch: int) -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_loss_falls_on_a_tiny_batch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    implementation = _implementation(name)
+    implementation = implementation_of(name)
     monkeypatch.setattr(implementation, "train_size", 8)
     monkeypatch.setattr(implementation, "val_size", 2)
     train_set, _ = implementation.datasets(seed=3)
@@ -61,19 +56,19 @@ def test_loss_falls_on_a_tiny_batch(name: str, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_postprocess_results() -> None:
-    cnn = _implementation("cnn").postprocess((np.array([[3.0], [-3.0]], dtype=np.float32),))
+    cnn = implementation_of("cnn").postprocess((np.array([[3.0], [-3.0]], dtype=np.float32),))
     assert cnn[0]["label"] is True and cnn[1]["label"] is False
     assert 0.9 < cnn[0]["probability"] < 1.0
     mask = np.full((1, 1, 8, 8), -5.0, dtype=np.float32)
     mask[0, 0, 2:4, 2:5] = 5.0
-    unet = _implementation("unet").postprocess((mask,))
+    unet = implementation_of("unet").postprocess((mask,))
     assert unet[0]["pixels"] == 6 and unet[0]["mask"].shape == (8, 8)
     maps = np.zeros((1, 5, 24, 24), dtype=np.float32)
     maps[0, 0] = -8.0
     maps[0, 0, 10, 5] = 4.0
     maps[0, 1:3, 10, 5] = 0.5
     maps[0, 3:5, 10, 5] = np.log(2.0)
-    (detected,) = _implementation("detector").postprocess((maps,))
+    (detected,) = implementation_of("detector").postprocess((maps,))
     cx, cy = 5.5 * STRIDE, 10.5 * STRIDE
     assert detected["boxes"] == [[cx - STRIDE, cy - STRIDE, cx + STRIDE, cy + STRIDE]]
     assert detected["scores"][0] > 0.9
