@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,14 @@ def decode_series(
         yield job, [next(decoded) for _ in job.paths]
 
 
+@dataclass(frozen=True)
+class Producer:
+    """Who made a result, as the writers record it; small enough to send to a worker process."""
+
+    spec: ModelSpec
+    engine_key: str
+
+
 @dataclass
 class SeriesResult:
     """Everything one series produced, as a results.jsonl line."""
@@ -159,6 +167,7 @@ class Inferencer:
         self.engine = engine
         self.batch = batch
         self.implementation = spec.load()(spec)
+        self.producer = Producer(spec, engine.key)
 
     def infer(self, decoded: list[Decoded]) -> list[dict[str, Any]]:
         """Per-slice results (or one per series for sequence models)."""
@@ -175,16 +184,20 @@ class Inferencer:
         self, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path
     ) -> list[str]:
         """Write the DICOM outputs for one series; return their paths."""
-        writer = OUTPUTS.get(self.spec.task)
-        if writer is None:
-            return []
-        paths = writer(self, decoded, items, out_dir)
-        return [str(path) for path in paths]
+        return write_outputs(self.producer, decoded, items, out_dir)
 
     def run_series(self, job: SeriesJob, decoded: list[Decoded], out_dir: Path) -> SeriesResult:
+        """Infer and write one series here and now (what `serve` does per job)."""
+        result = self.infer_series(job, decoded)
+        started = time.perf_counter()
+        result.line["outputs"] = self.write(decoded, result.items, out_dir)
+        result.line["seconds"] = round(result.line["seconds"] + time.perf_counter() - started, 4)
+        return result
+
+    def infer_series(self, job: SeriesJob, decoded: list[Decoded]) -> SeriesResult:
+        """Infer one series; its line has no outputs yet (`write_outputs` adds them)."""
         started = time.perf_counter()
         items = self.infer(decoded)
-        outputs = self.write(decoded, items, out_dir)
         line = {
             "status": "ok",
             "model": self.spec.name,
@@ -195,12 +208,27 @@ class Inferencer:
             "files": [str(item.path) for item in decoded],
             "sop_instance_uids": [str(item.header.SOPInstanceUID) for item in decoded],
             "results": [summarize(item) for item in items],
-            "outputs": outputs,
+            "outputs": [],
             "issues": list(job.series.issues),
             "complete": job.series.complete,
             "seconds": round(time.perf_counter() - started, 4),
         }
         return SeriesResult(line, decoded, items)
+
+
+def write_outputs(
+    producer: Producer, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path
+) -> list[str]:
+    """The DICOM outputs of one series; runs in a worker process too (`for_writing`)."""
+    writer = OUTPUTS.get(producer.spec.task)
+    if writer is None:
+        return []
+    return [str(path) for path in writer(producer, decoded, items, out_dir)]
+
+
+def for_writing(decoded: list[Decoded]) -> list[Decoded]:
+    """The decoded series without its model inputs, which writers never read: cheap to send."""
+    return [replace(item, inputs=item.inputs[:, :0]) for item in decoded]
 
 
 def summarize(item: dict[str, Any]) -> dict[str, Any]:
@@ -222,21 +250,23 @@ def _frames(decoded: list[Decoded]) -> list[Decoded]:
     return [item for item in decoded for _ in range(len(item.inputs))]
 
 
-def _identity(inf: Inferencer, out_dir: Path) -> dict[str, Any]:
+def _identity(producer: Producer, out_dir: Path) -> dict[str, Any]:
     """What every writer is told about the producer and where to write."""
-    return {"model": inf.spec, "engine_key": inf.engine.key, "out_dir": out_dir}
+    return {"model": producer.spec, "engine_key": producer.engine_key, "out_dir": out_dir}
 
 
-def _series_finding(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The series-level finding of a slice classifier: its most confident slice."""
+def _series_finding(decoded: list[Decoded], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The series-level finding of a slice classifier: its most confident slice, named."""
+    source, best = max(zip(_frames(decoded), items, strict=True), key=lambda p: p[1]["probability"])
     return {
         "level": "series",
-        "probability": max(item["probability"] for item in items),
+        "probability": best["probability"],
         "label": any(item["label"] for item in items),
+        "sop_instance_uids": [str(source.header.SOPInstanceUID)],
     }
 
 
-def _write_classification(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+def _write_classification(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
     """TID 1500 SR: the series-level finding, then one group per slice with the finding.
 
     Every slice's probability is in results.jsonl; the SR carries the findings, which keeps it
@@ -244,13 +274,13 @@ def _write_classification(inf: Inferencer, decoded, items, out_dir: Path) -> lis
     """
     from edgeimg.dicom.sr import write_sr
 
-    if inf.spec.input.sequence:
+    if producer.spec.input.sequence:
         findings = [
             {"level": "series", "probability": item["probability"], "label": item["positive"]}
             for item in items
         ]
     else:
-        findings = [_series_finding(items)] + [
+        findings = [_series_finding(decoded, items)] + [
             {
                 "sop_instance_uid": str(source.header.SOPInstanceUID),
                 "probability": item["probability"],
@@ -259,14 +289,14 @@ def _write_classification(inf: Inferencer, decoded, items, out_dir: Path) -> lis
             for source, item in zip(_frames(decoded), items, strict=True)
             if item["label"]
         ]
-    return [write_sr(_sources(decoded), findings, **_identity(inf, out_dir))]
+    return [write_sr(_sources(decoded), findings, **_identity(producer, out_dir))]
 
 
-def _write_detection(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+def _write_detection(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
     """TID 1500 SR with one planar ROI (box and score) per detection, in source pixels."""
     from edgeimg.dicom.sr import write_sr
 
-    height, width = inf.spec.input.size
+    height, width = producer.spec.input.size
     findings = []
     for source, item in zip(_frames(decoded), items, strict=True):
         scale = np.array([source.columns / width, source.rows / height] * 2)
@@ -279,10 +309,10 @@ def _write_detection(inf: Inferencer, decoded, items, out_dir: Path) -> list[Pat
     if not findings:
         first = _frames(decoded)[0]
         findings = [{"sop_instance_uid": str(first.header.SOPInstanceUID), "boxes": []}]
-    return [write_sr(_sources(decoded), findings, **_identity(inf, out_dir))]
+    return [write_sr(_sources(decoded), findings, **_identity(producer, out_dir))]
 
 
-def _write_segmentation(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+def _write_segmentation(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
     """SEG with the masks resampled back onto the source geometry."""
     from edgeimg.dicom.seg import resample_mask, write_seg
 
@@ -292,14 +322,14 @@ def _write_segmentation(inf: Inferencer, decoded, items, out_dir: Path) -> list[
             for source, item in zip(_frames(decoded), items, strict=True)
         ]
     )
-    return [write_seg(_sources(decoded), masks, **_identity(inf, out_dir))]
+    return [write_seg(_sources(decoded), masks, **_identity(producer, out_dir))]
 
 
-def _write_enhanced(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path]:
+def _write_enhanced(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
     """Derived images in HU: the model's [0, 1] window mapped back and resized to the source."""
     from edgeimg.dicom.derived import write_derived
 
-    spec_input = inf.spec.input
+    spec_input = producer.spec.input
     low = spec_input.window_center - spec_input.window_width / 2
     images = np.stack(
         [
@@ -309,7 +339,7 @@ def _write_enhanced(inf: Inferencer, decoded, items, out_dir: Path) -> list[Path
             for source, item in zip(_frames(decoded), items, strict=True)
         ]
     )
-    return write_derived(_sources(decoded), images, **_identity(inf, out_dir))
+    return write_derived(_sources(decoded), images, **_identity(producer, out_dir))
 
 
 OUTPUTS: dict[str, Callable[..., list[Path]]] = {

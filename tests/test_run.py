@@ -63,6 +63,34 @@ def test_rerun_gives_the_same_output_uids(study, engines, tmp_path):
     assert names[0] == names[1] and names[0]
 
 
+def test_outputs_written_in_workers_match_those_written_here(study, engines, tmp_path):
+    """--workers 0 writes in this process; otherwise the pool writes: the same objects."""
+    here, pooled = tmp_path / "here", tmp_path / "pooled"
+    for out, workers in ((here, "0"), (pooled, "2")):
+        args = ("cnn", str(study), "--out", str(out), "--engines-dir", str(engines))
+        assert run(*args, "--workers", workers).exit_code == 0
+    outputs = [sorted(Path(p).name for line in results(out) for p in line.get("outputs", []))
+               for out in (here, pooled)]  # fmt: skip
+    assert outputs[0] == outputs[1] and outputs[0]
+
+
+def test_a_writer_failure_in_the_pool_becomes_an_error_line():
+    from concurrent.futures import Future
+
+    from edgeimg.commands.run import _finish_writing
+
+    writes: Future = Future()
+    writes.set_exception(ValueError("no findings to report"))
+    line = {"status": "ok", "series_uid": "1.2.3", "files": ["a.dcm"], "results": []}
+    _finish_writing(line, writes)
+    assert line == {
+        "status": "error",
+        "series_uid": "1.2.3",
+        "files": ["a.dcm"],
+        "error": "no findings to report",
+    }
+
+
 def test_real_files_from_pydicom(engines, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -219,6 +219,38 @@ def test_sr_reads_back_with_findings_and_references(sources, tmp_path):
     assert source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sources[2].SOPInstanceUID
 
 
+def test_sr_image_library_lists_only_referenced_images(sources, tmp_path):
+    """A series finding resting on one slice names it; the library stays small, the evidence
+    still lists every source."""
+    first, _, third = (ds.SOPInstanceUID for ds in sources)
+    named = [
+        {"level": "series", "probability": 0.9, "label": True, "sop_instance_uids": [third]},
+        {"sop_instance_uid": first, "probability": 0.8, "label": True},
+    ]
+    path = write_sr(sources, named, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
+    sr = hd.sr.srread(path)
+    (series_group, _) = sr.content.get_image_measurement_groups()
+    assert [s.referenced_sop_instance_uid for s in series_group.source_images] == [third]
+    library = [
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for container in sr.ContentSequence
+        if container.ConceptNameCodeSequence[0].CodeValue == "111028"
+        for group in container.ContentSequence
+        for item in group.ContentSequence
+        if item.ValueType == "IMAGE"
+    ]
+    assert library == [first, third]
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert len(evidence.ReferencedSOPSequence) == len(sources)
+    assert dciodvfy_errors(path) == []
+
+
+def test_sr_finding_naming_an_unknown_image_is_an_error(sources, tmp_path):
+    unknown = [{"level": "series", "probability": 0.5, "sop_instance_uids": ["1.2"]}]
+    with pytest.raises(ValueError, match="names no source image"):
+        write_sr(sources, unknown, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
+
+
 def test_seg_reads_back_with_mask_lesion_code_and_references(sources, tmp_path):
     (path,) = run("seg", sources, tmp_path)
     seg = hd.seg.segread(path)

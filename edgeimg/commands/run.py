@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
@@ -107,17 +108,26 @@ def run(
     images = 0
     try:
         with _progress(as_json or not err.is_terminal) as progress:
-            task = progress.add_task(f"{name}", total=total, rate="")
+            decoding = progress.add_task("decoded", total=total, rate="")
+            inferring = progress.add_task("inferred", total=total, rate="")
+            writing = progress.add_task("written", total=total, rate="")
+            pending: list[tuple[dict[str, Any], Future | None, int]] = []
             for job, items in decode_series(accepted, spec, pool):
                 decoded = [item for item in items if not isinstance(item, Exception)]
                 for error in (item for item in items if isinstance(item, Exception)):
                     lines.append(_error_line(job, error))
-                progress.advance(task, len(items))
+                progress.advance(decoding, len(items))
                 if decoded:
-                    lines.append(_run_series(inferencer, job, decoded, out_dir, extras))
+                    line, writes = _run_series(inferencer, job, decoded, out_dir, extras, pool)
+                    lines.append(line)
+                    pending.append((line, writes, len(items)))
                     images += sum(len(item.inputs) for item in decoded)
+                progress.advance(inferring, len(items))
                 elapsed = time.perf_counter() - started
-                progress.update(task, rate=f"{images / elapsed:.1f} images/s")
+                progress.update(inferring, rate=f"{images / elapsed:.1f} images/s")
+            for line, writes, count in pending:
+                _finish_writing(line, writes)
+                progress.advance(writing, count)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -150,11 +160,26 @@ def _extras(spec: Any, preview: bool, features: bool) -> list[str]:
 
 
 def _run_series(
-    inferencer: Any, job: Any, decoded: list, out_dir: Path, extras: list[str]
-) -> dict[str, Any]:
-    """One series through the engine and writers; a failure becomes an error line."""
+    inferencer: Any,
+    job: Any,
+    decoded: list,
+    out_dir: Path,
+    extras: list[str],
+    pool: Executor | None,
+) -> tuple[dict[str, Any], Future | None]:
+    """One series through the engine; its DICOM outputs are written in the pool while the
+    engine goes on (highdicom is pure Python: in this process it would hold up inference).
+    A failure becomes an error line."""
+    from edgeimg.inference import for_writing, write_outputs
+
     try:
-        result = inferencer.run_series(job, decoded, out_dir)
+        result = inferencer.infer_series(job, decoded)
+        writes = None
+        if pool is None:
+            result.line["outputs"] = inferencer.write(decoded, result.items, out_dir)
+        else:
+            slim = for_writing(decoded)
+            writes = pool.submit(write_outputs, inferencer.producer, slim, result.items, out_dir)
         if "preview" in extras:
             from edgeimg.preview import write_previews
 
@@ -165,14 +190,25 @@ def _run_series(
 
             npy, csv_path = write_features(inferencer.spec, decoded, out_dir)
             result.line["features"] = {"npy": str(npy), "index": str(csv_path)}
-        return result.line
+        return result.line, writes
     except (ValueError, RuntimeError) as error:
-        return {
-            "status": "error",
-            "series_uid": job.series.uid,
-            "files": [str(item.path) for item in decoded],
-            "error": f"{error}",
-        }
+        return _series_error(job.series.uid, [str(item.path) for item in decoded], error), None
+
+
+def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
+    """Wait for a series' outputs; a writer's failure turns its line into an error line."""
+    if writes is None:
+        return
+    try:
+        line["outputs"] = writes.result()
+    except (ValueError, RuntimeError) as error:
+        failed = _series_error(line["series_uid"], line["files"], error)
+        line.clear()
+        line.update(failed)
+
+
+def _series_error(series_uid: str, files: list[str], error: Exception) -> dict[str, Any]:
+    return {"status": "error", "series_uid": series_uid, "files": files, "error": f"{error}"}
 
 
 def _report(

@@ -4,17 +4,23 @@
 (`model.labels[0]`, e.g. SNOMED 52988006 "Lesion"):
 
 - slice level: ``{"sop_instance_uid": uid, "probability": 0.93, "label": True}``
-- series level: ``{"level": "series", "probability": 0.71, "label": True}``
+- series level: ``{"level": "series", "probability": 0.71, "label": True}``, optionally with
+  ``"sop_instance_uids": [...]``, the images the finding rests on (default: every source)
 - detection: ``{"sop_instance_uid": uid, "boxes": [[x0, y0, x1, y1, score], ...]}``, corners in
   DICOM image coordinates (column, row; (0, 0) is the top-left corner of the top-left pixel, as
   for torchvision boxes); an empty list records the finding as absent on that image.
 
 Slice and series findings become measurement groups (TID 1501) with the finding code, the
 probability as a measurement in {probability}, and the presence of the finding as a
-qualitative evaluation; they reference the source image(s). Each box becomes a planar ROI group
-(TID 1410) whose SCOORD POLYLINE (closed rectangle) lies on its source image, with the detector
-score as a measurement. SCOORD on the source image, rather than SCOORD3D, keeps the box in the
-pixel space the detector saw and needs no frame of reference.
+qualitative evaluation; they reference the source image(s). The Image Library (TID 1600)
+lists the images the groups reference; the evidence sequence lists every source. Library
+entries are what makes an SR slow to build (about 12 ms each in highdicom), so a series-level
+finding that rests on one slice names that slice rather than the whole series.
+
+Each box becomes a planar ROI group (TID 1410) whose SCOORD POLYLINE (closed rectangle) lies
+on its source image, with the detector score as a measurement. SCOORD on the source image,
+rather than SCOORD3D, keeps the box in the pixel space the detector saw and needs no frame of
+reference.
 """
 
 from __future__ import annotations
@@ -58,13 +64,14 @@ def write_sr(
         raise ValueError("no findings to report; TID 1500 needs at least one measurement group")
     output = prepare("sr", "SR", sources, model, engine_key)
     groups = _Groups(sources, output)
+    measurements = [
+        group for index, finding in enumerate(findings) for group in groups(index, finding)
+    ]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(output),
         procedure_reported=PROCEDURES.get(sources[0].Modality, IMAGING_PROCEDURE),
-        imaging_measurements=[
-            group for index, finding in enumerate(findings) for group in groups(index, finding)
-        ],
-        referenced_images=sources,
+        imaging_measurements=measurements,
+        referenced_images=[ds for ds in sources if ds.SOPInstanceUID in groups.referenced],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=sources,
@@ -102,6 +109,7 @@ class _Groups:
     def __init__(self, sources: Sequence[Dataset], output: Output) -> None:
         self.sources = list(sources)
         self.by_uid = {ds.SOPInstanceUID: ds for ds in sources}
+        self.referenced: set[str] = set()
         self.output = output
         label = output.model.labels[0]
         self.finding_type = hd.sr.CodedConcept(label.value, label.scheme, label.meaning)
@@ -112,11 +120,13 @@ class _Groups:
     def __call__(self, index: int, finding: Mapping[str, Any]) -> list[Group]:
         """One group per slice or series finding, one planar ROI group per box."""
         if finding.get("level") == "series":
-            images = self.sources
-        elif finding.get("sop_instance_uid") in self.by_uid:
-            images = [self.by_uid[finding["sop_instance_uid"]]]
+            uids = finding.get("sop_instance_uids")
+            images = self.sources if uids is None else [self.by_uid.get(uid) for uid in uids]
         else:
+            images = [self.by_uid.get(finding.get("sop_instance_uid"))]
+        if not images or None in images:
             raise ValueError(f"finding {index} names no source image: {dict(finding)!r}")
+        self.referenced.update(ds.SOPInstanceUID for ds in images)
         if finding.get("boxes"):
             return [
                 self._box(index, number, box, images[0])
