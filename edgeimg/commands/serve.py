@@ -13,12 +13,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgeimg.commands.deid import load_or_create_key
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
 from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, parse_peer
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
-from edgeimg.plugins import get_registry
+from edgeimg.plugins import UnknownName, get_registry
 
 try:
     import tomllib
@@ -26,6 +27,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 DEFAULT_SPOOL = Path("spool")
+AUDIT_NAME = "audit.jsonl"
+DEID_KEY = "deid.key"
 
 
 def _peer(ctx: click.Context, param: click.Parameter, value: Any):
@@ -37,9 +40,17 @@ def _peer(ctx: click.Context, param: click.Parameter, value: Any):
         raise click.BadParameter(str(error)) from None
 
 
+ROUTING_TABLES = ("destination", "route")
+_ROUTING = "edgeimg.serve.routing"
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """TOML keys named like the long options (`series-timeout`, `model`) become defaults;
-    flags given on the command line still win. Unknown keys are an error, not a silent no-op."""
+    """TOML: a `[serve]` table whose keys are named like the long options (`series-timeout`,
+    `model`) becomes defaults, and flags given on the command line still win; `[[destination]]`
+    and `[[route]]` tables become the routing (edgeimg.serve.routing). Unknown keys are an
+    error naming the file, not a silent no-op."""
+    from edgeimg.serve.routing import RoutingError, parse_routing
+
     if not value:
         return
     try:
@@ -47,15 +58,29 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
             data = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise click.BadParameter(f"cannot read {value}: {error}") from None
-    section = data.get("serve", data)
+    if "serve" in data:
+        extra = sorted(set(data) - {"serve", *ROUTING_TABLES})
+        if extra:
+            raise click.BadParameter(f"{value}: unknown table or key {extra[0]!r} (known: serve, "
+                                     f"{', '.join(ROUTING_TABLES)})")  # fmt: skip
+        section = data["serve"]
+    else:  # a flat file of settings, as before routing tables existed
+        section = {key: item for key, item in data.items() if key not in ROUTING_TABLES}
+    if not isinstance(section, dict):
+        raise click.BadParameter(f"{value}: [serve] must be a table")
     names = {
         option.lstrip("-").replace("-", "_"): param.name
         for param in ctx.command.params
         for option in param.opts
+        if param.name != "config"
     }
     unknown = [key for key in section if key.replace("-", "_") not in names]
     if unknown:
-        raise click.BadParameter(f"unknown settings in {value}: {', '.join(unknown)}")
+        raise click.BadParameter(f"{value}: unknown settings in [serve]: {', '.join(unknown)}")
+    try:
+        ctx.meta[_ROUTING] = parse_routing(data, value)
+    except RoutingError as error:
+        raise click.BadParameter(str(error)) from None
     ctx.default_map = {names[key.replace("-", "_")]: item for key, item in section.items()}
 
 
@@ -70,7 +95,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     callback=_load_config,
     is_eager=True,
     expose_value=False,
-    help="TOML file ([serve] table) of defaults.",
+    help="TOML file: [serve] defaults, [[destination]] and [[route]] tables (docs/serve.md).",
 )
 @click.option("--aet", required=True, help="Our AE title; the called AE title must match it.")
 @click.option(
@@ -137,17 +162,27 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     type=click.FloatRange(1),
     help="Seconds an idle or stalled peer keeps its slot.",
 )
-def serve(**options: Any) -> None:
-    """Listen for DICOM: store each instance durably, then mark series complete for the pipeline.
+@click.pass_context
+def serve(ctx: click.Context, **options: Any) -> None:
+    """Listen for DICOM: store each instance durably, run the routed models on complete series,
+    and forward their results.
 
     Stops on SIGTERM or Ctrl-C after the associations in flight have finished.
     """
+    from edgeimg.audit import AuditLog
     from edgeimg.serve.listener import Listener, ServeConfig
     from edgeimg.serve.pipeline import Worker
+    from edgeimg.serve.routing import Routing
     from edgeimg.serve.security import SecurityError, parse_allow, server_tls_context
 
-    for name in options["models"]:
-        get_registry().model(name)
+    routing = ctx.meta.get(_ROUTING, Routing()).with_flags(
+        options["models"], [str(peer) for peer in options["forwards"]]
+    )
+    for name in routing.models:
+        try:
+            get_registry().model(name)
+        except UnknownName as error:
+            raise click.UsageError(str(error)) from None
     try:
         allow = parse_allow(options["allow"])
         tls = None
@@ -161,7 +196,8 @@ def serve(**options: Any) -> None:
         raise click.UsageError(str(error)) from None
     config = ServeConfig(
         aet=options["aet"], port=options["port"], host=options["host"], spool=options["spool"],
-        models=list(options["models"]), forwards=options["forwards"], allow=allow,
+        models=routing.models,
+        forwards=[parse_peer(d.peer) for d in routing.destinations.values()], allow=allow,
         series_timeout=options["series_timeout"],
         complete_on_release=options["complete_on_release"],
         max_associations=options["max_associations"], min_free_mb=options["min_free_mb"],
@@ -169,13 +205,19 @@ def serve(**options: Any) -> None:
         network_timeout=options["timeout"],
     )  # fmt: skip
     listener = Listener(config)
-    worker = Worker(listener.queue, config.spool / "results", config.models, config.forwards,
+    deid_key = None
+    if any(destination.deid for destination in routing.destinations.values()):
+        deid_key = load_or_create_key(listener.spool.root / DEID_KEY)[0]
+    audit = AuditLog(listener.spool.root / AUDIT_NAME)
+    listener.audit = audit
+    worker = Worker(listener.queue, listener.spool.root / "results", routing,
                     backend=options["backend"], precision=options["precision"],
-                    calling_aet=config.aet)  # fmt: skip
+                    calling_aet=config.aet, audit=audit, deid_key=deid_key)  # fmt: skip
     listener.pipeline = worker
     try:
-        listener.start()
+        host, port = listener.start()
     except OSError as error:
+        audit.close()
         raise click.ClickException(
             f"cannot listen on {config.host}:{config.port}: {error}"
         ) from None
@@ -183,10 +225,36 @@ def serve(**options: Any) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+    if sys.stderr.isatty():
+        _live(stop, listener, worker, f"edgeimg serve {config.aet}@{host}:{port}")
+    else:
+        while not stop.wait(0.5):
+            pass
     listener.stop()
     worker.stop()
+    audit.close()
+
+
+def _live(stop: threading.Event, listener: Any, worker: Any, title: str) -> None:
+    """The live status view until `stop`; log lines show in its tail instead of scrolling."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from edgeimg.serve.view import REFRESH_PER_SECOND, LogTail, StatusView, established
+
+    terminal = sys.stderr
+    tail = LogTail()
+    view = StatusView(listener.queue, title=title, associations=established(listener),
+                      latency=worker.latency, tail=tail)  # fmt: skip
+    console = Console(file=terminal, highlight=False)
+    sys.stderr = tail
+    try:
+        with Live(view.render(), console=console, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:  # fmt: skip
+            while not stop.wait(1 / REFRESH_PER_SECOND):
+                live.update(view.render(), refresh=True)
+    finally:
+        sys.stderr = terminal
 
 
 @click.command()

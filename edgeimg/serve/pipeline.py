@@ -1,32 +1,41 @@
-"""The worker behind `edgeimg serve`: complete series → models → durable results → forwarding.
+"""The worker behind `edgeimg serve`: complete series → routed models → durable results → forwards.
 
 All state lives in the queue database, so after a crash the same rows are picked up again;
 output UIDs are deterministic, so a repeated job writes and sends the same objects, and the
-PACS keeps one copy of each.
+PACS keeps one copy of each. Which model runs on a series, and where its outputs go, comes from
+the routing tables (`edgeimg.serve.routing`); a destination that asks for de-identification gets
+a de-identified copy written beside the result, while the result itself stays as it was.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edgeimg.net import Peer, parse_peer, send
+from edgeimg.audit import AuditLog
+from edgeimg.durable import atomic_file
+from edgeimg.net import parse_peer, send
 from edgeimg.results import write_json
 from edgeimg.serve import log
 from edgeimg.serve.queue import Queue
+from edgeimg.serve.routing import Destination, Routing, SeriesFacts
+
+LATENCY_WINDOW = 500
+"""Job durations kept per model for the p50/p95 the status view shows."""
 
 
 class Worker:
-    """Runs the configured models on complete series and forwards what they write."""
+    """Runs the routed models on complete series and forwards what they write."""
 
     def __init__(
         self,
         queue: Queue,
         results_dir: Path,
-        models: list[str],
-        destinations: list[Peer],
+        routing: Routing,
         *,
         backend: str = "auto",
         precision: str = "fp32",
@@ -34,18 +43,27 @@ class Worker:
         calling_aet: str = "EDGEIMG",
         max_attempts: int = 5,
         backoff: float = 2.0,
+        audit: AuditLog | None = None,
+        deid_key: bytes | None = None,
+        deid_dir: Path | None = None,
     ) -> None:
+        if deid_key is None and any(d.deid for d in routing.destinations.values()):
+            raise ValueError("a de-identifying destination needs a deid_key")
         self.queue = queue
         self.results_dir = Path(results_dir)
-        self.models = models
-        self.destinations = destinations
+        self.routing = routing
         self.backend = backend
         self.precision = precision
         self.engines_dir = engines_dir
         self.calling_aet = calling_aet
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self.audit = audit
+        self.deid_key = deid_key
+        self.deid_dir = Path(deid_dir) if deid_dir else self.results_dir.parent / "deid"
         self._inferencers: dict[str, Any] = {}
+        self._durations: dict[str, deque[float]] = {}
+        self._durations_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edgeimg-worker", daemon=True)
@@ -64,9 +82,19 @@ class Worker:
         self._thread.join(timeout)
 
     def warm(self) -> None:
-        """Load (building if absent) every model's engine now, not on the first series."""
-        for name in self.models:
+        """Load (building if absent) every routed model's engine now, not on the first series."""
+        for name in self.routing.models:
             self._inferencer(name)
+
+    def latency(self) -> dict[str, dict[str, float]]:
+        """Per model: jobs timed (of the last LATENCY_WINDOW) and their p50/p95 in seconds."""
+        with self._durations_lock:
+            samples = {model: sorted(times) for model, times in self._durations.items()}
+        return {
+            model: {"jobs": len(times), "p50": _percentile(times, 50),
+                    "p95": _percentile(times, 95)}
+            for model, times in samples.items() if times
+        }  # fmt: skip
 
     def _inferencer(self, name: str) -> Any:
         if name not in self._inferencers:
@@ -87,15 +115,19 @@ class Worker:
         except Exception as error:  # reported per job again; the listener keeps storing
             log("engine_failed", error=f"{type(error).__name__}: {error}")
         while not self._stop.is_set():
-            busy = self.step()
+            try:
+                busy = self.step()
+            except Exception as error:  # the queue is the state: log, pause, pick it up again
+                log("worker_error", error=f"{type(error).__name__}: {error}")
+                busy = False
             if not busy:
                 self._wake.wait(0.5)
                 self._wake.clear()
 
     def step(self) -> bool:
-        """Do one unit of work (a series to jobs, a job, or due forwards); False when idle."""
+        """Do one unit of work (series to jobs, a job, or due forwards); False when idle."""
         for series_uid in self.queue.claim_series():
-            self.queue.add_jobs(series_uid, self.models)
+            self._route(series_uid)
         job = self.queue.next_job()
         if job is not None:
             self._run_job(job)
@@ -108,12 +140,41 @@ class Worker:
             self._forward(destination, forwards)
         return bool(due)
 
+    def facts(self, series_uid: str) -> SeriesFacts:
+        """What routing needs of a series: one header (no pixels) and the stored count."""
+        from pydicom import dcmread
+
+        paths = self.queue.series_paths(series_uid)
+        if not paths:
+            return SeriesFacts()
+        header = dcmread(paths[0], stop_before_pixels=True,
+                         specific_tags=["Modality", "SOPClassUID", "BodyPartExamined"])  # fmt: skip
+        return SeriesFacts(
+            modality=str(header.get("Modality", "") or ""),
+            sop_class=str(header.get("SOPClassUID", "") or ""),
+            body_part=str(header.get("BodyPartExamined", "") or ""),
+            slices=len(paths),
+        )
+
+    def _route(self, series_uid: str) -> None:
+        try:
+            facts = self.facts(series_uid)
+        except Exception as error:  # stored instances were validated; this is unexpected
+            log("route_failed", series_uid=series_uid, error=f"{type(error).__name__}: {error}")
+            self.queue.add_jobs(series_uid, [])
+            return
+        models = [model for model, _ in self.routing.models_for(facts)]
+        self.queue.add_jobs(series_uid, models)
+        log("routed", series_uid=series_uid, modality=facts.modality, body_part=facts.body_part,
+            slices=facts.slices, models=models)  # fmt: skip
+
     def _run_job(self, job: dict[str, Any]) -> None:
         from edgeimg.inference import scan
 
         started = time.perf_counter()
+        model = job["model"]
         try:
-            inferencer = self._inferencer(job["model"])
+            inferencer = self._inferencer(model)
             paths = [Path(p) for p in self.queue.series_paths(job["series_uid"])]
             found = scan(paths, inferencer.spec)
             outputs: list[str] = []
@@ -123,44 +184,128 @@ class Worker:
                     skipped.append(series_job.skip)
                     continue
                 decoded = _decode(series_job.paths, inferencer.spec)
-                out_dir = self.results_dir / job["model"]
-                line = inferencer.run_series(series_job, decoded, out_dir).line
+                line = inferencer.run_series(series_job, decoded, self.results_dir / model).line
                 write_json({**line, "job": job["id"]}, self.results_dir)
                 outputs.extend(line["outputs"])
+            # Forwards are queued before the job is marked done: a crash in between re-runs
+            # the job, and add_forwards does not queue the same output twice.
+            destinations = self.routing.destinations_for(model, self.facts(job["series_uid"]))
+            for destination in destinations:
+                sent = [self._prepare(destination, Path(p), model) for p in outputs]
+                self.queue.add_forwards(job["id"], [destination.name], [str(p) for p in sent])
         except Exception as error:  # one bad series must not stop the worker
-            self.queue.finish_job(job["id"], "failed", error=f"{type(error).__name__}: {error}")
-            log("job_failed", job=job["id"], model=job["model"], series_uid=job["series_uid"],
-                error=str(error))  # fmt: skip
+            message = f"{type(error).__name__}: {error}"
+            self.queue.finish_job(job["id"], "failed", error=message)
+            log("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
+                error=message)  # fmt: skip
+            self._audit("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
+                        error=message)  # fmt: skip
             return
+        seconds = time.perf_counter() - started
         state = "done" if outputs or not skipped else "skipped"
         self.queue.finish_job(job["id"], state, outputs=outputs, error="; ".join(skipped) or None)
-        self.queue.add_forwards(job["id"], [str(peer) for peer in self.destinations], outputs)
-        log("job_done", job=job["id"], model=job["model"], series_uid=job["series_uid"],
-            outputs=len(outputs), seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+        if state == "done":
+            with self._durations_lock:
+                self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)
+        log("job_done", job=job["id"], model=model, series_uid=job["series_uid"], state=state,
+            outputs=len(outputs), seconds=round(seconds, 3))  # fmt: skip
+        self._audit("job_done", job=job["id"], model=model, engine_key=inferencer.engine.key,
+                    series_uid=job["series_uid"], state=state,
+                    outputs=[{"sop_instance_uid": _sop_uid(p), "path": p} for p in outputs],
+                    destinations=[d.name for d in destinations])  # fmt: skip
         self._wake.set()
 
-    def _forward(self, destination: str, forwards: list[dict[str, Any]]) -> None:
+    def _prepare(self, destination: Destination, result: Path, model: str) -> Path:
+        """The file to send to `destination`: the result, or its de-identified copy.
+
+        The copy is named by its (mapped) SOP Instance UID under deid/<destination>/<model>/,
+        and written durably before its forward row exists; the same key maps the same UIDs, so
+        a re-run writes the same file and the destination keeps one copy.
+        """
+        if destination.deid is None:
+            return result
+        from pydicom import dcmread
+
+        from edgeimg.dicom.deid import DeidOptions, deidentify
+        from edgeimg.dicom.uids import check_uid
+
+        options = DeidOptions(self.deid_key or b"", **asdict(destination.deid))
+        source = dcmread(result)
+        deidentified = deidentify(source, options)
+        sop_uid = check_uid(str(deidentified.dataset.SOPInstanceUID))
+        target = self.deid_dir / destination.name / model / f"{sop_uid}.dcm"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(target) as handle:
+                deidentified.dataset.save_as(handle, enforce_file_format=True)
+        self._audit("deidentified", destination=destination.name, model=model,
+                    result_uid=str(source.SOPInstanceUID), sop_instance_uid=sop_uid,
+                    burned_in_risk=deidentified.burned_in_risk)  # fmt: skip
+        return target
+
+    def _forward(self, name: str, forwards: list[dict[str, Any]]) -> None:
         """C-STORE due results to one destination in one association; back off on failure."""
-        results = send(parse_peer(destination), [f["path"] for f in forwards],
+        destination = self.routing.destinations.get(name)
+        if destination is None:  # the config changed since the forward was queued
+            error = f"destination {name!r} is not configured"
+            for forward in forwards:
+                self.queue.finish_forward(forward["id"], "failed", error=error)
+            log("forward_failed", destination=name, error="not configured", count=len(forwards))
+            return
+        results = send(parse_peer(destination.peer), [f["path"] for f in forwards],
                        calling=self.calling_aet)  # fmt: skip
         by_path = {str(result.path): result for result in results}
+        delivered: list[dict[str, Any]] = []
         for forward in forwards:
             result = by_path[str(forward["path"])]
             if result.ok:
                 self.queue.finish_forward(forward["id"], "done")
-                log("forwarded", forward=forward["id"], destination=destination)
+                delivered.append(forward)
+                log("forwarded", forward=forward["id"], destination=name)
                 continue
             error = result.error or f"status 0x{(result.status or 0):04X}"
             attempts = forward["attempts"] + 1
             if attempts >= self.max_attempts:
                 self.queue.finish_forward(forward["id"], "failed", error=error)
-                log("forward_failed", forward=forward["id"], destination=destination,
+                log("forward_failed", forward=forward["id"], destination=name,
                     error=error, attempts=attempts)  # fmt: skip
+                self._audit("forward_failed", destination=name, peer=destination.peer,
+                            job=forward["job_id"], sop_instance_uid=_sop_uid(forward["path"]),
+                            error=error, attempts=attempts)  # fmt: skip
                 continue
             retry_at = time.time() + self.backoff * 2 ** (attempts - 1)
             self.queue.finish_forward(forward["id"], "pending", error=error, retry_at=retry_at)
-            log("forward_retry", forward=forward["id"], destination=destination, error=error,
+            log("forward_retry", forward=forward["id"], destination=name, error=error,
                 attempts=attempts, retry_in=round(retry_at - time.time(), 1))  # fmt: skip
+        if delivered:
+            self._audit("forwarded", destination=name, peer=destination.peer,
+                        deid=destination.deid is not None,
+                        jobs=sorted({f["job_id"] for f in delivered}),
+                        sop_instance_uids=[_sop_uid(f["path"]) for f in delivered])  # fmt: skip
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        """Record to the audit log when there is one; a failing audit write is logged, and the
+        work goes on (the queue, not the audit trail, is what must not lose anything)."""
+        if self.audit is None:
+            return
+        try:
+            self.audit.record(event, **fields)
+        except (OSError, ValueError) as error:
+            log("audit_failed", audit_event=event, error=str(error))
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    """Nearest-rank percentile of sorted `values`."""
+    rank = max(1, -(-len(values) * percent // 100))
+    return round(values[int(rank) - 1], 4)
+
+
+def _sop_uid(path: str | Path) -> str:
+    """The SOP Instance UID in a DICOM file's header (for the audit trail)."""
+    from pydicom import dcmread
+
+    return str(dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
+        "SOPInstanceUID", ""))  # fmt: skip
 
 
 def _decode(paths: list[Path], spec: Any) -> list[Any]:
