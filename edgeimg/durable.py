@@ -21,6 +21,25 @@ def fsync_dir(directory: Path) -> None:
         os.close(descriptor)
 
 
+def publish(temp: Path, path: Path) -> None:
+    """fsync `temp`, rename it to `path`, fsync the directory: after this `path` survives a crash.
+
+    Split from the writing so that a caller can run it beside other durable work (the spool
+    commits the queue row meanwhile); on failure `temp` is removed.
+    """
+    try:
+        descriptor = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 @contextmanager
 def atomic_file(path: Path, prefix: str = ".tmp-") -> Iterator[BinaryIO]:
     """Write through the yielded handle; `path` appears only after fsync, rename and dir fsync.
@@ -31,10 +50,7 @@ def atomic_file(path: Path, prefix: str = ".tmp-") -> Iterator[BinaryIO]:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    publish(Path(temp), path)

@@ -25,6 +25,8 @@ from pynetdicom import AE
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
+from edgeimg.audit import AuditLog
+from edgeimg.audit import read as read_audit
 from edgeimg.serve.listener import Listener, ServeConfig, framing_error
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.security import parse_allow, server_tls_context
@@ -162,6 +164,26 @@ def test_duplicate_is_acknowledged_and_stored_once(serve, tmp_path):
         assert _dcmtk("storescu", "-aec", AET, "127.0.0.1", str(port), str(path)).returncode == 0
     assert len(_rows(listener)) == 1
     assert len(list((tmp_path / "spool" / "series").rglob("*.dcm"))) == 1
+
+
+@needs_dcmtk
+def test_received_instances_are_audited_without_patient_data(serve, tmp_path):
+    listener, port = serve()
+    listener.audit = AuditLog(tmp_path / "audit.jsonl")
+    ds = ct_instance()
+    path = write(ds, tmp_path / "ct.dcm")
+    for _ in range(2):
+        assert _dcmtk("storescu", "-aet", "CT1", "-aec", AET, "127.0.0.1", str(port),
+                      str(path)).returncode == 0  # fmt: skip
+    listener.stop()  # the audit lines are written off the response path; stop drains them
+    lines = list(read_audit(tmp_path / "audit.jsonl"))
+    assert [(line["event"], line["duplicate"]) for line in lines] == [
+        ("received", False), ("received", True)
+    ]  # fmt: skip
+    assert lines[0]["sop_instance_uid"] == ds.SOPInstanceUID and lines[0]["calling_aet"] == "CT1"
+    assert (lines[0]["series_uid"], lines[0]["study_uid"]) == (ds.SeriesInstanceUID,
+                                                               ds.StudyInstanceUID)  # fmt: skip
+    assert "Secret" not in (tmp_path / "audit.jsonl").read_text()
 
 
 @needs_dcmtk

@@ -6,7 +6,9 @@ import sqlite3
 import threading
 import time
 
-from edgeimg.serve.queue import Instance, Queue
+import pytest
+
+from edgeimg.serve.queue import GroupCommit, Instance, Queue
 
 
 def _instance(sop: str, series: str = "1.2.3", expected: int | None = None) -> Instance:
@@ -81,6 +83,35 @@ def test_threads_share_the_queue(tmp_path):
     for thread in threads:
         thread.join()
     assert queue.series_summary()[0]["instances"] == 80
+
+
+def test_group_commit_batches_threads_and_each_gets_its_own_answer(tmp_path, monkeypatch):
+    queue = Queue(tmp_path / "q.sqlite")
+    commits = GroupCommit(queue)
+    answers: dict[str, tuple[bool, bool]] = {}
+
+    def send(n: int) -> None:
+        for i in range(20):
+            sop = f"{n}.{i % 15}"  # the last five of each thread are duplicates
+            answers[f"{n}.{i}"] = commits.add(_instance(sop, expected=60))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(inserted for inserted, _ in answers.values()) == 60
+    assert sum(complete for _, complete in answers.values()) == 1
+    assert queue.series_summary()[0]["instances"] == 60
+
+    def broken(items):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(queue, "add_instances", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        commits.add(_instance("9.9"))
+    monkeypatch.undo()
+    assert commits.add(_instance("9.9")) == (True, False)  # not stuck after a failed batch
 
 
 def test_config_round_trip(tmp_path):

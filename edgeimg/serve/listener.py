@@ -8,6 +8,7 @@ the accept loop (a silent TLS peer would otherwise stall every other caller) and
 from __future__ import annotations
 
 import errno
+import hashlib
 import socket
 import sqlite3
 import ssl
@@ -15,6 +16,7 @@ import struct
 import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +25,18 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
 from pynetdicom.events import Event
+from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from edgeimg.dicom.read import PIXEL_KEYWORDS, DicomInputError, check_dataset
 from edgeimg.net import Peer
 from edgeimg.serve import NoPipeline, Pipeline, log
-from edgeimg.serve.queue import Instance, Queue
+from edgeimg.serve.queue import GroupCommit, Instance, Queue
 from edgeimg.serve.security import AllowEntry, is_allowed
 from edgeimg.serve.spool import DiskFull, Spool
 
 VERIFICATION = "1.2.840.10008.1.1"
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # explicit VR little endian
     "1.2.840.10008.1.2",  # implicit VR little endian
@@ -129,7 +133,35 @@ class _Handler(RequestHandler):
         # Same layout, one method more: swap the class rather than re-creating the socket,
         # which would queue a second transport-connect event.
         assoc.dul.socket.__class__ = _GuardedSocket
+        assoc.dul.state_machine.__class__ = _StateMachine
         return assoc
+
+
+class _StateMachine(StateMachine):
+    """pynetdicom's DUL state machine, safe against peers that break off early.
+
+    * A peer that sends a PDU out of order while the association thread is still negotiating
+      moves the DUL to Sta13 (or Sta1); pynetdicom then raises InvalidEventError for the AC or
+      RJ that follows and the DUL thread dies. That late answer is dropped instead.
+    * A connection that ends before any A-ASSOCIATE-RQ (garbage, an HTTP request, a refused
+      PDU) would leave the association thread waiting out the ACSE timeout, holding one of the
+      --max-associations slots: a few such connections a minute would lock everyone out.
+      Reaching Sta1 without a request wakes it at once (None reads as "no request came").
+    """
+
+    _requested = False
+
+    def do_action(self, event: str) -> None:
+        if self.current_state in ("Sta1", "Sta13") and (event, self.current_state) not in (
+            TRANSITION_TABLE
+        ):
+            return
+        super().do_action(event)
+        if self.current_state == "Sta3":
+            self._requested = True
+        elif self.current_state == "Sta1" and not self._requested:
+            self._requested = True
+            self.dul.to_user_queue.put(None)
 
 
 class _Server(ThreadedAssociationServer):
@@ -167,6 +199,12 @@ class Listener:
         self.pipeline = pipeline or NoPipeline()
         self.spool = spool or Spool(config.spool, config.min_free_mb)
         self.queue = Queue(self.spool.queue_path)
+        self.audit: Any = None  # an edgeimg.audit.AuditLog, set by `edgeimg serve`
+        self._commits = GroupCommit(self.queue)
+        # fsync/rename/dir-fsync of each instance runs here while its row is being committed.
+        self._publisher = ThreadPoolExecutor(config.max_associations, "edgeimg-publish")
+        # Audit lines (each fsynced) are written off the path of the C-STORE response.
+        self._auditor = ThreadPoolExecutor(1, "edgeimg-audit")
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._seen: dict[int, set[str]] = {}
         self._seen_lock = threading.Lock()
@@ -178,13 +216,14 @@ class Listener:
     def recover(self) -> None:
         """Undo what a crash left: temp files go, interrupted work is queued again."""
         removed = self.spool.remove_temp_files()
+        dropped = self.queue.drop_unwritten()
         requeued = self.queue.recover()
         self.queue.set_config(
             aet=self.config.aet,
             models=self.config.models,
             forwards=[str(peer) for peer in self.config.forwards],
         )
-        log("recovered", temp_files_removed=removed, requeued=requeued)
+        log("recovered", temp_files_removed=removed, rows_without_file=dropped, requeued=requeued)
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.config.aet)
@@ -251,6 +290,8 @@ class Listener:
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=5)
+        self._publisher.shutdown(wait=True)
+        self._auditor.shutdown(wait=True)
         log("stopped", drained=drained)
         return drained
 
@@ -277,9 +318,11 @@ class Listener:
         request = event.assoc.requestor.primitive
         calling = request.calling_ae_title.strip()
         host = event.assoc.requestor.address
-        if not is_allowed(self.config.allow, calling, host):
-            log("association_rejected", calling_aet=calling, host=host, reason="not allowed")
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+        allowed = is_allowed(self.config.allow, calling, host)
+        refusal = _refusal(request) if allowed else (3, "not allowed")
+        if refusal:
+            log("association_rejected", calling_aet=calling, host=host, reason=refusal[1])
+            event.assoc.acse.send_reject(0x01, 0x01, refusal[0])
             event.assoc.kill()  # as pynetdicom's own rejection does: lets the DUL send it first
             return
         called = request.called_ae_title.strip()
@@ -338,26 +381,64 @@ class Listener:
         with self._locks[hash(sop_uid) % _LOCK_STRIPES]:
             if self.queue.has_instance(sop_uid):
                 log("duplicate", sop_uid=sop_uid, calling_aet=calling, host=host)
-                return _instance_of(ds, "", 0, "", calling, host)
+                instance = _instance_of(ds, "", 0, "", calling, host)
+                self._audit(instance, duplicate=True)
+                return instance
             data = event.encoded_dataset(include_meta=True)
             path = self.spool.path_for(series_uid, sop_uid)
             try:
-                digest = self.spool.write(path, [data], len(data))
+                temp = self.spool.write_temp(path, [data], len(data))
             except DiskFull as error:
                 raise Rejected(OUT_OF_RESOURCES, str(error)) from None
             except OSError as error:
                 raise Rejected(OUT_OF_RESOURCES, f"cannot write: {error.strerror}") from None
+            published = self._publisher.submit(self.spool.publish, temp, path)
+            digest = hashlib.sha256(data).hexdigest()
             instance = _instance_of(ds, str(path), len(data), digest, calling, host)
-            try:
-                _, complete = self.queue.add_instance(instance)
-            except sqlite3.Error as error:
-                path.unlink(missing_ok=True)
-                raise Rejected(OUT_OF_RESOURCES, f"queue: {error}") from None
+            complete = self._commit(instance, path, published)
         log("stored", sop_uid=sop_uid, series_uid=series_uid, study_uid=study_uid,
             calling_aet=calling, host=host, size=len(data))  # fmt: skip
+        self._audit(instance, duplicate=False)
         if complete:
             self._completed([series_uid], "expected count")
         return instance
+
+    def _commit(self, instance: Instance, path: Path, published: Future) -> bool:
+        """Commit the row while `published` makes the file durable; success needs both.
+
+        Returns whether the series is now complete by its expected count. A row committed
+        beside a file that failed is removed again (and `Queue.drop_unwritten` does the same for
+        a crash in between, when no success was sent).
+        """
+        try:
+            _, complete = self._commits.add(instance)
+        except sqlite3.Error as error:
+            published.exception()
+            path.unlink(missing_ok=True)
+            raise Rejected(OUT_OF_RESOURCES, f"queue: {error}") from None
+        try:
+            published.result()
+        except OSError as error:
+            self.queue.remove_instances([instance.sop_uid])
+            path.unlink(missing_ok=True)
+            raise Rejected(OUT_OF_RESOURCES, f"cannot write: {error.strerror}") from None
+        return complete
+
+    def _audit(self, instance: Instance, duplicate: bool) -> None:
+        """Queue the `received` audit line (no patient identity: UIDs, AE title, host)."""
+        if self.audit is None:
+            return
+        fields = dict(calling_aet=instance.calling_aet, host=instance.peer_host,
+                      study_uid=instance.study_uid, series_uid=instance.series_uid,
+                      sop_instance_uid=instance.sop_uid, duplicate=duplicate)  # fmt: skip
+        self._auditor.submit(self._record, self.audit, fields)
+
+    @staticmethod
+    def _record(audit: Any, fields: dict[str, Any]) -> None:
+        try:
+            audit.record("received", **fields)
+        except (OSError, ValueError) as error:
+            log("audit_error", sop_uid=fields["sop_instance_uid"], error=str(error))
 
 
 def framing_error(raw: bytes, syntax: UID) -> str | None:
@@ -379,12 +460,16 @@ def framing_error(raw: bytes, syntax: UID) -> str | None:
         walker.elements(0, until=None)
     except ValueError as error:
         return str(error)
+    except RecursionError:
+        return "sequences nested too deeply"
     return None
 
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_SHORT_VRS = b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US"
+_VRS = _LONG_VRS | frozenset(_SHORT_VRS.split())
 
 
 class _Walker:
@@ -404,6 +489,8 @@ class _Walker:
         if group == 0xFFFE or self.implicit:
             return tag, self._unpack("L", pos + 4)[0], pos + 8
         vr = self.data[pos + 4 : pos + 6]
+        if vr not in _VRS:
+            raise ValueError(f"invalid VR {bytes(vr)!r} at byte {pos + 4}")
         if vr in _LONG_VRS:
             return tag, self._unpack("L", pos + 8)[0], pos + 12
         return tag, self._unpack("H", pos + 6)[0], pos + 8
@@ -436,6 +523,15 @@ class _Walker:
                 pos = self.elements(pos, until=_ITEM_END)
             else:
                 pos = self._skip(tag, length, pos)
+
+
+def _refusal(request: Any) -> tuple[int, str] | None:
+    """PS3.8 rejections pynetdicom does not make itself: (reason, why), or None to go on."""
+    if str(request.application_context_name) != APPLICATION_CONTEXT:
+        return 2, "application context name not supported"
+    if not request.presentation_context_definition_list:
+        return 1, "no presentation contexts"
+    return None
 
 
 def _in_flight(server: _Server) -> list:

@@ -131,36 +131,35 @@ class Queue:
         A new instance for a series that was already processed (done/failed) puts it back
         to `received` so the pipeline sees the new data.
         """
+        return self.add_instances([item])[0]
+
+    def add_instances(self, items: list[Instance]) -> list[tuple[bool, bool]]:
+        """`add_instance` for several instances in one transaction (one WAL fsync for all)."""
         now = time.time()
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    item.sop_uid, item.series_uid, item.study_uid, item.sop_class,
-                    item.modality, item.path, item.size, item.sha256, now,
-                    item.calling_aet, item.peer_host,
-                ),
-            )  # fmt: skip
-            if cursor.rowcount == 0:
-                return False, False
-            db.execute(
-                "INSERT INTO series (uid, study_uid, modality, instances, expected,"
-                " last_received, updated) VALUES (?,?,?,1,?,?,?)"
-                " ON CONFLICT(uid) DO UPDATE SET instances = instances + 1,"
-                " expected = COALESCE(excluded.expected, expected), last_received = ?,"
-                " updated = ?, state = CASE WHEN state IN ('done', 'failed') THEN 'received'"
-                " ELSE state END",
-                (item.series_uid, item.study_uid, item.modality, item.expected, now, now, now, now),
+            return [_add_instance(db, item, now) for item in items]
+
+    def remove_instances(self, sop_uids: list[str]) -> int:
+        """Undo rows whose file could not be made durable; returns how many went."""
+        with self._transaction() as db:
+            return _remove_instances(db, sop_uids)
+
+    def drop_unwritten(self) -> int:
+        """Drop rows of series not finished (done/failed) whose file is missing; returns how many.
+
+        The row commit and the file's fsync/rename run side by side, so a crash can leave a
+        committed row without its file. No success was sent for it, so the sender sends it again.
+        """
+        rows = (
+            self._db()
+            .execute(
+                "SELECT i.sop_uid, i.path FROM instances i JOIN series s ON s.uid = i.series_uid"
+                " WHERE s.state NOT IN ('done', 'failed')"
             )
-            row = db.execute(
-                "SELECT state, instances, expected FROM series WHERE uid = ?", (item.series_uid,)
-            ).fetchone()
-            complete = row["state"] == "received" and bool(
-                row["expected"] and row["instances"] >= row["expected"]
-            )
-            if complete:
-                _set_state(db, "series", "uid", item.series_uid, "complete", now)
-        return True, complete
+            .fetchall()
+        )
+        missing = [row["sop_uid"] for row in rows if not Path(row["path"]).is_file()]
+        return self.remove_instances(missing) if missing else 0
 
     def complete(self, series_uids: list[str]) -> list[str]:
         """Mark these series complete if they are still `received`; returns those changed."""
@@ -361,6 +360,16 @@ class Queue:
             result.append(item)
         return result
 
+    def totals(self) -> dict[str, Any]:
+        """Instances stored, and series, jobs and forwards by state: cheap enough for a live
+        view to ask twice a second (no per-series queries)."""
+        db = self._db()
+        counts = {}
+        for table in ("series", "jobs", "forwards"):
+            rows = db.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")
+            counts[table] = {row[0]: row[1] for row in rows}
+        return {"instances": db.execute("SELECT COUNT(*) FROM instances").fetchone()[0], **counts}
+
     def failures(self) -> list[dict[str, Any]]:
         """Failed jobs and forwards with their errors, for `edgeimg queue`."""
         db = self._db()
@@ -387,3 +396,103 @@ def _set_state(db: sqlite3.Connection, table: str, key: str, value: Any, state: 
 
 def _counts(db: sqlite3.Connection, sql: str, uid: str) -> dict[str, int]:
     return {row[0]: row[1] for row in db.execute(sql, (uid,))}
+
+
+def _add_instance(db: sqlite3.Connection, item: Instance, now: float) -> tuple[bool, bool]:
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            item.sop_uid, item.series_uid, item.study_uid, item.sop_class,
+            item.modality, item.path, item.size, item.sha256, now,
+            item.calling_aet, item.peer_host,
+        ),
+    )  # fmt: skip
+    if cursor.rowcount == 0:
+        return False, False
+    db.execute(
+        "INSERT INTO series (uid, study_uid, modality, instances, expected,"
+        " last_received, updated) VALUES (?,?,?,1,?,?,?)"
+        " ON CONFLICT(uid) DO UPDATE SET instances = instances + 1,"
+        " expected = COALESCE(excluded.expected, expected), last_received = ?,"
+        " updated = ?, state = CASE WHEN state IN ('done', 'failed') THEN 'received'"
+        " ELSE state END",
+        (item.series_uid, item.study_uid, item.modality, item.expected, now, now, now, now),
+    )
+    row = db.execute(
+        "SELECT state, instances, expected FROM series WHERE uid = ?", (item.series_uid,)
+    ).fetchone()
+    complete = row["state"] == "received" and bool(
+        row["expected"] and row["instances"] >= row["expected"]
+    )
+    if complete:
+        _set_state(db, "series", "uid", item.series_uid, "complete", now)
+    return True, complete
+
+
+def _remove_instances(db: sqlite3.Connection, sop_uids: list[str]) -> int:
+    """Delete instance rows and their counts; a series left empty and without jobs goes too."""
+    removed = 0
+    for uid in sop_uids:
+        row = db.execute("DELETE FROM instances WHERE sop_uid = ? RETURNING series_uid", (uid,))
+        series = row.fetchone()
+        if series is None:
+            continue
+        removed += 1
+        db.execute("UPDATE series SET instances = instances - 1 WHERE uid = ?", (series[0],))
+        db.execute(
+            "DELETE FROM series WHERE uid = ? AND instances <= 0 AND NOT EXISTS"
+            " (SELECT 1 FROM jobs WHERE series_uid = ?)",
+            (series[0], series[0]),
+        )
+    return removed
+
+
+class GroupCommit:
+    """Commits the rows of instances stored by several threads in one transaction.
+
+    Each caller waits for its own row. The first caller while no commit is running takes every
+    pending row and commits them; callers arriving meanwhile wait and form the next batch, so
+    N associations storing at once share one WAL fsync instead of queueing for N.
+    """
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._busy = False
+
+    def add(self, item: Instance) -> tuple[bool, bool]:
+        """`Queue.add_instance`, batched; raises what the batch's commit raised."""
+        mine = _Pending(item)
+        with self._cond:
+            self._pending.append(mine)
+            while self._busy and not mine.done:
+                self._cond.wait()
+            if not mine.done:
+                self._busy = True
+                batch, self._pending = self._pending, []
+        if not mine.done:
+            try:
+                results = self.queue.add_instances([pending.item for pending in batch])
+                for pending, result in zip(batch, results, strict=True):
+                    pending.result = result
+            except BaseException as error:
+                for pending in batch:
+                    pending.error = error
+            finally:
+                with self._cond:
+                    for pending in batch:
+                        pending.done = True
+                    self._busy = False
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+
+@dataclass
+class _Pending:
+    item: Instance
+    result: tuple[bool, bool] = (False, False)
+    error: BaseException | None = None
+    done: bool = False

@@ -6,11 +6,13 @@ Names come from a hash of the UIDs, never from dataset text, so a hostile UID ca
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from edgeimg.durable import atomic_file, fsync_dir
+from edgeimg.durable import fsync_dir, publish
 
 TEMP_PREFIX = ".tmp-"
 QUEUE_NAME = "queue.sqlite"
@@ -48,17 +50,39 @@ class Spool:
         Refuses up front when `size` would cross the free-space watermark; on any failure the
         temp file is removed, so a reader never sees a partial instance.
         """
+        digest = hashlib.sha256()
+
+        def hashed() -> Iterator[bytes]:
+            for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+
+        self.publish(self.write_temp(path, hashed(), size), path)
+        return digest.hexdigest()
+
+    def write_temp(self, path: Path, chunks: Iterable[bytes], size: int) -> Path:
+        """The first half of `write`: a temp file beside `path`, written but not yet durable.
+
+        `publish` finishes it; the listener runs that beside the queue commit.
+        """
         if self.free_bytes() - size < self.min_free:
             raise DiskFull(f"free space below {self.min_free // (1024 * 1024)} MB")
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
             fsync_dir(path.parent.parent)
-        digest = hashlib.sha256()
-        with atomic_file(path, prefix=TEMP_PREFIX) as handle:
-            for chunk in chunks:
-                digest.update(chunk)
-                handle.write(chunk)
-        return digest.hexdigest()
+        descriptor, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return Path(temp)
+
+    def publish(self, temp: Path, path: Path) -> None:
+        """The second half of `write`: fsync, rename, fsync the directory (temp gone on failure)."""
+        publish(temp, path)
 
     def remove_temp_files(self) -> int:
         """Delete temp files a killed process left behind; returns how many."""
