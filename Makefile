@@ -8,8 +8,10 @@ TORCH ?= torch==2.13.0
 PLUGINS := $(sort $(wildcard plugins/*))
 STAMP := $(VENV)/.edgeimg-installed
 PYTEST_ARGS ?=
+# make fuzz: seconds of fuzzing, split between the read path and the listener
+FUZZ_SECONDS ?= 300
 
-.PHONY: install system-deps demo test test-fast bench lint format weights clean
+.PHONY: install system-deps demo test test-fast bench soak fuzz lint format weights clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,12 @@ test-fast: install
 
 bench: install system-deps
 	$(BIN)/python -m benchmarks
+
+soak: install system-deps
+	$(BIN)/python -m benchmarks.reliability --scale soak
+
+fuzz: install
+	EDGEIMG_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -o timeout=0 tests/test_fuzz.py
 
 lint: install
 	$(BIN)/ruff check edgeimg plugins tests benchmarks

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -140,7 +141,10 @@ def read_header(path: str | os.PathLike[str]) -> Dataset:
     """Read everything but the pixel data and check the UIDs used to file the instance."""
     name = os.fspath(path)
     ds = _dcmread(path, name, header_only=True)
+    cut = _cut_element(ds, name)
     _check_uids(ds, name)
+    if cut is not None:
+        raise cut
     return ds
 
 
@@ -160,9 +164,12 @@ def read_image(
     else:
         path = name = os.fspath(path_or_dataset)
         ds = _dcmread(path_or_dataset, name, header_only=False)
+    cut = _cut_element(ds, name)
     info = _check_pixels(ds, name)
     if require_uids:
         _check_uids(ds, name)
+    if cut is not None:
+        raise cut
     frames = _decode(ds, name, info)
     geo = geometry(ds)
     return Image(
@@ -241,6 +248,27 @@ def _dcmread(path: str | os.PathLike[str], name: str, *, header_only: bool) -> D
         raise DicomInputError(name, f"cannot read file: {exc.strerror or _clean(exc)}") from None
     except Exception as exc:
         raise DicomInputError(name, f"cannot parse DICOM: {_clean(exc)}") from None
+
+
+def _cut_element(ds: Dataset, name: str) -> DicomInputError | None:
+    """The error for an element whose declared length runs past the end of the file, if any.
+
+    pydicom hands back the bytes that were there, so a header claiming gigabytes (or a file cut
+    inside the element) would otherwise pass as a short value. Called before anything converts
+    the raw elements (their declared length is lost then); raised after the pixel checks, whose
+    message says more when it is the pixel data that is short.
+    """
+    for tag in ds.keys():
+        raw = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(raw, RawDataElement) or raw.value is None or raw.length == 0xFFFFFFFF:
+            continue
+        if len(raw.value) < raw.length:
+            return DicomInputError(
+                name,
+                f"element {tag} declares {raw.length} bytes but the file ends after "
+                f"{len(raw.value)} (truncated?)",
+            )
+    return None
 
 
 def _check_uids(ds: Dataset, name: str) -> None:

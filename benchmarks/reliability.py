@@ -1,0 +1,573 @@
+"""Faults, load and attack against a running `edgeimg serve`, driven from separate processes.
+
+Four parts, each against its own `edgeimg serve` subprocess on loopback, with 64x64 CT images:
+
+* crash: senders (one process each) C-STORE N instances while the server is SIGKILLed at random
+  points of the run and restarted; senders reconnect and go on. Then they resend what was never
+  acknowledged (a scanner's retry). Every acknowledged instance must be stored, byte-identical to
+  what was sent (lost = 0); no temp file may survive recovery (orphans = 0).
+* disk: `--min-free-mb` above the free space: every instance gets A700, nothing is written, the
+  process stays up; restarted with a lower watermark it stores them all.
+* load: instances/s and C-STORE round-trip percentiles at 1, 4 and 16 concurrent associations,
+  the server's peak RSS, and the answer to one association past `--max-associations`
+  (must be the transient rejection 2/3/2, and go away when a slot frees).
+* attack: a legitimate sender with and without attackers running (idle TCP connections, peers
+  stalling inside a PDU, a PDU declaring 4 GiB, an HTTP request; on a TLS port, peers that
+  never send a ClientHello): success rate (must be 100%), added latency, memory ceiling, hangs.
+  The attackers hold at most 6 of the default 8 association slots at once: more than that is
+  denial of service by volume, which the limit answers with the transient 2/3/2 for everyone
+  (docs/threat-model.md leaves it to the network).
+
+`python -m benchmarks.reliability [--scale test|bench|soak]`; `make soak` runs the soak scale,
+`make bench` the bench scale, tests/test_reliability.py the test scale (under a minute and a half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX
+from tests.corpus import (
+    AET,
+    Association,
+    Closed,
+    Store,
+    associate_rq,
+    encoded,
+    exchange,
+    instance,
+)
+from tests.peers import dataset_bytes, free_port, start_serve, stop
+
+SCALES: dict[str, dict[str, Any]] = {
+    "test": dict(instances=100, senders=8, kills=2, disk=10, load=(1, 4, 16), per_sender=12,
+                 legit=30, idle=2, stalls=2),
+    "bench": dict(instances=600, senders=8, kills=5, disk=20, load=(1, 4, 16), per_sender=40,
+                  legit=100, idle=2, stalls=2),
+    "soak": dict(instances=2000, senders=8, kills=10, disk=50, load=(1, 4, 16), per_sender=150,
+                 legit=300, idle=2, stalls=2),
+}  # fmt: skip
+SIZE = 64
+TIMEOUT = 5  # serve --timeout: idle and stalled peers lose their slot after this
+HANG = 30.0  # an operation still unanswered after this long is a hang
+CONTEXTS = [(CTImageStorage, ExplicitVRLittleEndian)]
+
+
+def payload(index: int, tag: str) -> tuple[str, bytes]:
+    """(SOP Instance UID, data set bytes) of instance `index`: the same bytes on every call."""
+    ds = instance(f"reliability {tag} {index}", size=SIZE)
+    return str(ds.SOPInstanceUID), encoded(ds)
+
+
+class Server:
+    """One `edgeimg serve` process in `workdir`, restartable after a kill."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir, self.args, self.port = workdir, args, free_port()
+        self.process: subprocess.Popen | None = None
+        self.restarts: list[float] = []
+
+    def start(self) -> float:
+        """Start and wait until it accepts; returns seconds from exec to listening."""
+        started = time.monotonic()
+        self.process = start_serve("--aet", AET, "--host", "127.0.0.1", "--spool", "spool",
+                                   "--timeout", str(TIMEOUT), *self.args, port=self.port,
+                                   cwd=self.workdir)  # fmt: skip
+        elapsed = time.monotonic() - started
+        self.restarts.append(elapsed)
+        return elapsed
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def peak_rss_mb(self) -> float | None:
+        """VmHWM of the process (its peak resident set so far), from /proc."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()  # type: ignore[union-attr]
+        except OSError:
+            return None
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        return round(int(line.split()[1]) / 1024, 1)
+
+    def stop(self) -> int | None:
+        return stop(self.process) if self.process is not None else None
+
+    @property
+    def spool(self) -> Path:
+        return self.workdir / "spool"
+
+
+def _stored(spool: Path) -> dict[str, Path]:
+    with sqlite3.connect(spool / QUEUE_NAME) as db:
+        return {uid: Path(path) for uid, path in db.execute("SELECT sop_uid, path FROM instances")}
+
+
+def _temp_files(spool: Path) -> int:
+    return sum(1 for _ in spool.rglob(f"{TEMP_PREFIX}*"))
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
+
+
+# --- senders (each runs in its own process) ----------------------------------------------------
+
+
+def _send_all(port: int, indices: list[int], tag: str, progress: Any, deadline: float,
+              ) -> dict[str, Any]:  # fmt: skip
+    """C-STORE each instance once, reconnecting after the server dies; acked and unanswered."""
+    warnings.simplefilter("ignore")
+    acked, unanswered, rtts = [], [], []
+    pending = list(indices)
+    assoc: Association | None = None
+    while pending and time.monotonic() < deadline:
+        if assoc is None:
+            try:
+                assoc = Association(port, CONTEXTS, timeout=HANG)
+            except (OSError, Closed, ConnectionError):
+                time.sleep(0.05)
+                continue
+        index = pending[0]
+        uid, data = payload(index, tag)
+        started = time.monotonic()
+        try:
+            status = assoc.store(Store(CTImageStorage, uid, data))
+        except (OSError, Closed, ConnectionError):
+            unanswered.append(uid)  # the server went away with this one in flight
+            pending.pop(0)
+            assoc.sock.close()
+            assoc = None
+            continue
+        rtts.append(time.monotonic() - started)
+        pending.pop(0)
+        if status == 0:
+            acked.append(uid)
+        else:
+            unanswered.append(uid)
+        with progress.get_lock():
+            progress.value += 1
+    if assoc is not None:
+        assoc.close()
+    return {"acked": acked, "unanswered": unanswered, "rtts": rtts, "not_sent": pending}
+
+
+def _init_progress(value: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = value
+
+
+def _pool_send(args: tuple) -> dict[str, Any]:
+    port, indices, tag, deadline = args
+    return _send_all(port, indices, tag, _PROGRESS, deadline)
+
+
+def _run_senders(port: int, shares: list[list[int]], tag: str,
+                 during: Callable[[Any], None] | None = None) -> tuple[dict, float]:  # fmt: skip
+    """Run one sender process per share; `during(progress)` runs here meanwhile."""
+    progress = multiprocessing.Value("i", 0)
+    deadline = time.monotonic() + 600
+    context = multiprocessing.get_context("fork")
+    started = time.monotonic()
+    with context.Pool(len(shares), initializer=_init_progress, initargs=(progress,)) as pool:
+        pending = pool.map_async(_pool_send, [(port, share, tag, deadline) for share in shares])
+        if during is not None:
+            during(progress)
+        results = pending.get(timeout=900)
+    seconds = time.monotonic() - started
+    merged: dict[str, list] = {"acked": [], "unanswered": [], "rtts": [], "not_sent": []}
+    for result in results:
+        for key in merged:
+            merged[key] += result[key]
+    return merged, seconds
+
+
+def _shares(count: int, senders: int) -> list[list[int]]:
+    return [list(range(start, count, senders)) for start in range(senders)]
+
+
+# --- (a) crash durability ----------------------------------------------------------------------
+
+
+def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7) -> dict:
+    server = Server(workdir / "crash", "--min-free-mb", "0", "--max-associations", "32")
+    server.workdir.mkdir()
+    server.start()
+    rng = random.Random(seed)
+    points = sorted(rng.sample(range(instances // 20, instances * 19 // 20), kills))
+    temp_left: list[int] = []
+
+    def killer(progress: Any) -> None:
+        for point in points:
+            while progress.value < point:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.05))  # somewhere inside the next instances
+            server.kill()
+            temp_left.append(_temp_files(server.spool))
+            server.start()
+
+    first, _ = _run_senders(server.port, _shares(instances, senders), "crash", killer)
+    stored = _stored(server.spool)
+    acked = set(first["acked"])
+    unacked_stored = set(first["unanswered"]) & set(stored)
+    identical = lost = 0
+    for index in range(instances):
+        uid, data = payload(index, "crash")
+        path = stored.get(uid)
+        same = path is not None and path.is_file() and dataset_bytes(path) == data
+        identical += same
+        lost += uid in acked and not same
+    orphans_after_recovery = _temp_files(server.spool)
+    # the scanner's retry: everything not acknowledged is sent again; duplicates are stored once
+    retry = [i for i in range(instances) if payload(i, "crash")[0] not in acked]
+    second, _ = _run_senders(server.port, [retry[k::senders] for k in range(senders)], "crash")
+    stored_after = _stored(server.spool)
+    files = [p for p in (server.spool / "series").rglob("*.dcm")]
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    server.stop()
+    return {
+        "instances": instances,
+        "senders": senders,
+        "kills": len(temp_left),
+        "acknowledged": len(acked),
+        "unanswered_when_killed": len(first["unanswered"]),
+        "stored_and_hash_identical": identical,
+        "lost": lost,
+        "stored_but_unacknowledged": len(unacked_stored),
+        "temp_files_left_by_kills": sum(temp_left),
+        "orphan_temp_files": orphans_after_recovery,
+        "restart_to_listening_s": {
+            "median": round(statistics.median(server.restarts[1:]), 3) if kills else None,
+            "max": round(max(server.restarts[1:]), 3) if kills else None,
+        },
+        "after_retry": {
+            "acknowledged": len(acked) + len(second["acked"]),
+            "stored_rows": len(stored_after),
+            "files": len(files),
+            "distinct_files": len(digests),
+        },
+    }
+
+
+# --- (b) disk full -----------------------------------------------------------------------------
+
+
+def disk_full(workdir: Path, count: int) -> dict:
+    root = workdir / "disk"
+    root.mkdir()
+    free_mb = shutil.disk_usage(root).free / 2**20
+    server = Server(root, "--min-free-mb", f"{free_mb + 64:.0f}")
+    server.start()
+    statuses = _statuses(server.port, count)
+    files = [p for p in (server.spool / "series").rglob("*") if p.is_file()]
+    rows = len(_stored(server.spool))
+    alive = server.alive()
+    server.stop()
+    server.args = ("--min-free-mb", "0")
+    server.start()
+    resumed, _ = _run_senders(server.port, [list(range(count))], "disk")
+    stored = len(_stored(server.spool))
+    server.stop()
+    return {
+        "watermark_mb_above_free": 64,
+        "instances": count,
+        "statuses_when_full": statuses,
+        "acknowledged_when_full": statuses.get("0x0000", 0),
+        "files_written_when_full": len(files),
+        "rows_written_when_full": rows,
+        "process_alive": alive,
+        "stored_after_space_returns": stored,
+        "acknowledged_after_space_returns": len(resumed["acked"]),
+    }
+
+
+def _statuses(port: int, count: int) -> dict[str, int]:
+    """The status each instance gets, counted (one association, sent from here)."""
+    counts: dict[str, int] = {}
+    with Association(port, CONTEXTS, timeout=HANG) as assoc:
+        for index in range(count):
+            uid, data = payload(index, "disk")
+            key = f"0x{assoc.store(Store(CTImageStorage, uid, data)):04X}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# --- (c) load ----------------------------------------------------------------------------------
+
+
+def load(workdir: Path, levels: tuple[int, ...], per_sender: int) -> dict:
+    limit = max(levels)
+    server = Server(workdir / "load", "--min-free-mb", "0", "--max-associations", str(limit))
+    server.workdir.mkdir()
+    server.start()
+    report: dict[str, Any] = {"levels": {}}
+    offset = 0
+    for level in levels:
+        shares = [list(range(offset + k * per_sender, offset + (k + 1) * per_sender))
+                  for k in range(level)]  # fmt: skip
+        offset += level * per_sender
+        result, seconds = _run_senders(server.port, shares, "load")
+        report["levels"][str(level)] = {
+            "associations": level,
+            "instances": level * per_sender,
+            "acknowledged": len(result["acked"]),
+            "instances_per_s": round(len(result["acked"]) / seconds, 1),
+            **_percentiles(result["rtts"]),
+        }
+    report["limit"] = _limit_answers(server.port, limit)
+    report["peak_rss_mb"] = server.peak_rss_mb()
+    server.stop()
+    return report
+
+
+def _limit_answers(port: int, limit: int) -> dict:
+    """Fill every slot, ask for one more, free a slot, ask again."""
+    held = [Association(port, CONTEXTS, timeout=HANG) for _ in range(limit)]
+    try:
+        over = exchange(port, [associate_rq(CONTEXTS_RQ)], timeout=HANG)
+        held.pop().close()
+        time.sleep(0.2)
+        with Association(port, CONTEXTS, timeout=HANG) as again:
+            after = "accepted" if again.ids else "no context"
+    finally:
+        for assoc in held:
+            assoc.close()
+    return {"max_associations": limit, "one_more": over, "after_a_slot_frees": after}
+
+
+CONTEXTS_RQ = [(CTImageStorage, (ExplicitVRLittleEndian,))]
+
+
+# --- (d) under attack --------------------------------------------------------------------------
+
+
+def _attacker(port: int, kind: str, done: Any, out: Any) -> None:
+    """Repeat one attack until `done` is set; count tries and connections never closed."""
+    tries = unclosed = 0
+    deadline_grace = TIMEOUT + 10
+    while not done.is_set():
+        tries += 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=deadline_grace) as sock:
+                if kind == "stall":
+                    sock.sendall(struct.pack(">BBL", 0x01, 0, 200) + b"\0" * 10)
+                elif kind == "huge":
+                    sock.sendall(struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF) + b"\0" * 64)
+                elif kind == "http":
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n")
+                while sock.recv(4096):  # idle / silent TLS: send nothing, wait to be dropped
+                    pass
+        except TimeoutError:
+            unclosed += 1
+        except OSError:
+            pass
+        if kind in ("huge", "http"):
+            time.sleep(0.02)
+    out.put((kind, tries, unclosed))
+
+
+def _legit(port: int, count: int, tag: str, tls: ssl.SSLContext | None) -> dict:
+    """Send `count` instances (TLS when given), one association per 10, timing each C-STORE."""
+    warnings.simplefilter("ignore")
+    ok = hangs = busy = 0
+    rtts: list[float] = []
+    for start in range(0, count, 10):
+        try:
+            assoc = Association(port, CONTEXTS, timeout=HANG, tls=tls)
+        except TimeoutError:
+            hangs += 1
+            continue
+        except (OSError, Closed) as error:
+            busy += "reject 2/3/2" in str(error)
+            continue
+        with assoc:
+            for index in range(start, min(start + 10, count)):
+                uid, data = payload(index, tag)
+                sent = time.monotonic()
+                try:
+                    status = assoc.store(Store(CTImageStorage, uid, data))
+                except TimeoutError:
+                    hangs += 1
+                    break
+                except (OSError, Closed):
+                    break
+                if status == 0:
+                    ok += 1
+                    rtts.append(time.monotonic() - sent)
+    return {"sent": count, "ok": ok, "hangs": hangs, "busy": busy, "rtts": rtts}
+
+
+def _legit_process(args: tuple) -> dict:
+    port, count, tag, cert = args
+    context = None
+    if cert is not None:
+        context = ssl.create_default_context(cafile=cert)
+        context.check_hostname = False
+    return _legit(port, count, tag, context)
+
+
+def attack(workdir: Path, legit: int, idle: int, stalls: int) -> dict:
+    report = {}
+    plain = Server(workdir / "attack", "--min-free-mb", "0")
+    plain.workdir.mkdir()
+    kinds = ["idle"] * idle + ["stall"] * stalls + ["huge", "http"]
+    report["plain"] = _attack_run(plain, legit, kinds, cert=None)
+    tls_dir = workdir / "attack-tls"
+    tls_dir.mkdir()
+    key, cert = _self_signed(tls_dir)
+    tls = Server(tls_dir, "--min-free-mb", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+    report["tls"] = _attack_run(tls, legit, ["silent-tls"] * (idle + stalls), cert=str(cert))
+    return report
+
+
+def _attack_run(server: Server, legit: int, kinds: list[str], cert: str | None) -> dict:
+    server.start()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        baseline = pool.apply(_legit_process, ((server.port, legit, "baseline", cert),))
+        out, done = context.Queue(), context.Event()
+        attackers = [context.Process(target=_attacker, args=(server.port, kind, done, out))
+                     for kind in kinds]  # fmt: skip
+        for process in attackers:
+            process.start()
+        time.sleep(0.5)  # attackers in place first
+        attacked = pool.apply(_legit_process, ((server.port, legit, "attacked", cert),))
+        done.set()
+        counts = [out.get(timeout=TIMEOUT + 30) for _ in attackers]
+        for process in attackers:
+            process.join(10)
+    peak = server.peak_rss_mb()
+    alive = server.alive()
+    server.stop()
+    base_p50 = _percentiles(baseline["rtts"])["p50_ms"]
+    under = _percentiles(attacked["rtts"])
+    return {
+        "attackers": {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)},
+        "legit_sent": attacked["sent"],
+        "legit_success_rate": round(attacked["ok"] / attacked["sent"], 4),
+        "legit_associations_rejected_busy": attacked["busy"],
+        "baseline_success_rate": round(baseline["ok"] / baseline["sent"], 4),
+        "baseline_rtt": _percentiles(baseline["rtts"]),
+        "attacked_rtt": under,
+        "added_latency_p50_ms": (
+            round(under["p50_ms"] - base_p50, 2)
+            if under["p50_ms"] is not None and base_p50 is not None
+            else None
+        ),  # fmt: skip
+        "attack_connections": sum(tries for _, tries, _ in counts),
+        "attack_connections_never_closed": sum(unclosed for _, _, unclosed in counts),
+        "hangs": attacked["hangs"] + baseline["hangs"] + sum(u for _, _, u in counts),
+        "server_alive": alive,
+        "server_peak_rss_mb": peak,
+    }
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)  # fmt: skip
+    return key, cert
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def run(scale: str = "bench") -> dict:
+    """All four parts at `scale` (test, bench or soak); the figures and whether the bars hold."""
+    settings = SCALES[scale]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgeimg-reliability-") as temp:
+        workdir = Path(temp)
+        report: dict[str, Any] = {
+            "scale": scale,
+            "settings": settings,
+            "cpus": os.cpu_count(),
+            "image": f"{SIZE}x{SIZE} CT, 16 bits",
+            "serve_timeout_s": TIMEOUT,
+        }
+        report["crash"] = crash(workdir, settings["instances"], settings["senders"],
+                                settings["kills"])  # fmt: skip
+        report["disk_full"] = disk_full(workdir, settings["disk"])
+        report["load"] = load(workdir, settings["load"], settings["per_sender"])
+        report["attack"] = attack(workdir, settings["legit"], settings["idle"], settings["stalls"])
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["bars"] = bars(report)
+    return report
+
+
+def bars(report: dict) -> dict[str, bool]:
+    """The issue's bars, each True when met."""
+    crashed, disk, attacked = report["crash"], report["disk_full"], report["attack"]
+    limit = report["load"]["limit"]
+    return {
+        "lost == 0": crashed["lost"] == 0,
+        "orphan temp files == 0": crashed["orphan_temp_files"] == 0,
+        "duplicates stored == 0": crashed["after_retry"]["stored_rows"]
+        == crashed["after_retry"]["files"]
+        == crashed["instances"],
+        "disk full: A700 each, nothing written, alive, resumes": (
+            disk["statuses_when_full"] == {"0xA700": disk["instances"]}
+            and disk["files_written_when_full"] == 0
+            and disk["rows_written_when_full"] == 0
+            and disk["process_alive"]
+            and disk["stored_after_space_returns"] == disk["instances"]
+        ),
+        "limit reject is transient 2/3/2": limit["one_more"].startswith("reject 2/3/2")
+        and limit["after_a_slot_frees"] == "accepted",
+        "legit success under attack == 100%": all(
+            part["legit_success_rate"] == 1.0 for part in attacked.values()
+        ),
+        "hangs == 0": all(part["hangs"] == 0 for part in attacked.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="soak")
+    args = parser.parse_args(argv)
+    from benchmarks.__main__ import write_result
+
+    report = run(args.scale)
+    path = write_result("reliability", report)
+    print(path, file=sys.stderr)
+    for bar, met in report["bars"].items():
+        print(f"{'ok  ' if met else 'FAIL'} {bar}", file=sys.stderr)
+    return 0 if all(report["bars"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
