@@ -58,7 +58,7 @@ from tests.corpus import (
     exchange,
     instance,
 )
-from tests.peers import dataset_bytes, free_port, start_serve, stop
+from tests.peers import dataset_bytes, free_port, self_signed, start_serve, stop
 
 SCALES: dict[str, dict[str, Any]] = {
     "test": dict(instances=100, senders=8, kills=2, disk=10, load=(1, 4, 16), per_sender=12,
@@ -446,7 +446,7 @@ def attack(workdir: Path, legit: int, idle: int, stalls: int) -> dict:
     report["plain"] = _attack_run(plain, legit, kinds, cert=None)
     tls_dir = workdir / "attack-tls"
     tls_dir.mkdir()
-    key, cert = _self_signed(tls_dir)
+    key, cert = self_signed(tls_dir)
     tls = Server(tls_dir, "--min-free-mb", "0", "--tls-cert", str(cert), "--tls-key", str(key))
     report["tls"] = _attack_run(tls, legit, ["silent-tls"] * (idle + stalls), cert=str(cert))
     return report
@@ -492,15 +492,6 @@ def _attack_run(server: Server, legit: int, kinds: list[str], cert: str | None) 
         "server_alive": alive,
         "server_peak_rss_mb": peak,
     }
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)  # fmt: skip
-    return key, cert
 
 
 # --- the report --------------------------------------------------------------------------------

@@ -66,6 +66,16 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 
         return process.wait()
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway EC key and self-signed certificate for localhost (openssl), for TLS peers."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)  # fmt: skip
+    return key, cert
+
+
 def ct_instance(series_uid: str | None = None, index: int = 1, size: int = 16) -> Dataset:
     """A small, valid CT image with file meta (no patient data beyond a fake name)."""
     ds = Dataset()

@@ -36,6 +36,7 @@ from tests.peers import (
     dataset_bytes,
     free_port,
     needs_dcmtk,
+    self_signed,
     start_serve,
     stop,
     wait_for_port,
@@ -214,18 +215,9 @@ def test_idle_connection_does_not_block_and_loses_its_slot(serve):
         idle.close()
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)  # fmt: skip
-    return key, cert
-
-
 @needs_dcmtk
 def test_tls_store_while_a_silent_tls_peer_waits(serve, tmp_path):
-    key, cert = _self_signed(tmp_path)
+    key, cert = self_signed(tmp_path)
     listener, port = serve(tls=server_tls_context(cert, key))
     silent = socket.create_connection(("127.0.0.1", port))
     try:
@@ -243,7 +235,7 @@ def test_tls_store_while_a_silent_tls_peer_waits(serve, tmp_path):
 
 @needs_dcmtk
 def test_tls_ca_requires_a_client_certificate(serve, tmp_path):
-    key, cert = _self_signed(tmp_path)
+    key, cert = self_signed(tmp_path)
     _, port = serve(tls=server_tls_context(cert, key, ca=cert))
     echo = ("echoscu", "-aec", AET, "+cf", str(cert), "127.0.0.1", str(port))
     assert _dcmtk(echo[0], "+tls", str(key), str(cert), *echo[1:]).returncode == 0
