@@ -2,10 +2,13 @@
 
 Four parts, each against its own `edgeimg serve` subprocess on loopback, with 64x64 CT images:
 
-* crash: senders (one process each) C-STORE N instances while the server is SIGKILLed at random
-  points of the run and restarted; senders reconnect and go on. Then they resend what was never
-  acknowledged (a scanner's retry). Every acknowledged instance must be stored, byte-identical to
-  what was sent (lost = 0); no temp file may survive recovery (orphans = 0).
+* crash: senders (one process each) C-STORE N instances (series of 20) while the server is
+  SIGKILLed at random points of the run and restarted; senders reconnect and go on. Then they
+  resend what was never acknowledged (a scanner's retry). Every acknowledged instance must be
+  stored, byte-identical to what was sent (lost = 0); no temp file may survive recovery
+  (orphans = 0). The server runs `cnn` on each series as it goes quiet and forwards the SR to a
+  private Orthanc, so kills also land in jobs and forwards: after the queue drains, every series
+  must have its SR at the PACS and no result may be there twice (two SRs on the same sources).
 * disk: `--min-free-mb` above the free space: every instance gets A700, nothing is written, the
   process stays up; restarted with a lower watermark it stores them all.
 * load: instances/s and C-STORE round-trip percentiles at 1, 4 and 16 concurrent associations,
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing
 import os
 import random
@@ -47,6 +51,7 @@ from typing import Any
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from edgeimg.pacs import Orthanc
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX
 from tests.corpus import (
     AET,
@@ -57,6 +62,7 @@ from tests.corpus import (
     encoded,
     exchange,
     instance,
+    uid,
 )
 from tests.peers import dataset_bytes, free_port, self_signed, start_serve, stop
 
@@ -69,14 +75,26 @@ SCALES: dict[str, dict[str, Any]] = {
                  legit=300, idle=2, stalls=2),
 }  # fmt: skip
 SIZE = 64
+SERIES_SIZE = 20
+MODEL = "cnn"
+SERIES_QUIET = 1.0  # serve --series-timeout in the crash part: series complete while kills go on
+DRAIN_TIMEOUT = 300.0
 TIMEOUT = 5  # serve --timeout: idle and stalled peers lose their slot after this
 HANG = 30.0  # an operation still unanswered after this long is a hang
 CONTEXTS = [(CTImageStorage, ExplicitVRLittleEndian)]
 
 
 def payload(index: int, tag: str) -> tuple[str, bytes]:
-    """(SOP Instance UID, data set bytes) of instance `index`: the same bytes on every call."""
-    ds = instance(f"reliability {tag} {index}", size=SIZE)
+    """(SOP Instance UID, data set bytes) of instance `index`: the same bytes on every call.
+
+    Instances come in series of SERIES_SIZE, one study per part, as a scanner sends them."""
+    slice_index = index % SERIES_SIZE
+    ds = instance(f"reliability {tag} {index}", size=SIZE,
+                  SeriesInstanceUID=uid(f"reliability {tag} series {index // SERIES_SIZE}"),
+                  StudyInstanceUID=uid(f"reliability {tag} study"),
+                  InstanceNumber=slice_index + 1, PixelSpacing=[0.7, 0.7], SliceThickness=2.5,
+                  ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                  ImagePositionPatient=[-22.4, -22.4, 2.5 * slice_index])  # fmt: skip
     return str(ds.SOPInstanceUID), encoded(ds)
 
 
@@ -222,8 +240,28 @@ def _shares(count: int, senders: int) -> list[list[int]]:
 
 
 def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7) -> dict:
-    server = Server(workdir / "crash", "--min-free-mb", "0", "--max-associations", "32")
-    server.workdir.mkdir()
+    with Orthanc() as pacs:
+        server = Server(workdir / "crash", "--min-free-mb", "0", "--max-associations", "32",
+                        "--model", MODEL, "--forward", pacs.address,
+                        "--series-timeout", str(SERIES_QUIET))  # fmt: skip
+        server.workdir.mkdir()
+        _build_engine(server.workdir / "engines")
+        report = _crash(server, instances, senders, kills, seed)
+        report["results"] = {"drained": _drain(server.spool), **_results_at(pacs)}
+        report["results"]["series"] = -(-instances // SERIES_SIZE)
+        report["results"]["jobs_and_forwards_requeued_by_kills"] = _requeued(server.workdir)
+        server.stop()
+    return report
+
+
+def _build_engine(engines: Path) -> None:
+    """The engine serve would build on first use, built up front (serve's ./engines), so the
+    kills land in jobs and forwards rather than in a build that starts over after each one."""
+    subprocess.run([sys.executable, "-m", "edgeimg", "build-engine", MODEL, "--engines-dir",
+                    str(engines)], check=True, capture_output=True, timeout=600)  # fmt: skip
+
+
+def _crash(server: Server, instances: int, senders: int, kills: int, seed: int) -> dict:
     server.start()
     rng = random.Random(seed)
     points = sorted(rng.sample(range(instances // 20, instances * 19 // 20), kills))
@@ -256,7 +294,6 @@ def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7
     stored_after = _stored(server.spool)
     files = [p for p in (server.spool / "series").rglob("*.dcm")]
     digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-    server.stop()
     return {
         "instances": instances,
         "senders": senders,
@@ -278,6 +315,54 @@ def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7
             "files": len(files),
             "distinct_files": len(digests),
         },
+    }
+
+
+def _drain(spool: Path, timeout: float = DRAIN_TIMEOUT) -> float | None:
+    """Wait until every series, job and forward is finished; seconds it took, None on timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with sqlite3.connect(spool / QUEUE_NAME) as db:
+            busy = db.execute(
+                "SELECT (SELECT COUNT(*) FROM series WHERE state NOT IN ('done', 'failed'))"
+                " + (SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running'))"
+                " + (SELECT COUNT(*) FROM forwards WHERE state IN ('pending', 'running'))"
+            ).fetchone()[0]
+        if busy == 0:
+            return round(time.monotonic() - started, 2)
+        time.sleep(0.5)
+    return None
+
+
+def _requeued(workdir: Path) -> int:
+    """Jobs and forwards a kill caught running, as each restart's `recovered` log line says."""
+    events = (json.loads(line) for line in (workdir / "serve.log").read_text().splitlines()
+              if line.startswith("{"))  # fmt: skip
+    return sum(event.get("requeued", 0) for event in events if event.get("event") == "recovered")
+
+
+def _results_at(pacs: Orthanc) -> dict[str, int]:
+    """The SRs at the PACS by the source instances they report on: the same sources twice (under
+    different UIDs; Orthanc keeps one copy per UID) is a duplicate result. A series with results
+    on different sources was processed before all of it had arrived, then again."""
+    sources_per_series: dict[str, list[frozenset[str]]] = {}
+    for ident in pacs.instances():
+        tags = pacs.instance_tags(ident)
+        if tags.get("Modality") != "SR":
+            continue
+        for study in tags.get("CurrentRequestedProcedureEvidenceSequence", []):
+            for series in study.get("ReferencedSeriesSequence", []):
+                refs = frozenset(r["ReferencedSOPInstanceUID"]
+                                 for r in series.get("ReferencedSOPSequence", []))  # fmt: skip
+                sources_per_series.setdefault(series["SeriesInstanceUID"], []).append(refs)
+    results = [refs for found in sources_per_series.values() for refs in found]
+    return {
+        "results_at_pacs": len(results),
+        "series_with_results": len(sources_per_series),
+        "duplicate_results_at_pacs": len(results) - len(set(results)),
+        "series_also_processed_incomplete": sum(
+            len(set(found)) > 1 for found in sources_per_series.values()
+        ),
     }
 
 
@@ -527,6 +612,11 @@ def bars(report: dict) -> dict[str, bool]:
     return {
         "lost == 0": crashed["lost"] == 0,
         "orphan temp files == 0": crashed["orphan_temp_files"] == 0,
+        "queue drained, every series has its result at the PACS": (
+            crashed["results"]["drained"] is not None
+            and crashed["results"]["series_with_results"] == crashed["results"]["series"]
+        ),
+        "duplicate results at the PACS == 0": crashed["results"]["duplicate_results_at_pacs"] == 0,
         "duplicates stored == 0": crashed["after_retry"]["stored_rows"]
         == crashed["after_retry"]["files"]
         == crashed["instances"],

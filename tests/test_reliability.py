@@ -11,14 +11,19 @@ import shutil
 import pytest
 
 from benchmarks import reliability
+from edgeimg.pacs import Orthanc
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the TLS certificate")
+@pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available()))
 def test_reliability_bars_hold_at_test_scale():
     report = reliability.run("test")
     crashed = report["crash"]
     assert crashed["kills"] == 2 and crashed["acknowledged"] > 0
     assert crashed["lost"] == 0
     assert crashed["orphan_temp_files"] == 0
+    assert crashed["results"]["duplicate_results_at_pacs"] == 0
+    assert crashed["results"]["series_with_results"] == crashed["results"]["series"] == 5
     failed = [bar for bar, met in report["bars"].items() if not met]
     assert failed == [], report

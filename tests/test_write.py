@@ -251,6 +251,29 @@ def test_sr_finding_naming_an_unknown_image_is_an_error(sources, tmp_path):
         write_sr(sources, unknown, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
 
 
+def test_sr_on_ct_without_geometry_names_the_image_and_what_it_lacks(sources, tmp_path):
+    flat = [ds.copy() for ds in sources]
+    del flat[0].PixelSpacing
+    finding = [{"sop_instance_uid": flat[0].SOPInstanceUID, "probability": 0.9, "label": True}]
+    with pytest.raises(ValueError, match=f"{flat[0].SOPInstanceUID} \\(CT\\) has no PixelSpacing"):
+        write_sr(flat, finding, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sources_without_type2_patient_and_study_attributes_still_give_valid_outputs(
+    kind, sources, tmp_path
+):
+    """A scanner may leave type 2 attributes out; the outputs carry them empty, and the
+    caller's datasets are not changed."""
+    bare = [ds.copy() for ds in sources]
+    for ds in bare:
+        del ds.PatientBirthDate, ds.ReferringPhysicianName, ds.AccessionNumber
+    for path in run(kind, bare, tmp_path):
+        assert dciodvfy_errors(path) == [], path
+        assert pydicom.dcmread(path).PatientBirthDate == ""
+    assert all("PatientBirthDate" not in ds for ds in bare)
+
+
 def test_seg_reads_back_with_mask_lesion_code_and_references(sources, tmp_path):
     (path,) = run("seg", sources, tmp_path)
     seg = hd.seg.segread(path)

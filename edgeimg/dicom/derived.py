@@ -52,7 +52,7 @@ def write_derived(
     out_dir: Path,
 ) -> list[Path]:
     """Write `images` (K, R, C) in HU, image k derived from `sources[k]`; return the paths."""
-    check_sources(sources, one_series=True)
+    sources = check_sources(sources, one_series=True)
     images = _checked(images, sources)
     output = prepare("derived", "derived", sources, model, engine_key)
     now = datetime.now()

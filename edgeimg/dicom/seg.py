@@ -45,7 +45,7 @@ def write_seg(
     Mask k lies on source frame k: `sources[k]` for single-frame images, or frame k + 1 of a
     single multi-frame source (enhanced CT).
     """
-    check_sources(sources, one_series=True)
+    sources = check_sources(sources, one_series=True)
     masks = _checked(masks, sources, len(model.labels))
     output = prepare("seg", "SEG", sources, model, engine_key)
     seg = hd.seg.Segmentation(

@@ -43,6 +43,12 @@ SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
 PROCEDURES = {"CT": codes.SCT.ComputedTomography}
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging")
+_CROSS_SECTIONAL = ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient")
+_PROJECTION = ("PatientOrientation", "ImagerPixelSpacing")
+LIBRARY_GEOMETRY = {
+    **dict.fromkeys(("CT", "MR", "PT"), _CROSS_SECTIONAL),
+    **dict.fromkeys(("CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"), _PROJECTION),
+}
 
 Group = (
     hd.sr.MeasurementsAndQualitativeEvaluations
@@ -59,7 +65,7 @@ def write_sr(
     out_dir: Path,
 ) -> Path:
     """Write the findings of `model` on `sources` as one SR in the source study; return its path."""
-    check_sources(sources, one_series=False)
+    sources = check_sources(sources, one_series=False)
     if not findings:
         raise ValueError("no findings to report; TID 1500 needs at least one measurement group")
     output = prepare("sr", "SR", sources, model, engine_key)
@@ -67,11 +73,13 @@ def write_sr(
     measurements = [
         group for index, finding in enumerate(findings) for group in groups(index, finding)
     ]
+    library = [ds for ds in sources if ds.SOPInstanceUID in groups.referenced]
+    _check_library_geometry(library)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(output),
         procedure_reported=PROCEDURES.get(sources[0].Modality, IMAGING_PROCEDURE),
         imaging_measurements=measurements,
-        referenced_images=[ds for ds in sources if ds.SOPInstanceUID in groups.referenced],
+        referenced_images=library,
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=sources,
@@ -86,6 +94,19 @@ def write_sr(
         series_description=output.series_description,
     )
     return save(sr, out_dir)
+
+
+def _check_library_geometry(images: Sequence[Dataset]) -> None:
+    """An Image Library entry describes a CT/MR/PT image by its geometry, and X-ray images by
+    theirs: say which source lacks it (the IODs require it) rather than fail inside highdicom."""
+    for ds in images:
+        needed = LIBRARY_GEOMETRY.get(str(ds.get("Modality", "")), ())
+        missing = [keyword for keyword in needed if keyword not in ds]
+        if missing:
+            raise ValueError(
+                f"source image {ds.SOPInstanceUID} ({ds.Modality}) has no {', '.join(missing)};"
+                " the SR's image library needs the geometry its IOD requires"
+            )
 
 
 def _observation_context(output: Output) -> hd.sr.ObservationContext:

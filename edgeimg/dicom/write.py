@@ -60,8 +60,18 @@ def series_description(model: ModelSpec, what: str) -> str:
     return f"{model.name} {model.version} {what}"[: _LO - len(suffix)] + suffix
 
 
-def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> None:
-    """Outputs land in the source study, so all sources must share it (and a series, if asked)."""
+COPIED_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+
+
+def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> list[Dataset]:
+    """Outputs land in the source study, so all sources must share it (and a series, if asked).
+
+    Returns the sources with the Patient and General Study type 2 attributes present (empty
+    where a source left them out): outputs copy those modules, and highdicom requires them.
+    """
     if not sources:
         raise ValueError("no source images")
     studies = {ds.StudyInstanceUID for ds in sources}
@@ -69,6 +79,19 @@ def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> None:
         raise ValueError(f"sources come from {len(studies)} studies; expected one")
     if one_series and len({ds.SeriesInstanceUID for ds in sources}) != 1:
         raise ValueError("sources come from more than one series; expected one")
+    return [_with_type2(ds) for ds in sources]
+
+
+def _with_type2(ds: Dataset) -> Dataset:
+    missing = [keyword for keyword in COPIED_TYPE2 if keyword not in ds]
+    if not missing:
+        return ds
+    filled = Dataset(dict(ds))  # a new element dict: the caller's dataset stays as it was
+    if "file_meta" in ds.__dict__:
+        filled.file_meta = ds.file_meta
+    for keyword in missing:
+        setattr(filled, keyword, "")
+    return filled
 
 
 def prepare(
