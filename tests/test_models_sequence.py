@@ -125,8 +125,10 @@ def test_metrics_report_the_max_pooling_baseline() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", [2024, 123, 7])
 @pytest.mark.parametrize("name", MODELS)
-def test_shipped_weights_meet_the_bar(name: str) -> None:
-    metrics = evaluate(get_registry().model(name), seed=2024)["metrics"]
+def test_shipped_weights_meet_the_bar(name: str, seed: int) -> None:
+    """The issue's bar holds on any held-out seed, not just the one the weights were tuned on."""
+    metrics = evaluate(get_registry().model(name), seed=seed)["metrics"]
     assert metrics["accuracy"] >= 0.90
     assert metrics["accuracy"] > metrics["baseline_accuracy"]
