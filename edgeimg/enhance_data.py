@@ -50,20 +50,83 @@ def heal(hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return healed
 
 
+#: slices generated at once: bounds memory when full-resolution slices are cut into patches
+_CHUNK = 32
+#: clean HU above which a pixel is inside the body (air is -1000, fat -100)
+_BODY_HU = -500.0
+
+
+def _corners(
+    rng: np.random.Generator, hu: np.ndarray, mask: np.ndarray, patch: int, count: int
+) -> np.ndarray:
+    """Top-left corners of `count` patches of one slice, (count, 2) as (row, column).
+
+    Patches centre on the body (denoising has nothing to do in air); on a slice with a lesion,
+    half of them centre on lesion pixels, so the healthy reconstruction sees enough lesions.
+    """
+    body = np.argwhere(hu > _BODY_HU)
+    lesion = np.argwhere(mask > 0)
+    on_lesion = count // 2 if len(lesion) else 0
+    centres = np.concatenate(
+        [
+            lesion[rng.integers(0, len(lesion), on_lesion)] if on_lesion else body[:0],
+            body[rng.integers(0, len(body), count - on_lesion)],
+        ]
+    )
+    limit = np.array(hu.shape) - patch
+    return np.clip(centres - patch // 2, 0, limit)
+
+
 class EnhancementPairs(Dataset):
     """Items (noisy, clean, healed, noisy, lesion): images (1, H, W) and a 0/1 lesion flag.
 
-    `count` slices, half with lesions; the noisy input is repeated among the targets so metrics
-    can score the input too (`psnr_noisy`).
+    `count` slices at the spec's (native) size, half with lesions; the noisy input is repeated
+    among the targets so metrics can score the input too (`psnr_noisy`). With `patch`, each
+    slice gives `per_slice` random patch x patch crops instead (training): noise is simulated
+    on the whole slice first, since it depends on the path lengths through the patient.
     """
 
-    def __init__(self, spec: InputSpec, seed: int, count: int, dose_fraction: float = 0.25):
+    def __init__(
+        self,
+        spec: InputSpec,
+        seed: int,
+        count: int,
+        dose_fraction: float = 0.25,
+        *,
+        patch: int | None = None,
+        per_slice: int = 8,
+    ):
         rng = np.random.default_rng(seed)
-        hu, mask, _ = make_slices(rng, count, size=spec.size[0], positive_fraction=0.5)
-        self.noisy = torch.from_numpy(window(low_dose(hu, rng, dose_fraction), spec)[:, None])
-        self.clean = torch.from_numpy(window(hu, spec)[:, None])
-        self.healed = torch.from_numpy(window(heal(hu, mask), spec)[:, None])
-        self.lesion = torch.from_numpy(mask.reshape(count, -1).any(axis=1).astype(np.float32))
+        parts: list[tuple[np.ndarray, ...]] = []
+        for start in range(0, count, _CHUNK):
+            chunk = min(_CHUNK, count - start)
+            hu, mask, _ = make_slices(rng, chunk, size=spec.size[0], positive_fraction=0.5)
+            noisy = low_dose(hu, rng, dose_fraction)
+            images = (window(noisy, spec), window(hu, spec), window(heal(hu, mask), spec), mask)
+            if patch is not None:
+                images = self._crop(rng, hu, mask, images, patch, per_slice)
+            parts.append(images)
+        noisy, clean, healed, mask = (np.concatenate(part) for part in zip(*parts, strict=True))
+        self.noisy = torch.from_numpy(noisy[:, None])
+        self.clean = torch.from_numpy(clean[:, None])
+        self.healed = torch.from_numpy(healed[:, None])
+        self.lesion = torch.from_numpy(mask.reshape(len(mask), -1).any(axis=1).astype(np.float32))
+
+    @staticmethod
+    def _crop(
+        rng: np.random.Generator,
+        hu: np.ndarray,
+        mask: np.ndarray,
+        images: tuple[np.ndarray, ...],
+        patch: int,
+        per_slice: int,
+    ) -> tuple[np.ndarray, ...]:
+        crops: list[list[np.ndarray]] = [[] for _ in images]
+        for k in range(len(hu)):
+            for row, column in _corners(rng, hu[k], mask[k], patch, per_slice):
+                for out, image in zip(crops, images, strict=True):
+                    out.append(image[k, row : row + patch, column : column + patch])
+        return tuple(np.stack(out) for out in crops)
 
     def __len__(self) -> int:
         return len(self.lesion)
@@ -74,18 +137,28 @@ class EnhancementPairs(Dataset):
 
 
 class EnhancementModel(ModelImplementation):
-    """What the autoencoder and the GAN share: one windowed slice in, paired synthetic data."""
+    """What the autoencoder and the GAN share: one windowed slice in, paired synthetic data.
 
-    train_slices, validation_slices, heldout_slices = 1024, 200, 200
+    Both work at native resolution and are fully convolutional: they train on random patches
+    cut from full-size slices and are validated and evaluated on whole slices.
+    """
+
+    train_slices, validation_slices, heldout_slices = 512, 32, 96
+    #: side of the square training patches, and patches cut from each training slice
+    patch, patches_per_slice = 96, 8
 
     def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
         rng = np.random.default_rng(0)
         return (rng.random((batch, 1, *self.spec.input.size), dtype=np.float32),)
 
-    def _pairs(self, seed: int, stream: int, count: int) -> EnhancementPairs:
+    def _pairs(
+        self, seed: int, stream: int, count: int, patch: int | None = None
+    ) -> EnhancementPairs:
         """Separate seed streams for training, validation and held-out pairs."""
         entropy = np.random.SeedSequence([seed, stream]).generate_state(1)[0]
-        return EnhancementPairs(self.spec.input, int(entropy), count)
+        return EnhancementPairs(
+            self.spec.input, int(entropy), count, patch=patch, per_slice=self.patches_per_slice
+        )
 
     def datasets(self, seed: int, data_dir: Path | None = None) -> tuple[EnhancementPairs, ...]:
         if data_dir is not None:
@@ -93,7 +166,7 @@ class EnhancementModel(ModelImplementation):
                 f"{self.spec.name} trains on synthetic low-dose/clean pairs only; drop --data"
             )
         return (
-            self._pairs(seed, 1, self.train_slices),
+            self._pairs(seed, 1, self.train_slices, self.patch),
             self._pairs(seed, 2, self.validation_slices),
         )
 

@@ -226,6 +226,7 @@ def train(
         "best_epoch": best_epoch,
         "data": _describe_data(data_dir, train_set, val_set),
         "validation_metrics": best_metrics,
+        "history": history,
         "training_seconds": round(seconds, 2),
         "torch_version": torch.__version__,
         "hyperparameters": {

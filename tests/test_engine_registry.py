@@ -1,8 +1,9 @@
 """Every registered model exports, compiles and verifies on ONNX Runtime (FP32).
 
 Parametrized over the installed plugins; a model whose implementation cannot be imported or
-whose weights are not trained yet is skipped with that reason. Sequence models are marked slow:
-their synthetic held-out series take tens of seconds to make on a small CPU.
+whose weights are not trained yet is skipped with that reason. Sequence and enhancement models
+are marked slow: their synthetic held-out series, or 512 x 512 slices run twice, take tens of
+seconds on a small CPU.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from edgeimg.plugins import load_registry, reset_registry
 
 REGISTRY = load_registry()
 NAMES = [
-    pytest.param(name, marks=[pytest.mark.slow] if spec.input.sequence else [])
+    pytest.param(
+        name, marks=[pytest.mark.slow] if spec.input.sequence or spec.task == "enhance" else []
+    )
     for name, spec in sorted(REGISTRY.models.items())
 ]
 

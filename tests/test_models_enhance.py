@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.nn import functional as F
 from torch.utils.data import default_collate
 
 from edgeimg.enhance_data import EnhancementPairs, heal
 from edgeimg.metrics_image import gradient_ratio, psnr, ssim
+from edgeimg.model import InputSpec
 from edgeimg.plugins import get_registry
-from edgeimg.training import evaluate
+from edgeimg.training import evaluate, load_network
 from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("autoencoder", "gan")
@@ -21,7 +25,8 @@ pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def _batch(implementation, count: int = 4) -> tuple:
-    data = EnhancementPairs(implementation.spec.input, 5, count)
+    """Training patches, as the training loop sees them."""
+    data = EnhancementPairs(implementation.spec.input, 5, 1, patch=64, per_slice=count)
     inputs, *targets = default_collate([data[i] for i in range(count)])
     return inputs, tuple(targets)
 
@@ -46,6 +51,34 @@ def test_heal_changes_only_lesion_pixels() -> None:
     hu[mask.astype(bool)] = 150.0
     healed = heal(hu, mask)
     assert np.all(healed == 60.0)
+
+
+def test_pairs_are_full_slices_or_patches_on_the_body() -> None:
+    spec = InputSpec(size=(128, 128))
+    full = EnhancementPairs(spec, 3, 4)
+    assert tuple(full.noisy.shape) == (4, 1, 128, 128) and full.lesion.tolist().count(1.0) == 2
+    patches = EnhancementPairs(spec, 3, 4, patch=32, per_slice=6)
+    assert tuple(patches.clean.shape) == (24, 1, 32, 32)
+    assert patches.lesion.sum() >= 6  # half the patches of the two lesion slices sit on lesions
+    body = (patches.clean > 0.0).flatten(1).float().mean(dim=1)
+    assert bool((body > 0.1).all())  # centred on the body, not on the air around it
+    assert not torch.equal(patches.noisy, patches.clean)
+    again = EnhancementPairs(spec, 3, 4, patch=32, per_slice=6)
+    assert torch.equal(again.noisy, patches.noisy) and torch.equal(again.healed, patches.healed)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_native_resolution_and_fully_convolutional(name: str) -> None:
+    """The spec asks for whole 512 x 512 slices; the same weights run on training patches."""
+    implementation = implementation_of(name)
+    assert implementation.spec.input.size == (512, 512)
+    network = implementation.build().eval()
+    patch = torch.rand(2, 1, implementation.patch, implementation.patch)
+    with torch.no_grad():
+        outputs = network(patch)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    assert tuple(outputs[0].shape) == tuple(patch.shape)
+    assert bool(((outputs[0] >= 0) & (outputs[0] <= 1)).all())
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -73,8 +106,17 @@ def test_autoencoder_embedding_and_score() -> None:
     assert tuple(score.shape) == (5,) and bool((score >= 0).all())
 
 
+def _identity_loss(name: str, inputs: torch.Tensor, targets: tuple) -> float:
+    """The loss of passing the noisy input through unchanged."""
+    clean, healed = targets[0], targets[1]
+    loss = F.l1_loss(inputs, clean)
+    return float(loss + F.l1_loss(inputs, healed)) if name == "autoencoder" else float(loss)
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_training_steps_reduce_loss_deterministically(name: str) -> None:
+def test_training_starts_at_the_input_and_is_deterministic(name: str) -> None:
+    """Both networks start as the identity (a zero last layer), so the first step's loss is the
+    input's own; a seed gives the same losses and weights."""
     implementation_class = type(implementation_of(name))
     spec = get_registry().model(name)
     inputs, targets = _batch(implementation_class(spec))
@@ -83,13 +125,14 @@ def test_training_steps_reduce_loss_deterministically(name: str) -> None:
         torch.manual_seed(0)
         implementation = implementation_class(spec)
         network = implementation.build()
-        optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3)
-        logs = [implementation.train_step(network, inputs, targets, optimizer) for _ in range(6)]
+        optimizer = torch.optim.AdamW(network.parameters(), lr=implementation.learning_rate)
+        logs = [implementation.train_step(network, inputs, targets, optimizer) for _ in range(4)]
         return logs, network
 
     logs, network = run()
     key = "g_l1" if name == "gan" else "loss"
-    assert logs[-1][key] < logs[0][key] * 0.8
+    assert logs[0][key] == pytest.approx(_identity_loss(name, inputs, targets), rel=1e-5)
+    assert logs[1][key] != logs[0][key]
     if name == "gan":
         assert {"d_loss", "g_adversarial"} <= set(logs[0])
     again, network_again = run()
@@ -100,6 +143,34 @@ def test_training_steps_reduce_loss_deterministically(name: str) -> None:
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_shipped_weights_beat_the_input_on_patches(name: str) -> None:
+    """What training buys, cheaply: the shipped network's loss well under the identity's."""
+    implementation = implementation_of(name)
+    inputs, targets = _batch(implementation)
+    network = load_network(get_registry().model(name))
+    with torch.no_grad():
+        loss = float(implementation.loss(network(inputs), targets))
+    assert loss < 0.8 * _identity_loss(name, inputs, targets)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped recipe's discriminator never learns (d_loss stays at ln 2 for the whole "
+    "run: the noise is a few hundredths of the window); amplifying (image - condition) makes it "
+    "learn but then cost PSNR (+3.3 dB, gradient_ratio 1.7) until the adversarial weight is tuned",
+)
+def test_gan_discriminator_learns_to_tell_real_from_fake() -> None:
+    """The adversarial term only helps if the discriminator separates clean from noisy."""
+    implementation = implementation_of("gan")
+    inputs, targets = _batch(implementation, count=8)
+    torch.manual_seed(0)
+    network = implementation.build()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=implementation.learning_rate)
+    logs = [implementation.train_step(network, inputs, targets, optimizer) for _ in range(25)]
+    assert logs[-1]["d_loss"] < 0.9 * math.log(2)
+
+
 def test_gan_ships_only_the_generator() -> None:
     spec = get_registry().model("gan")
     generator_keys = set(implementation_of("gan").build().state_dict())
@@ -107,11 +178,6 @@ def test_gan_ships_only_the_generator() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped 32x32 autoencoder and gan pass their input through (psnr +0.07 and "
-    "+0.18 dB over noisy, anomaly_auc 0.35); they need retraining at 64x64 (issue 4 is open)",
-)
 def test_shipped_weights_meet_the_bars() -> None:
     registry = get_registry()
     autoencoder = evaluate(registry.model("autoencoder"), seed=2024)["metrics"]

@@ -18,7 +18,7 @@ def register_models(register):
             summary="Denoising autoencoder; anomaly score and per-slice embedding",
             implementation="edgeimg_autoencoder.model:AutoencoderModel",
             weights="weights/autoencoder.safetensors",
-            input=InputSpec(size=(32, 32)),
+            input=InputSpec(size=(512, 512)),
             outputs=("derived", "sr", "json"),
             metric="psnr",
         )

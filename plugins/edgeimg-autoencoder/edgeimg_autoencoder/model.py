@@ -23,7 +23,7 @@ class AutoencoderModel(EnhancementModel):
     dynamic_axes = {name: {0: "batch"} for name in input_names + output_names}
     epochs = 10
     batch_size = 32
-    learning_rate = 3e-3
+    learning_rate = 1e-3
     weight_decay = 1e-4
 
     def build(self) -> nn.Module:

@@ -1,9 +1,14 @@
 """Denoising autoencoder with two reconstructions from one decoder: as acquired, and healthy.
 
-A small U-Net-style encoder-decoder maps a low-dose slice to two images: the denoised slice (what
+A small U-Net maps a low-dose slice at native resolution to two images: the denoised slice (what
 the scanner saw, lesions included) and a pseudo-healthy reconstruction (the same anatomy without
-lesions). Their difference is the anomaly map; its peak is the slice's anomaly score. The
-encoder's bottleneck, pooled, is the per-slice embedding.
+lesions). Their difference, averaged over lesion-sized windows inside soft tissue, is the anomaly
+map; its peak is the slice's anomaly score. The encoder's bottleneck, pooled, is the embedding.
+
+Fully convolutional and without normalization layers, so it trains on patches and runs on whole
+slices alike. The first step folds 2 x 2 pixel blocks into channels (pixel unshuffle, as FFDNet
+does), so the full-resolution work is a quarter of a plain U-Net's: CT noise is correlated over a
+few pixels anyway, and the four sub-images keep every pixel.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+#: soft tissue in the [0, 1] window 40/400: -80 to 200 HU (fat, air and bone are not lesion hosts)
+TISSUE = (0.2, 0.9)
+
 
 def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
-        nn.GroupNorm(4, c_out),
         nn.SiLU(inplace=True),
         nn.Conv2d(c_out, c_out, 3, padding=1),
         nn.SiLU(inplace=True),
@@ -24,19 +31,18 @@ def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """Three scales (full, 1/2, 1/4) and a bottleneck at 1/8 resolution."""
+    """Pixel unshuffle, then scales 1/2 to 1/32 of the input: a wide view for the healthy head."""
 
-    def __init__(self, width: int = 12) -> None:
+    def __init__(self, widths: tuple[int, ...]) -> None:
         super().__init__()
-        widths = [width, 2 * width, 4 * width, 4 * width]
         self.stages = nn.ModuleList(
-            [_block(1, widths[0])]
+            [_block(4, widths[0])]
             + [_block(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         )
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         features = []
-        x = image
+        x = F.pixel_unshuffle(image, 2)
         for stage in self.stages:
             x = stage(x)
             features.append(x)
@@ -44,16 +50,22 @@ class Encoder(nn.Module):
 
 
 class DenoisingAutoencoder(nn.Module):
-    """Outputs (denoised, healthy, anomaly_score): images (B, 1, H, W) and a score (B,)."""
+    """Outputs (denoised, healthy, anomaly_score): images (B, 1, H, W) and a score (B,).
 
-    def __init__(self, width: int = 12, score_window: int = 3) -> None:
+    H and W must be even (pixel unshuffle); 512 x 512 slices and 96-pixel patches are.
+    """
+
+    def __init__(
+        self, widths: tuple[int, ...] = (24, 32, 48, 48, 48), score_window: int = 11
+    ) -> None:
         super().__init__()
-        self.encoder = Encoder(width)
-        widths = [width, 2 * width, 4 * width, 4 * width]
+        self.encoder = Encoder(widths)
         self.ups = nn.ModuleList(
-            [_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(3))]
+            [_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(len(widths) - 1))]
         )
-        self.head = nn.Conv2d(width, 2, 1)
+        self.head = nn.Conv2d(widths[0], 2 * 4, 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # start as the identity: never worse than the input
+        nn.init.zeros_(self.head.bias)
         self.score_window = score_window
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -61,18 +73,30 @@ class DenoisingAutoencoder(nn.Module):
         for up, skip in zip(self.ups, reversed(features[:-1]), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = up(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return F.pixel_shuffle(self.head(x), 2)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         residual = self.decode(self.encoder(image))
-        denoised = image + residual[:, :1]
-        healthy = image + residual[:, 1:]
+        denoised, healthy = image + residual[:, :1], image + residual[:, 1:]
+        if not self.training:  # clipping in training would stop gradients where it bites
+            denoised, healthy = denoised.clamp(0.0, 1.0), healthy.clamp(0.0, 1.0)
         return denoised, healthy, self.anomaly_score(denoised, healthy)
 
     def anomaly_score(self, denoised: torch.Tensor, healthy: torch.Tensor) -> torch.Tensor:
-        """Peak of the locally averaged squared difference: a lesion is a patch, not a pixel."""
-        error = F.avg_pool2d((denoised - healthy) ** 2, self.score_window, stride=1)
-        return error.flatten(1).amax(dim=1)
+        """Peak of the local mean of (denoised - healthy) inside soft tissue.
+
+        A lesion is a blob, not a pixel: averaging the signed difference over a window cancels
+        residual noise and thin edge disagreements, and the tissue mask (from the healthy image,
+        averaged the same way) keeps fat, air and bone boundaries out.
+        """
+
+        def local_mean(x: torch.Tensor) -> torch.Tensor:
+            window = self.score_window
+            return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+
+        level = local_mean(healthy)
+        tissue = ((level > TISSUE[0]) & (level < TISSUE[1])).to(denoised.dtype)
+        return (local_mean(denoised - healthy).abs() * tissue).flatten(1).amax(dim=1)
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         """Per-slice feature vector: the bottleneck, average- and max-pooled."""

@@ -18,7 +18,7 @@ def register_models(register):
             summary="Conditional GAN generator: low-dose to normal-dose",
             implementation="edgeimg_gan.model:GANModel",
             weights="weights/gan.safetensors",
-            input=InputSpec(size=(32, 32)),
+            input=InputSpec(size=(512, 512)),
             outputs=("derived", "json"),
             metric="psnr",
         )

@@ -27,9 +27,9 @@ class GANModel(EnhancementModel):
     input_names = ("image",)
     output_names = ("enhanced",)
     dynamic_axes = {"image": {0: "batch"}, "enhanced": {0: "batch"}}
-    epochs = 10
+    epochs = 8
     batch_size = 32
-    learning_rate = 2e-3
+    learning_rate = 1e-3
     weight_decay = 0.0
     discriminator_learning_rate = 2e-4
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class _Residual(nn.Module):
@@ -16,7 +17,6 @@ class _Residual(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1),
-            nn.GroupNorm(4, channels),
             nn.SiLU(inplace=True),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
@@ -26,27 +26,40 @@ class _Residual(nn.Module):
 
 
 class Generator(nn.Module):
-    """Low-dose slice (B, 1, H, W) to a normal-dose estimate: residual blocks at half
-    resolution, sub-pixel upsampling, a full-resolution skip, and a global residual."""
+    """Low-dose slice (B, 1, H, W), H and W multiples of 4, to a normal-dose estimate.
 
-    def __init__(self, width: int = 16, blocks: int = 3) -> None:
+    Fully convolutional with no normalization layers, so it trains on patches and runs on whole
+    slices alike. 2 x 2 pixel blocks are folded into channels (pixel unshuffle); residual blocks
+    work at half and quarter resolution, joined by a skip; the output is the input plus a
+    learned residual, clipped in eval to the window's [0, 1] as the input is.
+    """
+
+    def __init__(self, width: int = 32, blocks: int = 2) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.SiLU(inplace=True))
-        self.down = nn.Sequential(
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(inplace=True)
+        self.stem = nn.Sequential(
+            nn.Conv2d(4, width, 3, padding=1), nn.SiLU(inplace=True), _Residual(width)
         )
-        self.blocks = nn.Sequential(*(_Residual(2 * width) for _ in range(blocks)))
-        self.up = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.PixelShuffle(2))
+        self.low = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(inplace=True),
+            *(_Residual(2 * width) for _ in range(blocks)),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            nn.PixelShuffle(2),
+        )
         self.tail = nn.Sequential(
             nn.Conv2d(2 * width, width, 3, padding=1),
             nn.SiLU(inplace=True),
-            nn.Conv2d(width, 1, 3, padding=1),
+            _Residual(width),
+            nn.Conv2d(width, 4, 3, padding=1),
         )
+        nn.init.zeros_(self.tail[-1].weight)  # start as the identity: never worse than the input
+        nn.init.zeros_(self.tail[-1].bias)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        full = self.stem(image)
-        half = self.blocks(self.down(full))
-        return image + self.tail(torch.cat([full, self.up(half)], dim=1))
+        half = self.stem(F.pixel_unshuffle(image, 2))
+        residual = self.tail(torch.cat([half, self.low(half)], dim=1))
+        enhanced = image + F.pixel_shuffle(residual, 2)
+        return enhanced if self.training else enhanced.clamp(0.0, 1.0)
 
 
 class PatchDiscriminator(nn.Module):
