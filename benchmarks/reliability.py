@@ -3,7 +3,8 @@
 Four parts, each against its own `edgeimg serve` subprocess on loopback, with 64x64 CT images:
 
 * crash: senders (one process each) C-STORE N instances (series of 20) while the server is
-  SIGKILLed at random points of the run and restarted; senders reconnect and go on. Then they
+  SIGKILLed at random points of the run and restarted; senders reconnect and go on; then it is
+  killed again while jobs run (half as many times). Then they
   resend what was never acknowledged (a scanner's retry). Every acknowledged instance must be
   stored, byte-identical to what was sent (lost = 0); no temp file may survive recovery
   (orphans = 0). The server runs `cnn` on each series as it goes quiet and forwards the SR to a
@@ -247,8 +248,10 @@ def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7
         server.workdir.mkdir()
         _build_engine(server.workdir / "engines")
         report = _crash(server, instances, senders, kills, seed)
+        in_jobs = _kill_in_jobs(server, max(1, kills // 2), random.Random(seed + 1))
         report["results"] = {"drained": _drain(server.spool), **_results_at(pacs)}
         report["results"]["series"] = -(-instances // SERIES_SIZE)
+        report["results"]["kills_with_a_job_running"] = in_jobs
         report["results"]["jobs_and_forwards_requeued_by_kills"] = _requeued(server.workdir)
         server.stop()
     return report
@@ -316,6 +319,26 @@ def _crash(server: Server, instances: int, senders: int, kills: int, seed: int) 
             "distinct_files": len(digests),
         },
     }
+
+
+def _kill_in_jobs(server: Server, kills: int, rng: random.Random, wait: float = 20.0) -> int:
+    """After the sends: SIGKILL the server while a job runs (a model on a series, its results
+    being written or forwarded), `kills` times; returns how many found a job running."""
+    hits = 0
+    for _ in range(kills):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not _running_jobs(server.spool):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.2))
+        hits += _running_jobs(server.spool) > 0
+        server.kill()
+        server.start()
+    return hits
+
+
+def _running_jobs(spool: Path) -> int:
+    with sqlite3.connect(spool / QUEUE_NAME) as db:
+        return db.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
 
 
 def _drain(spool: Path, timeout: float = DRAIN_TIMEOUT) -> float | None:
