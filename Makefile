@@ -28,7 +28,7 @@ demo: install
 	@sh scripts/demo.sh
 
 test: install system-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
