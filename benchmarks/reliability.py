@@ -52,6 +52,7 @@ from typing import Any
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from edgeimg.metrics import percentile
 from edgeimg.pacs import Orthanc
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX
 from tests.corpus import (
@@ -154,12 +155,7 @@ def _temp_files(spool: Path) -> int:
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
-    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
+    return {f"p{q}_ms": round(1000 * percentile(values, q), 2) for q in (50, 95, 99)}
 
 
 # --- senders (each runs in its own process) ----------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
 from edgeimg.inference import Inferencer, decode_file, scan
+from edgeimg.metrics import percentile
 from edgeimg.pacs import Orthanc
 from edgeimg.plugins import get_registry
 from edgeimg.synth.dicom import write_study
@@ -115,12 +116,6 @@ def _job_inside(paths: list[Path], engines: Path, out_dir: Path) -> dict[str, fl
     }
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile: with 5 values p95 is the largest, as it should be."""
-    ranked = sorted(values)
-    return ranked[min(len(ranked) - 1, max(0, round(fraction * len(ranked) + 0.5) - 1))]
-
-
 def run(repetitions: int = REPETITIONS) -> dict[str, Any]:
     """`repetitions` fresh series through one warm server; a JSON-able report."""
     load_before = os.getloadavg()
@@ -149,7 +144,7 @@ def run(repetitions: int = REPETITIONS) -> dict[str, Any]:
                 stop(server, signal.SIGTERM)
         _job_inside(files, engines, scratch / "warm-up")
         inside = _job_inside(files, engines, scratch / "written")
-    p50, p95 = statistics.median(latencies), _percentile(latencies, 0.95)
+    p50, p95 = statistics.median(latencies), percentile(latencies, 95)
     return {
         "settings": {
             "slices": SLICES,

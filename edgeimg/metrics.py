@@ -9,6 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def percentile(values: list[float], percent: float) -> float:
+    """Nearest-rank percentile (an observed value; with 5 values p95 is the largest)."""
+    ranked = sorted(values)
+    rank = max(1, -(-len(ranked) * percent // 100))
+    return ranked[int(rank) - 1]
+
+
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U, ties count half); 0.5 if one class is absent."""
     scores = np.asarray(scores, dtype=np.float64).ravel()

@@ -9,9 +9,9 @@ import time
 from pynetdicom import AE
 from rich.console import Console
 
+from edgeimg.metrics import percentile
 from edgeimg.serve import log
 from edgeimg.serve.listener import Listener, ServeConfig
-from edgeimg.serve.pipeline import _percentile
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.view import LogTail, StatusView, established
 
@@ -95,5 +95,5 @@ def test_associations_of_a_real_listener(tmp_path) -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert (_percentile(values, 50), _percentile(values, 95)) == (50.0, 95.0)
-    assert _percentile([0.5], 95) == 0.5
+    assert (percentile(values, 50), percentile(values, 95)) == (50.0, 95.0)
+    assert percentile([0.5], 95) == 0.5

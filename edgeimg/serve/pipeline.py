@@ -18,6 +18,7 @@ from typing import Any
 
 from edgeimg.audit import AuditLog
 from edgeimg.durable import atomic_file
+from edgeimg.metrics import percentile
 from edgeimg.net import parse_peer, send
 from edgeimg.results import write_json
 from edgeimg.serve import log
@@ -89,10 +90,10 @@ class Worker:
     def latency(self) -> dict[str, dict[str, float]]:
         """Per model: jobs timed (of the last LATENCY_WINDOW) and their p50/p95 in seconds."""
         with self._durations_lock:
-            samples = {model: sorted(times) for model, times in self._durations.items()}
+            samples = {model: list(times) for model, times in self._durations.items()}
         return {
-            model: {"jobs": len(times), "p50": _percentile(times, 50),
-                    "p95": _percentile(times, 95)}
+            model: {"jobs": len(times), "p50": round(percentile(times, 50), 4),
+                    "p95": round(percentile(times, 95), 4)}
             for model, times in samples.items() if times
         }  # fmt: skip
 
@@ -292,12 +293,6 @@ class Worker:
             self.audit.record(event, **fields)
         except (OSError, ValueError) as error:
             log("audit_failed", audit_event=event, error=str(error))
-
-
-def _percentile(values: list[float], percent: float) -> float:
-    """Nearest-rank percentile of sorted `values`."""
-    rank = max(1, -(-len(values) * percent // 100))
-    return round(values[int(rank) - 1], 4)
 
 
 def _sop_uid(path: str | Path) -> str:
