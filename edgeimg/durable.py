@@ -21,23 +21,40 @@ def fsync_dir(directory: Path) -> None:
         os.close(descriptor)
 
 
-def publish(temp: Path, path: Path) -> None:
-    """fsync `temp`, rename it to `path`, fsync the directory: after this `path` survives a crash.
+def sync_file(path: Path) -> None:
+    """Flush a written file's data and size to disk (the first half of `publish`).
 
-    Split from the writing so that a caller can run it beside other durable work (the spool
-    commits the queue row meanwhile); on failure `temp` is removed.
+    fdatasync where there is one: it skips only timestamps, never what reading the data needs.
     """
+    descriptor = os.open(path, os.O_RDONLY)
     try:
-        descriptor = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        getattr(os, "fdatasync", os.fsync)(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def rename_durably(temp: Path, path: Path) -> None:
+    """Rename a synced `temp` to `path` and fsync the directory (the second half of `publish`)."""
+    try:
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def publish(temp: Path, path: Path) -> None:
+    """fsync `temp`, rename it to `path`, fsync the directory: after this `path` survives a crash.
+
+    Split from the writing so that a caller can run it beside other durable work; on failure
+    `temp` is removed.
+    """
+    try:
+        sync_file(temp)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    rename_durably(temp, path)
 
 
 @contextmanager

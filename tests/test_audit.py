@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from edgeimg.audit import AuditLog, read
+from edgeimg.audit import AuditLog, AuditWriter, read
 
 
 def test_record_and_read(tmp_path) -> None:
@@ -89,3 +89,29 @@ def test_closed_log_refuses(tmp_path) -> None:
     log.close()
     with pytest.raises(ValueError, match="closed"):
         log.record("received")
+
+
+def test_record_many_checks_every_event_before_writing_any(tmp_path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    with pytest.raises(ValueError, match="PatientName"):
+        log.record_many([("received", {"series_uid": "1.2"}), ("received", {"PatientName": "X"})])
+    log.record_many([("received", {"series_uid": "1.2"}), ("job_done", {"model": "cnn"})])
+    log.close()
+    assert [entry["event"] for entry in read(tmp_path / "audit.jsonl")] == ["received", "job_done"]
+
+
+def test_writer_batches_what_queued_up_and_reports_refusals(tmp_path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    failures = []
+    writer = AuditWriter(lambda error, events: failures.append((str(error), events)))
+    for number in range(500):
+        writer.record(log, "received", sop_instance_uid=f"1.2.{number}")
+    writer.record(log, "received", patient_id="P-0042")
+    writer.close()
+    log.close()
+    entries = list(read(tmp_path / "audit.jsonl"))
+    written = {entry["sop_instance_uid"] for entry in entries}
+    assert written == {f"1.2.{number}" for number in range(500)}
+    assert [refused for _, refused in failures] == [[{"patient_id": "P-0042"}]]
+    assert "patient_id" in failures[0][0]
+    assert "P-0042" not in (tmp_path / "audit.jsonl").read_text()

@@ -2,12 +2,14 @@
 
 pynetdicom is used through subclasses, never patched: `_Server` moves the TLS handshake out of
 the accept loop (a silent TLS peer would otherwise stall every other caller) and disables Nagle;
-`_GuardedSocket` refuses a PDU longer than we negotiated before reading its body.
+`_GuardedSocket` refuses a PDU longer than we negotiated before reading its body; the reactor
+threads wait for events instead of polling (`edgeimg.serve.reactor`).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import socket
 import sqlite3
@@ -21,19 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from edgeimg.audit import AuditWriter
+from edgeimg.dicom.filemeta import file_meta
 from edgeimg.dicom.read import PIXEL_KEYWORDS, DicomInputError, check_dataset
 from edgeimg.net import Peer
 from edgeimg.serve import NoPipeline, Pipeline, log
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
+from edgeimg.serve.reactor import make_event_driven
 from edgeimg.serve.security import AllowEntry, is_allowed
-from edgeimg.serve.spool import DiskFull, Spool
+from edgeimg.serve.spool import DiskFull, Spool, Staged
 
 VERIFICATION = "1.2.840.10008.1.1"
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -134,6 +139,7 @@ class _Handler(RequestHandler):
         # which would queue a second transport-connect event.
         assoc.dul.socket.__class__ = _GuardedSocket
         assoc.dul.state_machine.__class__ = _StateMachine
+        make_event_driven(assoc)
         return assoc
 
 
@@ -201,10 +207,11 @@ class Listener:
         self.queue = Queue(self.spool.queue_path)
         self.audit: Any = None  # an edgeimg.audit.AuditLog, set by `edgeimg serve`
         self._commits = GroupCommit(self.queue)
-        # fsync/rename/dir-fsync of each instance runs here while its row is being committed.
+        # Each instance is written and fsynced here while it is validated, and renamed while
+        # its row commits.
         self._publisher = ThreadPoolExecutor(config.max_associations, "edgeimg-publish")
-        # Audit lines (each fsynced) are written off the path of the C-STORE response.
-        self._auditor = ThreadPoolExecutor(1, "edgeimg-audit")
+        # Audit lines are written off the path of the C-STORE response, many per fsync.
+        self._auditor = AuditWriter(_audit_failed)
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._seen: dict[int, set[str]] = {}
         self._seen_lock = threading.Lock()
@@ -291,7 +298,7 @@ class Listener:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
         self._publisher.shutdown(wait=True)
-        self._auditor.shutdown(wait=True)
+        self._auditor.close()
         log("stopped", drained=drained)
         return drained
 
@@ -362,49 +369,54 @@ class Listener:
         return _status(SUCCESS)
 
     def _ingest(self, event: Event, calling: str, host: str) -> Instance:
-        """Validate, write, commit; raises `Rejected` with the PS3.4 status otherwise."""
+        """Validate, write, commit; raises `Rejected` with the PS3.4 status otherwise.
+
+        The received bytes go to disk (temp file, fsync) while the dataset is validated, and the
+        rename runs while the row commits: a serial sender waits for the slower of each pair,
+        not for their sum.
+        """
         request = event.request
         sop_class = str(request.AffectedSOPClassUID)
+        sop_uid = str(request.AffectedSOPInstanceUID)
         if sop_class != str(event.context.abstract_syntax):
             raise Rejected(SOP_CLASS_NOT_SUPPORTED, "SOP class differs from the context")
         syntax = UID(event.context.transfer_syntax)
-        problem = framing_error(event.request.DataSet.getvalue(), syntax)
-        if problem:
-            raise Rejected(CANNOT_UNDERSTAND, problem)
-        try:
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-        except Exception:
-            raise Rejected(CANNOT_UNDERSTAND, "dataset cannot be decoded") from None
-        validate(ds, sop_class, str(request.AffectedSOPInstanceUID))
-        sop_uid, series_uid, study_uid = (str(ds.get(keyword)) for keyword in UID_KEYWORDS)
+        ds, raw = _decoded(event, syntax)
+        series_uid = _valid_uid(ds, "SeriesInstanceUID")
+        if series_uid is None or not UID(sop_uid).is_valid:
+            validate(ds, sop_class, sop_uid)
+            raise Rejected(DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID is not a valid UID")
         with self._locks[hash(sop_uid) % _LOCK_STRIPES]:
             if self.queue.has_instance(sop_uid):
+                validate(ds, sop_class, sop_uid)
                 log("duplicate", sop_uid=sop_uid, calling_aet=calling, host=host)
                 instance = _instance_of(ds, "", 0, "", calling, host)
                 self._audit(instance, duplicate=True)
                 return instance
-            data = event.encoded_dataset(include_meta=True)
             path = self.spool.path_for(series_uid, sop_uid)
+            header = file_meta(sop_class, sop_uid, str(syntax), calling)
+            size = len(header) + len(raw)
+            staging = self._publisher.submit(self.spool.stage, path, [header, raw], size)
             try:
-                temp = self.spool.write_temp(path, [data], len(data))
-            except DiskFull as error:
-                raise Rejected(OUT_OF_RESOURCES, str(error)) from None
-            except OSError as error:
-                raise Rejected(OUT_OF_RESOURCES, f"cannot write: {error.strerror}") from None
-            published = self._publisher.submit(self.spool.publish, temp, path)
-            digest = hashlib.sha256(data).hexdigest()
-            instance = _instance_of(ds, str(path), len(data), digest, calling, host)
-            complete = self._commit(instance, path, published)
-        log("stored", sop_uid=sop_uid, series_uid=series_uid, study_uid=study_uid,
-            calling_aet=calling, host=host, size=len(data))  # fmt: skip
+                validate(ds, sop_class, sop_uid)
+            except Rejected:
+                _discard(staging)
+                raise
+            digest = hashlib.sha256(header)
+            digest.update(raw)  # without the GIL, beside the write
+            staged = _staged(staging)
+            instance = _instance_of(ds, str(path), size, digest.hexdigest(), calling, host)
+            placed = self._publisher.submit(self.spool.place, staged, path)
+            complete = self._commit(instance, path, placed)
+        log("stored", sop_uid=sop_uid, series_uid=series_uid, study_uid=instance.study_uid,
+            calling_aet=calling, host=host, size=size)  # fmt: skip
         self._audit(instance, duplicate=False)
         if complete:
             self._completed([series_uid], "expected count")
         return instance
 
-    def _commit(self, instance: Instance, path: Path, published: Future) -> bool:
-        """Commit the row while `published` makes the file durable; success needs both.
+    def _commit(self, instance: Instance, path: Path, placed: Future) -> bool:
+        """Commit the row while `placed` makes the file durable; success needs both.
 
         Returns whether the series is now complete by its expected count. A row committed
         beside a file that failed is removed again (and `Queue.drop_unwritten` does the same for
@@ -413,11 +425,11 @@ class Listener:
         try:
             _, complete = self._commits.add(instance)
         except sqlite3.Error as error:
-            published.exception()
+            placed.exception()
             path.unlink(missing_ok=True)
             raise Rejected(OUT_OF_RESOURCES, f"queue: {error}") from None
         try:
-            published.result()
+            placed.result()
         except OSError as error:
             self.queue.remove_instances([instance.sop_uid])
             path.unlink(missing_ok=True)
@@ -431,14 +443,12 @@ class Listener:
         fields = dict(calling_aet=instance.calling_aet, host=instance.peer_host,
                       study_uid=instance.study_uid, series_uid=instance.series_uid,
                       sop_instance_uid=instance.sop_uid, duplicate=duplicate)  # fmt: skip
-        self._auditor.submit(self._record, self.audit, fields)
+        self._auditor.record(self.audit, "received", **fields)
 
-    @staticmethod
-    def _record(audit: Any, fields: dict[str, Any]) -> None:
-        try:
-            audit.record("received", **fields)
-        except (OSError, ValueError) as error:
-            log("audit_error", sop_uid=fields["sop_instance_uid"], error=str(error))
+
+def _audit_failed(error: Exception, events: list[dict[str, Any]]) -> None:
+    for fields in events:
+        log("audit_error", sop_uid=fields.get("sop_instance_uid"), error=str(error))
 
 
 def framing_error(raw: bytes, syntax: UID) -> str | None:
@@ -532,6 +542,52 @@ def _refusal(request: Any) -> tuple[int, str] | None:
     if not request.presentation_context_definition_list:
         return 1, "no presentation contexts"
     return None
+
+
+def _decoded(event: Event, syntax: UID) -> tuple[Dataset, bytes]:
+    """The received dataset, decoded lazily, and its bytes; C000 if its framing is broken."""
+    raw = event.request.DataSet.getvalue()
+    problem = framing_error(raw, syntax)
+    if problem:
+        raise Rejected(CANNOT_UNDERSTAND, problem)
+    try:
+        ds = event.dataset
+    except Exception:
+        raise Rejected(CANNOT_UNDERSTAND, "dataset cannot be decoded") from None
+    ds.file_meta = _file_meta_of(syntax)
+    return ds, raw
+
+
+def _staged(staging: Future) -> Staged:
+    """The staged file, or the A700 that a full or failing disk earns."""
+    try:
+        return staging.result()
+    except DiskFull as error:
+        raise Rejected(OUT_OF_RESOURCES, str(error)) from None
+    except OSError as error:
+        raise Rejected(OUT_OF_RESOURCES, f"cannot write: {error.strerror}") from None
+
+
+def _discard(staging: Future) -> None:
+    """Remove what was staged for an instance we refuse (a failed write left nothing)."""
+    if staging.exception() is None:
+        Spool.discard(staging.result())
+
+
+def _valid_uid(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    return value if isinstance(value, str) and UID(value).is_valid else None
+
+
+@functools.cache
+def _file_meta_of(syntax: str) -> FileMetaDataset:
+    """What validation reads from the file meta of a received dataset: its transfer syntax."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = syntax
+    return meta
 
 
 def _in_flight(server: _Server) -> list:

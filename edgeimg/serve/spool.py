@@ -10,9 +10,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeimg.durable import fsync_dir, publish
+from edgeimg.durable import fsync_dir, rename_durably, sync_file
 
 TEMP_PREFIX = ".tmp-"
 QUEUE_NAME = "queue.sqlite"
@@ -20,6 +21,13 @@ QUEUE_NAME = "queue.sqlite"
 
 class DiskFull(OSError):
     """Writing would leave less free space than the watermark."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A written and fsynced temp file, not yet under its instance name."""
+
+    temp: Path
 
 
 def uid_hash(uid: str) -> str:
@@ -57,13 +65,14 @@ class Spool:
                 digest.update(chunk)
                 yield chunk
 
-        self.publish(self.write_temp(path, hashed(), size), path)
+        self.place(self.stage(path, hashed(), size), path)
         return digest.hexdigest()
 
-    def write_temp(self, path: Path, chunks: Iterable[bytes], size: int) -> Path:
-        """The first half of `write`: a temp file beside `path`, written but not yet durable.
+    def stage(self, path: Path, chunks: Iterable[bytes], size: int) -> Staged:
+        """The first half of `write`: a temp file beside `path`, written and fsynced.
 
-        `publish` finishes it; the listener runs that beside the queue commit.
+        Nothing reads it under that name; `place` makes it the instance, `discard` drops it.
+        The listener stages while it validates the dataset and places while the queue commits.
         """
         if self.free_bytes() - size < self.min_free:
             raise DiskFull(f"free space below {self.min_free // (1024 * 1024)} MB")
@@ -75,14 +84,20 @@ class Spool:
             with os.fdopen(descriptor, "wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
+            sync_file(Path(temp))
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
-        return Path(temp)
+        return Staged(Path(temp))
 
-    def publish(self, temp: Path, path: Path) -> None:
-        """The second half of `write`: fsync, rename, fsync the directory (temp gone on failure)."""
-        publish(temp, path)
+    @staticmethod
+    def place(staged: Staged, path: Path) -> None:
+        """The second half of `write`: rename the staged file to `path`, fsync the directory."""
+        rename_durably(staged.temp, path)
+
+    @staticmethod
+    def discard(staged: Staged) -> None:
+        staged.temp.unlink(missing_ok=True)
 
     def remove_temp_files(self) -> int:
         """Delete temp files a killed process left behind; returns how many."""

@@ -1,0 +1,152 @@
+"""Event-driven waits for pynetdicom's two reactor threads per association.
+
+Both threads poll: a loop that found nothing to do sleeps 1 ms and looks again. A serial sender
+(storescu, most scanners) pays those sleeps several times per instance: its request waits for the
+DUL thread's next look at the socket, the decoded message for the association thread's next look
+at the DIMSE queue, and our response for the DUL thread's next look at its send queue.
+
+`make_event_driven` swaps the queues these loops poll for subclasses whose empty, non-blocking
+`get` waits (at most `IDLE_WAIT`) for what would fill them: the socket turning readable or a
+primitive queued for the DUL thread; a decoded message or a primitive for the user for the
+association thread. The loops themselves are pynetdicom's, unchanged: every check they make
+still runs at least every `IDLE_WAIT`, and an idle association now wakes 20 times a second
+instead of 1000.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+import socket
+import threading
+import weakref
+from typing import Any
+
+from pynetdicom.dul import DULServiceProvider
+
+#: longest a reactor loop waits for a wake-up before it runs its checks (timers, kill flag)
+IDLE_WAIT = 0.05
+
+
+class _Waker:
+    """A socket pair the DUL thread selects on beside the peer's socket."""
+
+    def __init__(self) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+
+    def wake(self) -> None:
+        try:
+            self.writer.send(b"\0")
+        except OSError:
+            pass  # the pair is full (a wake-up is pending anyway) or already closed
+
+    def wait(self, peer: Any) -> None:
+        """Until `peer` is readable, `wake()` is called, or IDLE_WAIT passes."""
+        if peer is not None and getattr(peer, "pending", lambda: 0)():
+            return  # TLS has decrypted bytes buffered that select cannot see
+        sockets = [self.reader]
+        if peer is not None and peer.fileno() >= 0:
+            sockets.append(peer)
+        try:
+            select.select(sockets, [], [], IDLE_WAIT)
+            while self.reader.recv(4096):
+                pass
+        except (OSError, ValueError):
+            pass  # nothing to drain, or the peer's socket closed meanwhile
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+class _DulEvents(queue.Queue):
+    """The DUL loop's event queue: when empty, a non-blocking get first waits for work."""
+
+    dul: DULServiceProvider
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.dul.waker.wake()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block:
+            return super().get(block, timeout)
+        try:
+            return super().get(False)
+        except queue.Empty:
+            peer = self.dul.socket.socket if self.dul.socket is not None else None
+            self.dul.waker.wait(peer)
+            raise
+
+
+class _WakingQueue(queue.Queue):
+    """A queue whose `put` also calls `on_put` (to wake the thread that polls it)."""
+
+    def on_put(self) -> None:
+        raise NotImplementedError
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.on_put()
+
+
+class _ToProvider(_WakingQueue):
+    dul: DULServiceProvider
+
+    def on_put(self) -> None:
+        self.dul.waker.wake()
+
+
+class _ToUser(_WakingQueue):
+    arrived: threading.Event
+
+    def on_put(self) -> None:
+        self.arrived.set()
+
+
+class _Messages(_ToUser):
+    """DIMSE's decoded messages: when empty, a non-blocking get waits for one (or a primitive
+    for the user, such as a release request, which the association loop checks next)."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block:
+            return super().get(block, timeout)
+        try:
+            return super().get(False)
+        except queue.Empty:
+            self.arrived.clear()
+        try:
+            return super().get(False)  # put between the first look and the clear
+        except queue.Empty:
+            self.arrived.wait(IDLE_WAIT)
+        return super().get(False)
+
+
+class _EventDrivenDUL(DULServiceProvider):
+    waker: _Waker
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.waker.wake()
+
+
+def make_event_driven(assoc: Any) -> None:
+    """Swap the polled queues of a not yet started acceptor association (contents kept)."""
+    dul = assoc.dul
+    dul.waker = _Waker()
+    weakref.finalize(dul, dul.waker.close)
+    dul.__class__ = _EventDrivenDUL
+    dul._run_loop_delay = 0
+    arrived = threading.Event()
+    for owner, name, kind in (
+        (dul, "event_queue", _DulEvents),
+        (dul, "to_provider_queue", _ToProvider),
+        (dul, "to_user_queue", _ToUser),
+        (assoc.dimse, "msg_queue", _Messages),
+    ):
+        polled = getattr(owner, name)
+        polled.__class__ = kind
+        polled.dul = dul
+        polled.arrived = arrived

@@ -1,0 +1,74 @@
+"""pynetdicom's reactor loops wake on events instead of polling (edgeimg.serve.reactor)."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket
+
+from edgeimg.serve import reactor
+
+LONG = 30.0  # the idle wait in these tests: far longer than any of them takes
+
+
+@pytest.fixture
+def assoc(monkeypatch):
+    monkeypatch.setattr(reactor, "IDLE_WAIT", LONG)
+    assoc = Association(AE(), "acceptor")
+    reactor.make_event_driven(assoc)
+    return assoc
+
+
+def _later(action, delay: float = 0.05) -> threading.Event:
+    """Run `action` from another thread shortly; the event says it has begun."""
+    begun = threading.Event()
+
+    def run() -> None:
+        begun.set()
+        action()
+
+    threading.Timer(delay, run).start()
+    return begun
+
+
+def test_decoded_message_wakes_the_association_loop(assoc):
+    _later(lambda: assoc.dimse.msg_queue.put((1, "message")))
+    assert assoc.dimse.get_msg(block=False) == (1, "message")
+
+
+def test_primitive_for_the_user_ends_the_association_loops_wait(assoc):
+    begun = _later(lambda: assoc.dul.to_user_queue.put("release request"))
+    assert assoc.dimse.get_msg(block=False) == (None, None)
+    assert begun.is_set()
+
+
+@pytest.mark.parametrize("wake", ["primitive queued", "socket readable", "killed"])
+def test_dul_loop_wakes_for(assoc, wake):
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        assoc.dul.socket = AssociationSocket(assoc, client_socket=ours)
+        assoc.dul.event_queue.queue.clear()  # the transport-connect event the socket queued
+        assoc.dul.waker.wait(None)  # and the wake-up it sent
+        actions = {
+            "primitive queued": lambda: assoc.dul.to_provider_queue.put("response"),
+            "socket readable": lambda: peer.send(b"\x04"),
+            "killed": assoc.dul.kill_dul,
+        }
+        begun = _later(actions[wake])
+        with pytest.raises(queue.Empty):
+            assoc.dul.event_queue.get(block=False)
+        assert begun.is_set()
+    assoc.dul.event_queue.put("Evt3")
+    assert assoc.dul.event_queue.get(block=False) == "Evt3"
+
+
+def test_blocking_gets_are_pynetdicoms_own(assoc):
+    assoc.dimse.msg_queue.put((3, "m"))
+    assert assoc.dimse.msg_queue.get(block=True, timeout=1) == (3, "m")
+    with pytest.raises(queue.Empty):
+        assoc.dul.to_user_queue.get(block=True, timeout=0.01)
