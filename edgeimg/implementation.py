@@ -30,6 +30,8 @@ class ModelImplementation:
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    #: settings of a custom `train_step` that the weights' metadata should record
+    extra_hyperparameters: tuple[str, ...] = ()
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

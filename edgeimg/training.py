@@ -235,6 +235,7 @@ def train(
             "weight_decay": implementation.weight_decay,
             "batch_size": implementation.batch_size,
             "schedule": "one-cycle",
+            **{key: getattr(implementation, key) for key in implementation.extra_hyperparameters},
         },
         "input": spec.input.as_dict(),
     }

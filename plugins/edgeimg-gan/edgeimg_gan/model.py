@@ -13,9 +13,6 @@ from edgeimg.enhance_data import EnhancementModel
 from edgeimg.metrics_image import enhancement_metrics
 from edgeimg_gan.network import Generator, PatchDiscriminator
 
-#: weight of the L1 reconstruction against the adversarial term (pix2pix uses 100)
-L1_WEIGHT = 100.0
-
 
 class GANModel(EnhancementModel):
     """`build()` is the generator, and the weights file holds only the generator.
@@ -32,11 +29,27 @@ class GANModel(EnhancementModel):
     learning_rate = 1e-3
     weight_decay = 0.0
     discriminator_learning_rate = 2e-4
+    #: the adversarial term's full weight; reached after the warm-up and a linear ramp (steps).
+    #: The discriminator trains from the first step; the generator first learns the L1 task,
+    #: so the adversarial pull refines a good denoiser rather than steering a random one.
+    adversarial_weight = 0.05
+    adversarial_warmup_steps = 384
+    adversarial_ramp_steps = 128
+    #: weight of the L1 reconstruction (pix2pix: 100 against an adversarial weight of 1)
+    l1_weight = 100.0
+    extra_hyperparameters = (
+        "l1_weight",
+        "adversarial_weight",
+        "adversarial_warmup_steps",
+        "adversarial_ramp_steps",
+        "discriminator_learning_rate",
+    )
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
         self.discriminator: PatchDiscriminator | None = None
         self.discriminator_optimizer: torch.optim.Optimizer | None = None
+        self.generator_steps = 0
 
     def build(self) -> nn.Module:
         return Generator()
@@ -54,6 +67,12 @@ class GANModel(EnhancementModel):
                 betas=(0.5, 0.999),
             )
         return self.discriminator, self.discriminator_optimizer
+
+    def current_adversarial_weight(self) -> float:
+        """0 during the warm-up, then a linear ramp to `adversarial_weight`."""
+        past_warmup = self.generator_steps - self.adversarial_warmup_steps
+        ramped = past_warmup / self.adversarial_ramp_steps
+        return self.adversarial_weight * min(1.0, max(0.0, ramped))
 
     def train_step(
         self,
@@ -82,15 +101,18 @@ class GANModel(EnhancementModel):
         judged = discriminator(inputs, fake)
         adversarial = F.binary_cross_entropy_with_logits(judged, torch.ones_like(judged))
         l1 = self.loss(fake, targets)
-        g_loss = adversarial + L1_WEIGHT * l1
+        weight = self.current_adversarial_weight()
+        g_loss = weight * adversarial + self.l1_weight * l1
         optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         optimizer.step()
+        self.generator_steps += 1
         return {
             "loss": g_loss.item(),
             "g_adversarial": adversarial.item(),
             "g_l1": l1.item(),
             "d_loss": d_loss.item(),
+            "adversarial_weight": weight,
         }
 
     def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
