@@ -2,6 +2,8 @@
 
 Bars (docs/engines.md): for `cnn` on a CPU, ONNX Runtime FP32 at least 3.0x torch FP32 eager (same
 thread count), and ONNX Runtime INT8 at least 1.6x ONNX Runtime FP32 with verification passing.
+For `cnn` and `unet` the report adds a roofline: FLOPs per image, ONNX Runtime's SGEMM peak on
+this CPU, each FP32 engine's share of it, and the largest ratio to torch any engine could reach.
 `python -m benchmarks.engines --weights cnn=PATH` measures weights that are not shipped yet.
 """
 
@@ -14,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.roofline import roofline
 from edgeimg.engine.bench import bench
 from edgeimg.engine.load import find_engine
 from edgeimg.plugins import get_registry
@@ -21,6 +24,8 @@ from edgeimg.plugins import get_registry
 BATCH = 8
 SECONDS = 20.0
 BARS = {"onnxruntime fp32 / torch fp32": 3.0, "onnxruntime int8 / onnxruntime fp32": 1.6}
+#: models whose FP32 figures are also set against this CPU's measured peak (benchmarks.roofline)
+ROOFLINE_MODELS = ("cnn", "unet")
 
 
 def _ratio(results: list[dict[str, Any]], top: str, bottom: str) -> float | None:
@@ -37,6 +42,8 @@ def _model(name: str, engines_dir: Path, seconds: float) -> dict[str, Any]:
     int8 = find_engine(spec, backend, "int8", engines_dir)
     refused = [s["reason"] for s in report["skipped"] if s["precision"] == "int8"]
     report["int8_verification"] = int8[1]["verification"] if int8 else {"refused": refused}
+    if name in ROOFLINE_MODELS:
+        report["roofline"] = roofline(spec, report["results"])
     report["bars"] = {}
     for label, bar in BARS.items():
         top, bottom = (part.strip() for part in label.split("/"))

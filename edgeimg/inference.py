@@ -7,6 +7,8 @@ objects (SR, SEG, derived images), so `run` and `serve` write the same things.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -117,7 +119,35 @@ def _decode_or_error(path: Path, spec: ModelSpec) -> Decoded | DicomInputError:
 def decoder_pool(workers: int) -> Executor:
     """Worker processes for decoding; forkserver keeps them clear of the engine's threads."""
     context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context)
+    return ProcessPoolExecutor(
+        max_workers=max(1, workers), mp_context=context, initializer=keep_freed_memory
+    )
+
+
+#: glibc mallopt parameters (malloc.h) and the values a decoding worker uses
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 64 << 20
+_TRIM_THRESHOLD = 256 << 20
+
+
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed memory for the next slice instead of returning it to the kernel.
+
+    A fresh process maps each multi-megabyte array (file bytes, pixels, float copies) anew and
+    pays a page fault per 4 KiB touched; a decoding worker did the same work 1.5 to 2 times
+    slower than a long-lived process until its heap kept what it had freed. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
+
+
+#: files per task sent to a decoding worker: one task per file spent more on the pool's
+#: bookkeeping (about 2 ms a file) than on decoding a 512 x 512 slice (1.5 ms)
+DECODE_CHUNK = 8
 
 
 def decode_all(
@@ -127,9 +157,14 @@ def decode_all(
     if pool is None:
         yield from (_decode_or_error(path, spec) for path in paths)
         return
-    futures = [pool.submit(_decode_or_error, path, spec) for path in paths]
+    chunks = [paths[start : start + DECODE_CHUNK] for start in range(0, len(paths), DECODE_CHUNK)]
+    futures = [pool.submit(_decode_chunk, chunk, spec) for chunk in chunks]
     for future in futures:
-        yield future.result()
+        yield from future.result()
+
+
+def _decode_chunk(paths: Sequence[Path], spec: ModelSpec) -> list[Decoded | DicomInputError]:
+    return [_decode_or_error(path, spec) for path in paths]
 
 
 def decode_series(

@@ -12,6 +12,9 @@ from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 
 from edgeimg.cli import cli
+from edgeimg.dicom.read import DicomInputError
+from edgeimg.inference import DECODE_CHUNK, decode_all, decoder_pool
+from edgeimg.plugins import get_registry
 from edgeimg.synth.dicom import write_study
 from tests.dciodvfy import dciodvfy_errors
 
@@ -130,3 +133,24 @@ def test_unknown_model_is_a_usage_error(study):
 
 def test_missing_path_is_a_usage_error():
     assert CliRunner().invoke(cli, ["run", "cnn", "/no/such/folder"]).exit_code == 2
+
+
+def test_pool_decodes_in_chunks_and_keeps_file_order(tmp_path):
+    written = write_study(tmp_path / "study", series=1, slices=2 * DECODE_CHUNK + 3, size=32)
+    paths = sorted((written.out_dir / "series-001").glob("*.dcm"))
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not DICOM")
+    paths.insert(DECODE_CHUNK + 1, broken)
+    spec = get_registry().model("cnn")
+    pool = decoder_pool(2)
+    try:
+        pooled = list(decode_all(paths, spec, pool))
+    finally:
+        pool.shutdown()
+    here = list(decode_all(paths, spec, None))
+    assert [getattr(item, "path", None) for item in pooled] == [
+        getattr(item, "path", None) for item in here
+    ]
+    assert isinstance(pooled[DECODE_CHUNK + 1], DicomInputError)
+    decoded = [(a, b) for a, b in zip(pooled, here, strict=True) if not isinstance(a, Exception)]
+    assert all((a.inputs == b.inputs).all() for a, b in decoded)
