@@ -61,14 +61,19 @@ class _Waker:
         self.writer.close()
 
 
-class _DulEvents(queue.Queue):
-    """The DUL loop's event queue: when empty, a non-blocking get first waits for work."""
+class _WakingQueue(queue.Queue):
+    """A queue whose `put` wakes the thread that polls it (`on_put`), and whose empty
+    non-blocking `get` first waits for work (`wait_for_work`, at most IDLE_WAIT)."""
 
-    dul: DULServiceProvider
+    def on_put(self) -> None:
+        raise NotImplementedError
+
+    def wait_for_work(self) -> None:
+        """Return at once: the default for queues that pynetdicom reads only when full."""
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        self.dul.waker.wake()
+        self.on_put()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         if block:
@@ -76,52 +81,44 @@ class _DulEvents(queue.Queue):
         try:
             return super().get(False)
         except queue.Empty:
-            peer = self.dul.socket.socket if self.dul.socket is not None else None
-            self.dul.waker.wait(peer)
-            raise
+            self.wait_for_work()
+        return super().get(False)
 
 
-class _WakingQueue(queue.Queue):
-    """A queue whose `put` also calls `on_put` (to wake the thread that polls it)."""
+class _ForDul(_WakingQueue):
+    """What the DUL thread reads: a put wakes it from its wait on the peer's socket."""
 
-    def on_put(self) -> None:
-        raise NotImplementedError
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self.on_put()
-
-
-class _ToProvider(_WakingQueue):
     dul: DULServiceProvider
 
     def on_put(self) -> None:
         self.dul.waker.wake()
 
 
-class _ToUser(_WakingQueue):
+class _DulEvents(_ForDul):
+    """The DUL loop's event queue: when empty, waits for the socket or a wake-up."""
+
+    def wait_for_work(self) -> None:
+        socket_ = self.dul.socket
+        self.dul.waker.wait(socket_.socket if socket_ is not None else None)
+
+
+class _ForAssociation(_WakingQueue):
+    """What the association thread reads: a put sets the event it waits on."""
+
     arrived: threading.Event
 
     def on_put(self) -> None:
         self.arrived.set()
 
 
-class _Messages(_ToUser):
-    """DIMSE's decoded messages: when empty, a non-blocking get waits for one (or a primitive
-    for the user, such as a release request, which the association loop checks next)."""
+class _Messages(_ForAssociation):
+    """DIMSE's decoded messages: when empty, waits for one (or a primitive for the user, such
+    as a release request, which the association loop checks next)."""
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if block:
-            return super().get(block, timeout)
-        try:
-            return super().get(False)
-        except queue.Empty:
-            self.arrived.clear()
-        try:
-            return super().get(False)  # put between the first look and the clear
-        except queue.Empty:
+    def wait_for_work(self) -> None:
+        self.arrived.clear()
+        if self.empty():  # a put between the caller's look and the clear set it before
             self.arrived.wait(IDLE_WAIT)
-        return super().get(False)
 
 
 class _EventDrivenDUL(DULServiceProvider):
@@ -142,8 +139,8 @@ def make_event_driven(assoc: Any) -> None:
     arrived = threading.Event()
     for owner, name, kind in (
         (dul, "event_queue", _DulEvents),
-        (dul, "to_provider_queue", _ToProvider),
-        (dul, "to_user_queue", _ToUser),
+        (dul, "to_provider_queue", _ForDul),
+        (dul, "to_user_queue", _ForAssociation),
         (assoc.dimse, "msg_queue", _Messages),
     ):
         polled = getattr(owner, name)
