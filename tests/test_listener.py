@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -329,6 +330,44 @@ def test_series_complete_on_release_and_on_expected_count(serve):
     summary = {item["series_uid"]: item for item in listener.queue.series_summary()}
     assert summary[series.SeriesInstanceUID]["state"] == "complete"
     assert summary[series.SeriesInstanceUID]["instances"] == 2
+
+
+class _SlowAfterRelease(logging.Handler):
+    """Holds the acceptor's association thread between its release reply and EVT_RELEASED,
+    so that the peer's close of the connection is seen first."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "Association Released":
+            time.sleep(0.5)
+
+
+def test_release_completes_the_series_when_the_close_is_seen_first(serve):
+    recorder = Recorder()
+    listener, port = serve(recorder, complete_on_release=True)
+    logger, slow = logging.getLogger("pynetdicom"), _SlowAfterRelease()
+    level = logger.level
+    logger.addHandler(slow)
+    logger.setLevel(logging.INFO)
+    try:
+        series = ct_instance()
+        assoc = _associate(port, contexts=[series.SOPClassUID])
+        assert assoc.send_c_store(series).Status == 0
+        assoc.release()
+        assert recorder.event.wait(5)
+    finally:
+        logger.removeHandler(slow)
+        logger.setLevel(level)
+    assert recorder.series == [series.SeriesInstanceUID]
+
+
+def test_an_abort_does_not_complete_the_series(serve):
+    recorder = Recorder()
+    listener, port = serve(recorder, complete_on_release=True)
+    series = ct_instance()
+    assoc = _associate(port, contexts=[series.SOPClassUID])
+    assert assoc.send_c_store(series).Status == 0
+    assoc.abort()
+    assert not recorder.event.wait(1)
 
 
 def test_quiet_series_completes_after_the_timeout(serve):

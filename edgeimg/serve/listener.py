@@ -65,6 +65,7 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 EXPECTED_COUNT_KEYWORDS = ("ImagesInAcquisition", "NumberOfSlices")
 NON_PDATA_LIMIT = 1 << 20
+A_RELEASE_RQ_RECEIVED = "Evt12"  # PS3.8 9.2: A-RELEASE-RQ PDU received on the transport
 _LOCK_STRIPES = 64
 
 
@@ -153,15 +154,21 @@ class _StateMachine(StateMachine):
       PDU) would leave the association thread waiting out the ACSE timeout, holding one of the
       --max-associations slots: a few such connections a minute would lock everyone out.
       Reaching Sta1 without a request wakes it at once (None reads as "no request came").
+    * It notes an A-RELEASE-RQ as it arrives (`release_requested`): once our reply is out the
+      peer may close the connection before the association thread reports the release, and
+      the close must not read as a peer that broke off.
     """
 
     _requested = False
+    release_requested = False
 
     def do_action(self, event: str) -> None:
         if self.current_state in ("Sta1", "Sta13") and (event, self.current_state) not in (
             TRANSITION_TABLE
         ):
             return
+        if event == A_RELEASE_RQ_RECEIVED:
+            self.release_requested = True
         super().do_action(event)
         if self.current_state == "Sta3":
             self._requested = True
@@ -255,8 +262,8 @@ class Listener:
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_released),
-            (evt.EVT_ABORTED, self._on_closed),
-            (evt.EVT_CONN_CLOSE, self._on_closed),
+            (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_CONN_CLOSE, self._on_connection_closed),
         ]
         server = self.ae.make_server(
             (self.config.host, self.config.port),
@@ -340,12 +347,19 @@ class Listener:
         log("association", calling_aet=calling, host=host)
 
     def _on_released(self, event: Event) -> None:
-        seen = self._forget(event)
-        if self.config.complete_on_release and seen:
-            self._completed(self.queue.complete(sorted(seen)), "released")
+        self._end(event, released=True)
 
-    def _on_closed(self, event: Event) -> None:
-        self._forget(event)
+    def _on_aborted(self, event: Event) -> None:
+        self._end(event, released=False)
+
+    def _on_connection_closed(self, event: Event) -> None:
+        """Also reached first after a release, when the peer closes right on our reply."""
+        self._end(event, released=event.assoc.dul.state_machine.release_requested)
+
+    def _end(self, event: Event, released: bool) -> None:
+        seen = self._forget(event)
+        if released and self.config.complete_on_release and seen:
+            self._completed(self.queue.complete(sorted(seen)), "released")
 
     def _forget(self, event: Event) -> set[str]:
         with self._seen_lock:
