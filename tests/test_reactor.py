@@ -47,6 +47,14 @@ def test_primitive_for_the_user_ends_the_association_loops_wait(assoc):
     assert begun.is_set()
 
 
+def test_primitive_already_waiting_for_the_user_is_not_waited_out(assoc):
+    assoc.dul.to_user_queue.put("release request")
+    done = threading.Thread(target=assoc.dimse.get_msg, kwargs={"block": False})
+    done.start()
+    done.join(timeout=LONG / 3)
+    assert not done.is_alive()
+
+
 @pytest.mark.parametrize("wake", ["primitive queued", "socket readable", "killed"])
 def test_dul_loop_wakes_for(assoc, wake):
     ours, peer = socket.socketpair()

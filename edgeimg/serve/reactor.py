@@ -112,12 +112,15 @@ class _ForAssociation(_WakingQueue):
 
 
 class _Messages(_ForAssociation):
-    """DIMSE's decoded messages: when empty, waits for one (or a primitive for the user, such
-    as a release request, which the association loop checks next)."""
+    """DIMSE's decoded messages: when empty, waits for one or for a primitive for the user
+    (such as a release request, which the association loop checks next)."""
+
+    for_user: queue.Queue
 
     def wait_for_work(self) -> None:
         self.arrived.clear()
-        if self.empty():  # a put between the caller's look and the clear set it before
+        # Anything put before the clear is still in one of the queues: only then wait.
+        if self.empty() and self.for_user.empty():
             self.arrived.wait(IDLE_WAIT)
 
 
@@ -147,3 +150,4 @@ def make_event_driven(assoc: Any) -> None:
         polled.__class__ = kind
         polled.dul = dul
         polled.arrived = arrived
+    assoc.dimse.msg_queue.for_user = dul.to_user_queue
