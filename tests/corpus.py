@@ -43,6 +43,7 @@ from pydicom.uid import (
 from pynetdicom.dsutils import decode, encode
 
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
+from edgeimg.serve.listener import MAX_PDU
 from tests.peers import ct_instance
 
 AET = "EDGE"
@@ -519,7 +520,7 @@ NETWORK: list[Case] = [
     Case(
         "p-data-over-negotiated-max",
         "AC 0, abort 2/6, closed",
-        chunks=lambda: [associate_rq(_CT_CONTEXT), struct.pack(">BBL", 0x04, 0, 1 << 20)],
+        chunks=lambda: [associate_rq(_CT_CONTEXT), struct.pack(">BBL", 0x04, 0, MAX_PDU + 1)],
     ),
     Case(
         "http-get", "abort 2/6, closed", chunks=lambda: [b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n"]

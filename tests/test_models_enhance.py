@@ -178,7 +178,8 @@ def test_gan_adversarial_weight_warms_up_then_ramps() -> None:
 
 
 def test_gan_history_logs_both_losses() -> None:
-    history = json.loads(get_registry().model("gan").weights_path().with_suffix(".json").read_text())
+    metadata = get_registry().model("gan").weights_path().with_suffix(".json")
+    history = json.loads(metadata.read_text())
     for epoch in history["history"]:
         assert {"d_loss", "g_adversarial", "g_l1", "psnr"} <= set(epoch)
     assert min(epoch["d_loss"] for epoch in history["history"]) < 0.9 * math.log(2)
