@@ -44,10 +44,10 @@ def rename_durably(temp: Path, path: Path) -> None:
 
 
 def publish(temp: Path, path: Path) -> None:
-    """fsync `temp`, rename it to `path`, fsync the directory: after this `path` survives a crash.
+    """Sync `temp`, rename it to `path`, fsync the directory: then `path` survives a crash.
 
-    Split from the writing so that a caller can run it beside other durable work; on failure
-    `temp` is removed.
+    On failure `temp` is removed. The spool runs the two halves separately (`sync_file`,
+    `rename_durably`), each beside other work.
     """
     try:
         sync_file(temp)
