@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import queue
 import socket
 import threading
+import time
 
 import pytest
 from pynetdicom import AE
@@ -12,6 +15,7 @@ from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket
 
 from edgeimg.serve import reactor
+from edgeimg.serve.listener import Listener, ServeConfig
 
 LONG = 30.0  # the idle wait in these tests: far longer than any of them takes
 
@@ -80,3 +84,33 @@ def test_blocking_gets_are_pynetdicoms_own(assoc):
     assert assoc.dimse.msg_queue.get(block=True, timeout=1) == (3, "m")
     with pytest.raises(queue.Empty):
         assoc.dul.to_user_queue.get(block=True, timeout=0.01)
+
+
+def test_associations_leave_no_descriptors_behind(tmp_path):
+    """Each association's wake-up socket pair goes with it: a long-running server must not
+    run out of file descriptors."""
+    listener = Listener(
+        ServeConfig(aet="EDGE", port=0, host="127.0.0.1", spool=tmp_path, min_free_mb=0)
+    )
+    port = listener.start()[1]
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context("1.2.840.10008.1.1")
+
+    def echo() -> None:
+        assoc = ae.associate("127.0.0.1", port, ae_title="EDGE")
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+
+    def descriptors() -> int:
+        time.sleep(0.2)
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    try:
+        echo()
+        before = descriptors()
+        for _ in range(60):
+            echo()
+        assert descriptors() <= before + 4
+    finally:
+        listener.stop()
