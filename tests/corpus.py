@@ -434,9 +434,9 @@ class Case:
 
     name: str
     expected: str
-    stores: Callable[[], Sequence[Store]] | None = None
+    stores: Callable[[str], Sequence[Store]] | None = None  # called with the case's name
     chunks: Callable[[], Sequence[bytes]] | None = None
-    file: Callable[[], bytes] | None = None
+    file: Callable[[str], bytes] | None = None  # called with the case's name
     stored: Sequence[str] = field(default_factory=tuple)  # SOP UIDs it leaves in the spool
 
     @property
@@ -534,177 +534,156 @@ NETWORK: list[Case] = [
     Case(
         "pixel-data-truncated",
         "status 0xA900",
-        stores=lambda: _store(
-            "pixel-data-truncated", encoded(_cut_pixels(instance("pixel-data-truncated")))
-        ),
+        stores=lambda name: _store(name, encoded(_cut_pixels(instance(name)))),
     ),
     Case(
         "data-set-cut-mid-element",
         "status 0xC000",
-        stores=lambda: _store(
-            "data-set-cut-mid-element", encoded(instance("data-set-cut-mid-element"))[:-50]
-        ),
+        stores=lambda name: _store(name, encoded(instance(name))[:-50]),
     ),
     Case(
         "bits-allocated-12",
         "status 0xA900",
-        stores=lambda: _attrs("bits-allocated-12", BitsAllocated=12, BitsStored=12, HighBit=11),
+        stores=lambda name: _attrs(name, BitsAllocated=12, BitsStored=12, HighBit=11),
     ),
     Case(
         "bits-allocated-8-for-16-bit-data",
         "status 0xA900",
-        stores=lambda: _attrs(
-            "bits-allocated-8-for-16-bit-data", BitsAllocated=8, BitsStored=8, HighBit=7
-        ),
+        stores=lambda name: _attrs(name, BitsAllocated=8, BitsStored=8, HighBit=7),
     ),  # fmt: skip
     Case(
         "bits-stored-over-allocated",
         "status 0xA900",
-        stores=lambda: _attrs("bits-stored-over-allocated", BitsStored=24),
+        stores=lambda name: _attrs(name, BitsStored=24),
     ),
     Case(
         "dimensions-65535-squared-x-frames",
         "status 0xA900",
-        stores=lambda: _attrs(
-            "dimensions-65535-squared-x-frames", Rows=65535, Columns=65535, NumberOfFrames=10000
-        ),
+        stores=lambda name: _attrs(name, Rows=65535, Columns=65535, NumberOfFrames=10000),
     ),  # fmt: skip
-    Case("frames-zero", "status 0xA900", stores=lambda: _attrs("frames-zero", NumberOfFrames=0)),
+    Case("frames-zero", "status 0xA900", stores=lambda name: _attrs(name, NumberOfFrames=0)),
     Case(
         "samples-per-pixel-4",
         "status 0xA900",
-        stores=lambda: _attrs("samples-per-pixel-4", SamplesPerPixel=4),
+        stores=lambda name: _attrs(name, SamplesPerPixel=4),
     ),
     Case(
         "huge-declared-text-length",
         "status 0xC000",
-        stores=lambda: _store("huge-declared-text-length", _huge_text("huge-declared-text-length")),
+        stores=lambda name: _store(name, _huge_text(name)),
     ),
     Case(
         "huge-declared-pixel-length",
         "status 0xC000",
-        stores=lambda: _store(
-            "huge-declared-pixel-length", _huge_pixel_length("huge-declared-pixel-length")
-        ),
+        stores=lambda name: _store(name, _huge_pixel_length(name)),
     ),  # fmt: skip
     Case(
         "invalid-vr-on-rows",
         "status 0xC000",
-        stores=lambda: _store("invalid-vr-on-rows", _bad_vr_on_rows("invalid-vr-on-rows")),
+        stores=lambda name: _store(name, _bad_vr_on_rows(name)),
     ),
     Case(
         "invalid-vr-on-description",
         "status 0xC000",
-        stores=lambda: _store(
-            "invalid-vr-on-description", _with_bad_vr("invalid-vr-on-description")
-        ),
+        stores=lambda name: _store(name, _with_bad_vr(name)),
     ),  # fmt: skip
     Case(
         "sequences-nested-10000-deep",
         "status 0xC000",
-        stores=lambda: _store(
-            "sequences-nested-10000-deep", _deep("sequences-nested-10000-deep", 10000)
-        ),
+        stores=lambda name: _store(name, _deep(name, 10000)),
     ),  # fmt: skip
     Case(
         "item-delimiter-at-top-level",
         "status 0xC000",
-        stores=lambda: _store(
-            "item-delimiter-at-top-level",
-            encoded(instance("item-delimiter-at-top-level"))
-            + struct.pack("<HHL", 0xFFFE, 0xE00D, 0),
+        stores=lambda name: _store(
+            name,
+            encoded(instance(name)) + struct.pack("<HHL", 0xFFFE, 0xE00D, 0),
         ),
     ),  # fmt: skip
-    *(
-        Case(name, "status 0xA900", stores=lambda name=name: _hostile(name))
-        for name in _HOSTILE_UIDS
-    ),  # fmt: skip
+    *(Case(name, "status 0xA900", stores=_hostile) for name in _HOSTILE_UIDS),  # fmt: skip
     Case(
         "series-uid-with-slashes",
         "status 0xA900",
-        stores=lambda: _attrs("series-uid-with-slashes", SeriesInstanceUID="1.2/../../3"),
+        stores=lambda name: _attrs(name, SeriesInstanceUID="1.2/../../3"),
     ),
     Case(
         "study-uid-too-long",
         "status 0xA900",
-        stores=lambda: _attrs("study-uid-too-long", StudyInstanceUID="1." + "2" * 70),
+        stores=lambda name: _attrs(name, StudyInstanceUID="1." + "2" * 70),
     ),
     Case(
         "sop-uid-missing",
         "status 0xA900",
-        stores=lambda: _store(
-            "sop-uid-missing", encoded(_without(instance("sop-uid-missing"), "SOPInstanceUID"))
-        ),
+        stores=lambda name: _store(name, encoded(_without(instance(name), "SOPInstanceUID"))),
     ),
     Case(
         "dataset-class-differs-from-command",
         "status 0xA900",
-        stores=lambda: _attrs("dataset-class-differs-from-command", SOPClassUID=MRImageStorage),
+        stores=lambda name: _attrs(name, SOPClassUID=MRImageStorage),
     ),
     Case(
         "dataset-instance-differs-from-command",
         "status 0xA900",
-        stores=lambda: _store(
-            "dataset-instance-differs-from-command",
-            encoded(instance("dataset-instance-differs-from-command")),
+        stores=lambda name: _store(
+            name,
+            encoded(instance(name)),
             sop_uid=uid("someone else"),
         ),
     ),  # fmt: skip
     Case(
         "command-class-differs-from-context",
         "status 0x0122",
-        stores=lambda: _store(
-            "command-class-differs-from-context",
-            encoded(instance("command-class-differs-from-context", SOPClassUID=MRImageStorage)),
+        stores=lambda name: _store(
+            name,
+            encoded(instance(name, SOPClassUID=MRImageStorage)),
             sop_class=MRImageStorage,
         ),
     ),  # fmt: skip
     Case(
         "rle-fragment-truncated",
         "status 0xC000",
-        stores=lambda: _store(
-            "rle-fragment-truncated",
-            _rle_cut_fragment("rle-fragment-truncated"),
+        stores=lambda name: _store(
+            name,
+            _rle_cut_fragment(name),
             syntax=RLELossless,
         ),
     ),  # fmt: skip
     Case(
         "rle-frames-exceed-fragments",
         "status 0xA900",
-        stores=lambda: _store(
-            "rle-frames-exceed-fragments",
-            encoded(_rle_frames("rle-frames-exceed-fragments")),
+        stores=lambda name: _store(
+            name,
+            encoded(_rle_frames(name)),
             syntax=RLELossless,
         ),
     ),  # fmt: skip
     Case(
         "command-uid-too-long",
         "abort 2/0",
-        stores=lambda: _store(
-            "command-uid-too-long",
-            encoded(instance("command-uid-too-long")),
+        stores=lambda name: _store(
+            name,
+            encoded(instance(name)),
             sop_uid="1." + "3" * 70,
         ),
     ),  # fmt: skip
     Case(
         "deflate-stream-corrupt",
         "status 0xC000",
-        stores=lambda: _store(
-            "deflate-stream-corrupt",
-            b"\xff" * 8
-            + encoded(instance("deflate-stream-corrupt"), DeflatedExplicitVRLittleEndian)[8:],
+        stores=lambda name: _store(
+            name,
+            b"\xff" * 8 + encoded(instance(name), DeflatedExplicitVRLittleEndian)[8:],
             syntax=DeflatedExplicitVRLittleEndian,
         ),
     ),  # fmt: skip
     Case(
         "not-a-data-set",
         "status 0xC000",
-        stores=lambda: _store("not-a-data-set", b"\x08\x00\x16\x00UI\xff\x7f1.2"),
+        stores=lambda name: _store(name, b"\x08\x00\x16\x00UI\xff\x7f1.2"),
     ),
     Case(
         "duplicate-instance",
         "status 0x0000, status 0x0000",
-        stores=lambda: _store("duplicate-instance", encoded(instance("duplicate-instance"))) * 2,
+        stores=lambda name: _store(name, encoded(instance(name))) * 2,
         stored=(uid("duplicate-instance"),),
     ),  # fmt: skip
 ]
@@ -719,8 +698,8 @@ def _file(name: str, payload: bytes, syntax: str = ExplicitVRLittleEndian) -> by
     return part10(payload, CTImageStorage, uid(name), syntax)
 
 
-def _file_attrs(name: str, **attrs: object) -> Callable[[], bytes]:
-    return lambda: _file(name, encoded(instance(name, **attrs)))
+def _file_attrs(**attrs: object) -> Callable[[str], bytes]:
+    return lambda name: _file(name, encoded(instance(name, **attrs)))
 
 
 def _garbage_jpeg(name: str) -> bytes:
@@ -748,74 +727,66 @@ def _undecodable_syntax(name: str) -> bytes:
 
 
 FILES: list[Case] = [
-    Case("file-empty", "input error", file=lambda: b""),
+    Case("file-empty", "input error", file=lambda name: b""),
     Case(
         "file-http-response",
         "input error",
-        file=lambda: b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>" * 4,
+        file=lambda name: b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>" * 4,
     ),
-    Case("file-preamble-only", "input error", file=lambda: b"\0" * 128 + b"DICM"),
+    Case("file-preamble-only", "input error", file=lambda name: b"\0" * 128 + b"DICM"),
     Case(
         "file-pixel-data-truncated",
         "input error",
-        file=lambda: _file(
-            "file-pixel-data-truncated", encoded(instance("file-pixel-data-truncated"))[:-100]
-        ),
+        file=lambda name: _file(name, encoded(instance(name))[:-100]),
     ),  # fmt: skip
     Case(
         "file-bits-allocated-12",
         "input error",
-        file=_file_attrs("file-bits-allocated-12", BitsAllocated=12),
+        file=_file_attrs(BitsAllocated=12),
     ),
     Case(
         "file-dimensions-65535",
         "input error",
-        file=_file_attrs("file-dimensions-65535", Rows=65535, Columns=65535, NumberOfFrames=10000),
+        file=_file_attrs(Rows=65535, Columns=65535, NumberOfFrames=10000),
     ),  # fmt: skip
     Case(
         "file-huge-declared-pixel-length",
         "input error",
-        file=lambda: _file(
-            "file-huge-declared-pixel-length", _huge_pixel_length("file-huge-declared-pixel-length")
-        ),
+        file=lambda name: _file(name, _huge_pixel_length(name)),
     ),  # fmt: skip
     Case(
         "file-huge-declared-text-length",
         "input error",
-        file=lambda: _file(
-            "file-huge-declared-text-length", _huge_text("file-huge-declared-text-length")
-        ),
+        file=lambda name: _file(name, _huge_text(name)),
     ),  # fmt: skip
     Case(
         "file-invalid-vr-on-rows",
         "input error",
-        file=lambda: _file("file-invalid-vr-on-rows", _bad_vr_on_rows("file-invalid-vr-on-rows")),
+        file=lambda name: _file(name, _bad_vr_on_rows(name)),
     ),
     Case(
         "file-sequences-nested-10000-deep",
         "input error",
-        file=lambda: _file(
-            "file-sequences-nested-10000-deep", _deep("file-sequences-nested-10000-deep", 10000)
-        ),
+        file=lambda name: _file(name, _deep(name, 10000)),
     ),  # fmt: skip
     Case(
         "file-uid-dot-dot-slash",
         "input error",
-        file=lambda: _file(
-            "file-uid-dot-dot-slash",
-            _hostile_uid("file-uid-dot-dot-slash", "../../etc/passwd")[1],
+        file=lambda name: _file(
+            name,
+            _hostile_uid(name, "../../etc/passwd")[1],
         ),
     ),
-    Case("file-jpeg-garbage", "input error", file=lambda: _garbage_jpeg("file-jpeg-garbage")),
+    Case("file-jpeg-garbage", "input error", file=_garbage_jpeg),
     Case(
         "file-syntax-without-decoder",
         "input error",
-        file=lambda: _undecodable_syntax("file-syntax-without-decoder"),
+        file=_undecodable_syntax,
     ),  # fmt: skip
     Case(
         "file-meta-only",
         "input error",
-        file=lambda: part10(b"", CTImageStorage, uid("file-meta-only")),
+        file=lambda name: part10(b"", CTImageStorage, uid(name)),
     ),  # fmt: skip
 ]
 
@@ -826,7 +797,7 @@ def run_network_case(case: Case, port: int) -> str:
     """What the listener on `port` answered to `case`, as an outcome string."""
     if case.chunks is not None:
         return exchange(port, case.chunks())
-    items = list(case.stores())  # type: ignore[misc]
+    items = list(case.stores(case.name))  # type: ignore[misc]
     contexts = list(dict.fromkeys((item.context, item.syntax) for item in items))
     answers = []
     with Association(port, contexts) as assoc:
@@ -855,5 +826,5 @@ def read_file(path: Path) -> str:
 
 def run_file_case(case: Case, directory: Path) -> str:
     path = directory / f"{case.name}.dcm"
-    path.write_bytes(case.file())  # type: ignore[misc]
+    path.write_bytes(case.file(case.name))  # type: ignore[misc]
     return read_file(path)

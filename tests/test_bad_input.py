@@ -143,7 +143,7 @@ def test_edgeimg_run_names_each_bad_file_without_a_traceback(tmp_path):
     folder.mkdir()
     files = [case for case in CORPUS if case.kind == "file"]
     for case in files:
-        (folder / f"{case.name}.dcm").write_bytes(case.file())  # type: ignore[misc]
+        (folder / f"{case.name}.dcm").write_bytes(case.file(case.name))  # type: ignore[misc]
     out = tmp_path / "out"
     done = CliRunner().invoke(
         cli, ["run", "cnn", str(folder), "--out", str(out), "--workers", "0", "--json"]
