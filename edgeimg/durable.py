@@ -28,9 +28,14 @@ def sync_file(path: Path) -> None:
     """
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        getattr(os, "fdatasync", os.fsync)(descriptor)
+        sync_descriptor(descriptor)
     finally:
         os.close(descriptor)
+
+
+def sync_descriptor(descriptor: int) -> None:
+    """`sync_file` for a file already open."""
+    getattr(os, "fdatasync", os.fsync)(descriptor)
 
 
 def rename_durably(temp: Path, path: Path) -> None:
@@ -46,8 +51,8 @@ def rename_durably(temp: Path, path: Path) -> None:
 def publish(temp: Path, path: Path) -> None:
     """Sync `temp`, rename it to `path`, fsync the directory: then `path` survives a crash.
 
-    On failure `temp` is removed. The spool runs the two halves separately (`sync_file`,
-    `rename_durably`), each beside other work.
+    On failure `temp` is removed. The spool runs the two halves separately (`sync_descriptor`
+    as it writes, `rename_durably` later), each beside other work.
     """
     try:
         sync_file(temp)

@@ -132,7 +132,7 @@ def test_listener_still_serves_after_the_corpus(listener):
     assert set(rows) == expected | {legit.SOPInstanceUID, raw.SOPInstanceUID}
     on_disk = [p for p in (serving.spool.root / "series").rglob("*") if p.is_file()]
     assert sorted(on_disk) == sorted(rows.values())
-    assert not [p for p in on_disk if p.name.startswith(TEMP_PREFIX)]
+    assert not list(serving.spool.root.rglob(f"{TEMP_PREFIX}*"))
     for sop_uid, path in rows.items():  # names are hashes: no dataset text in any path
         assert sop_uid not in str(path) and path.is_relative_to(serving.spool.root)
 

@@ -28,10 +28,17 @@ from pynetdicom.dsutils import encode
 
 from edgeimg.audit import AuditLog
 from edgeimg.audit import read as read_audit
-from edgeimg.serve.listener import Listener, ServeConfig, framing_error
+from edgeimg.serve.listener import (
+    _PYNETDICOM_LOG_HANDLERS,
+    Listener,
+    ServeConfig,
+    _read_exactly,
+    framing_error,
+)
 from edgeimg.serve.queue import Queue
+from edgeimg.serve.responses import FastStoreResponses
 from edgeimg.serve.security import parse_allow, server_tls_context
-from edgeimg.serve.spool import TEMP_PREFIX
+from edgeimg.serve.spool import INCOMING, TEMP_PREFIX
 from tests.peers import (
     ct_instance,
     dataset_bytes,
@@ -201,6 +208,31 @@ def test_allow_list_and_called_aet(serve):
         assert (rejection.result, rejection.result_source, rejection.diagnostic) == (1, 1, reason)
 
 
+def test_server_associations_skip_pynetdicom_log_formatting(serve):
+    listener, port = serve()
+    assoc = _associate(port)
+    try:
+        (server_side,) = listener._server.active_associations
+        assert isinstance(server_side.dimse, FastStoreResponses)
+        for event, handler in _PYNETDICOM_LOG_HANDLERS:
+            assert handler not in [bound for bound, _ in server_side.get_handlers(event)]
+        assert not assoc.send_c_echo().Status  # and a request still gets its answer
+    finally:
+        assoc.release()
+
+
+def test_pdu_bodies_are_read_whole_or_up_to_the_close():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        ours.settimeout(5)
+        threading.Timer(0.05, peer.sendall, [b"b" * 70_000]).start()
+        peer.sendall(b"a" * 30_000)
+        assert _read_exactly(ours, 100_000) == b"a" * 30_000 + b"b" * 70_000
+        peer.sendall(b"cut")
+        peer.shutdown(socket.SHUT_WR)
+        assert _read_exactly(ours, 10) == b"cut"
+
+
 @needs_dcmtk
 def test_idle_connection_does_not_block_and_loses_its_slot(serve):
     _, port = serve(max_associations=1, acse_timeout=1)
@@ -272,7 +304,7 @@ def test_bad_instances_get_ps34_statuses_and_the_server_goes_on(serve):
     finally:
         assoc.release()
     assert [row["sop_uid"] for row in _rows(listener)] == [ct.SOPInstanceUID]
-    assert not list((listener.spool.root / "series").rglob(f"{TEMP_PREFIX}*"))
+    assert not list(listener.spool.root.rglob(f"{TEMP_PREFIX}*"))
 
 
 def test_disk_watermark_refuses_with_a700_and_writes_nothing(serve):
@@ -415,8 +447,8 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
     sender.join(10)
     assert 30 <= len(acked) < 100
     spool = tmp_path / "spool"
-    planted = next((spool / "series").iterdir()) / f"{TEMP_PREFIX}left-by-kill"
-    planted.write_bytes(b"partial")
+    for directory in (next((spool / "series").iterdir()), spool / INCOMING):
+        (directory / f"{TEMP_PREFIX}left-by-kill").write_bytes(b"partial")
 
     process = start_serve(*args, port=port, cwd=tmp_path)
     try:

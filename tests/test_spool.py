@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from edgeimg.serve.spool import TEMP_PREFIX, DiskFull, Spool
+from edgeimg.serve.spool import INCOMING, TEMP_PREFIX, DiskFull, Spool
 
 
 def test_write_is_atomic_and_returns_sha256(tmp_path):
@@ -15,7 +15,18 @@ def test_write_is_atomic_and_returns_sha256(tmp_path):
     digest = spool.write(path, [b"abc", b"def"], 6)
     assert path.read_bytes() == b"abcdef"
     assert digest == hashlib.sha256(b"abcdef").hexdigest()
-    assert not list(path.parent.glob(f"{TEMP_PREFIX}*"))
+    assert not list(tmp_path.rglob(f"{TEMP_PREFIX}*"))
+
+
+def test_staged_bytes_need_no_name_until_placed(tmp_path):
+    spool = Spool(tmp_path)
+    staged = spool.stage([b"DICM", b"data"], 8)
+    assert staged.temp.parent == tmp_path / INCOMING and staged.temp.read_bytes() == b"DICMdata"
+    path = spool.path_for("1.2", "1.2.3")
+    spool.place(staged, path)
+    assert path.read_bytes() == b"DICMdata" and not staged.temp.exists()
+    spool.discard(spool.stage([b"refused"], 7))
+    assert not list((tmp_path / INCOMING).iterdir())
 
 
 def test_names_are_hashes_not_dataset_text(tmp_path):
@@ -54,5 +65,7 @@ def test_remove_temp_files_after_a_crash(tmp_path):
     kept = spool.path_for("1.2", "1.2.3")
     spool.write(kept, [b"ok"], 2)
     (kept.parent / f"{TEMP_PREFIX}abc").write_bytes(b"half")
-    assert spool.remove_temp_files() == 1
+    (tmp_path / INCOMING / f"{TEMP_PREFIX}def").write_bytes(b"half")
+    assert spool.remove_temp_files() == 2
     assert [p.name for p in kept.parent.iterdir()] == [kept.name]
+    assert not list((tmp_path / INCOMING).iterdir())

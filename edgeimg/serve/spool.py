@@ -6,6 +6,7 @@ Names come from a hash of the UIDs, never from dataset text, so a hostile UID ca
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -13,10 +14,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeimg.durable import fsync_dir, rename_durably, sync_file
+from edgeimg.durable import fsync_dir, rename_durably, sync_descriptor
 
 TEMP_PREFIX = ".tmp-"
 QUEUE_NAME = "queue.sqlite"
+INCOMING = "incoming"
 
 
 class DiskFull(OSError):
@@ -30,17 +32,25 @@ class Staged:
     temp: Path
 
 
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
 def uid_hash(uid: str) -> str:
     return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()
 
 
 class Spool:
-    """A directory of instances: `<root>/series/<hash(series)>/<hash(sop)>.dcm`."""
+    """A directory of instances: `<root>/series/<hash(series)>/<hash(sop)>.dcm`, each written
+    first to a temp file in `<root>/incoming/`."""
 
     def __init__(self, root: Path, min_free_mb: float = 0) -> None:
         self.root = Path(root).resolve()
         self.min_free = int(min_free_mb * 1024 * 1024)
-        (self.root / "series").mkdir(parents=True, exist_ok=True)
+        for directory in ("series", INCOMING):
+            (self.root / directory).mkdir(parents=True, exist_ok=True)
 
     @property
     def queue_path(self) -> Path:
@@ -65,34 +75,39 @@ class Spool:
                 digest.update(chunk)
                 yield chunk
 
-        self.place(self.stage(path, hashed(), size), path)
+        self.place(self.stage(hashed(), size), path)
         return digest.hexdigest()
 
-    def stage(self, path: Path, chunks: Iterable[bytes], size: int) -> Staged:
-        """The first half of `write`: a temp file beside `path`, written and fsynced.
+    def stage(self, chunks: Iterable[bytes], size: int) -> Staged:
+        """The first half of `write`: a temp file in `incoming/`, written and fsynced.
 
-        Nothing reads it under that name; `place` makes it the instance, `discard` drops it.
-        The listener stages while it validates the dataset and places while the queue commits.
+        It needs no name yet, so the listener stages an instance as soon as it arrives, while
+        the dataset is decoded and checked; `place` gives it its name, `discard` drops it.
         """
         if self.free_bytes() - size < self.min_free:
             raise DiskFull(f"free space below {self.min_free // (1024 * 1024)} MB")
-        if not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fsync_dir(path.parent.parent)
-        descriptor, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+        descriptor, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.root / INCOMING)
         try:
-            with os.fdopen(descriptor, "wb") as handle:
+            try:
                 for chunk in chunks:
-                    handle.write(chunk)
-            sync_file(Path(temp))
+                    _write_all(descriptor, chunk)
+                sync_descriptor(descriptor)
+            finally:
+                os.close(descriptor)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
         return Staged(Path(temp))
 
-    @staticmethod
-    def place(staged: Staged, path: Path) -> None:
-        """The second half of `write`: rename the staged file to `path`, fsync the directory."""
+    def place(self, staged: Staged, path: Path) -> None:
+        """The second half of `write`: rename the staged file to `path`, fsync its directory.
+
+        Only the directory that gains the name is synced: were `incoming/` to keep the old name
+        too after a crash, it would be a second link that `remove_temp_files` unlinks.
+        """
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(path.parent.parent)
         rename_durably(staged.temp, path)
 
     @staticmethod
@@ -102,7 +117,8 @@ class Spool:
     def remove_temp_files(self) -> int:
         """Delete temp files a killed process left behind; returns how many."""
         count = 0
-        for temp in (self.root / "series").glob(f"*/{TEMP_PREFIX}*"):
+        temps = (self.root / INCOMING).glob(f"{TEMP_PREFIX}*")
+        for temp in itertools.chain(temps, (self.root / "series").glob(f"*/{TEMP_PREFIX}*")):
             temp.unlink(missing_ok=True)
             count += 1
         return count
