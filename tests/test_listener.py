@@ -313,10 +313,13 @@ def test_disk_watermark_refuses_with_a700_and_writes_nothing(serve):
     assoc = _associate(port, contexts=[ct.SOPClassUID])
     try:
         assert assoc.send_c_store(ct).Status == 0xA700
+        # Data that would be refused anyway gets its own status first, the disk notwithstanding.
+        assert _store_raw(assoc, ct.SOPClassUID, "1.2.3.4", _encoded(ct)[:-7]) == 0xC000
     finally:
         assoc.release()
     assert not _rows(listener)
-    assert not [p for p in (listener.spool.root / "series").rglob("*") if p.is_file()]
+    for directory in ("series", INCOMING):
+        assert not [p for p in (listener.spool.root / directory).rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("pdu_type", [0x04, 0x01])

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from edgeimg.serve import spool as spool_module
 from edgeimg.serve.spool import INCOMING, TEMP_PREFIX, DiskFull, Spool
 
 
@@ -27,6 +28,19 @@ def test_staged_bytes_need_no_name_until_placed(tmp_path):
     assert path.read_bytes() == b"DICMdata" and not staged.temp.exists()
     spool.discard(spool.stage([b"refused"], 7))
     assert not list((tmp_path / INCOMING).iterdir())
+
+
+def test_work_given_to_stage_runs_between_the_write_and_the_sync(tmp_path, monkeypatch):
+    spool = Spool(tmp_path)
+    seen = []
+    monkeypatch.setattr(spool_module, "sync_descriptor", lambda _: seen.append("sync"))
+
+    def while_syncing():
+        (temp,) = (tmp_path / INCOMING).iterdir()
+        seen.append(temp.read_bytes())
+
+    spool.stage([b"DICM", b"data"], 8, while_syncing=while_syncing)
+    assert seen == [b"DICMdata", "sync"]
 
 
 def test_names_are_hashes_not_dataset_text(tmp_path):

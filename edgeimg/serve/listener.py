@@ -424,9 +424,10 @@ class Listener:
     def _ingest(self, event: Event, calling: str, host: str) -> Instance:
         """Check, write, commit; raises `Rejected` with the PS3.4 status otherwise.
 
-        This thread writes the received bytes to a temp file and fsyncs it while others decode,
-        check and hash the dataset; the rename then runs while the row commits. A serial sender
-        waits for the slower of each pair, not for their sum. What is refused is discarded.
+        This thread writes the received bytes to a temp file, then fsyncs it while publisher
+        threads decode, check and hash the dataset; the rename then runs while the row commits.
+        A serial sender waits for the slower of each pair, not for their sum. What is refused is
+        discarded.
         """
         request = event.request
         sop_class = str(request.AffectedSOPClassUID)
@@ -437,42 +438,40 @@ class Listener:
         raw = request.DataSet.getvalue()
         header = file_meta(sop_class, sop_uid, str(syntax), calling)
         size = len(header) + len(raw)
-        checking = self._publisher.submit(_checked, event, raw, syntax, sop_class, sop_uid)
-        hashing = self._publisher.submit(_sha256, header, raw)
-        staged, ds, series_uid = self._stage_checked([header, raw], size, checking)
+        checks = _Checks(self._publisher, event, raw, syntax, sop_class, sop_uid, header)
+        staged = self._stage([header, raw], size, checks)
         with self._locks[hash(sop_uid) % _LOCK_STRIPES]:
             if self.queue.has_instance(sop_uid):
                 Spool.discard(staged)
                 log("duplicate", sop_uid=sop_uid, calling_aet=calling, host=host)
-                instance = _instance_of(ds, "", 0, "", calling, host)
+                instance = _instance_of(checks.dataset, "", 0, "", calling, host)
                 self._audit(instance, duplicate=True)
                 return instance
-            path = self.spool.path_for(series_uid, sop_uid)
-            instance = _instance_of(ds, str(path), size, hashing.result(), calling, host)
+            path = self.spool.path_for(checks.series_uid, sop_uid)
+            instance = _instance_of(checks.dataset, str(path), size, checks.sha256(), calling,
+                                    host)  # fmt: skip
             placed = self._publisher.submit(self.spool.place, staged, path)
             complete = self._commit(instance, path, placed)
-        log("stored", sop_uid=sop_uid, series_uid=series_uid, study_uid=instance.study_uid,
-            calling_aet=calling, host=host, size=size)  # fmt: skip
+        log("stored", sop_uid=sop_uid, series_uid=instance.series_uid,
+            study_uid=instance.study_uid, calling_aet=calling, host=host, size=size)  # fmt: skip
         self._audit(instance, duplicate=False)
         if complete:
-            self._completed([series_uid], "expected count")
+            self._completed([instance.series_uid], "expected count")
         return instance
 
-    def _stage_checked(
-        self, chunks: list[bytes], size: int, checking: Future
-    ) -> tuple[Staged, Dataset, str]:
-        """Stage `chunks` while `checking` runs; its refusal comes before a failed write's."""
+    def _stage(self, chunks: list[bytes], size: int, checks: _Checks) -> Staged:
+        """Stage `chunks`, running `checks` during the sync; a refusal of the data comes first."""
         try:
-            staged = self.spool.stage(chunks, size)
+            staged = self.spool.stage(chunks, size, while_syncing=checks.start)
         except OSError as error:
-            checking.result()
+            checks.wait()
             raise _write_refused(error) from None
         try:
-            ds, series_uid = checking.result()
+            checks.wait()
         except BaseException:
             Spool.discard(staged)
             raise
-        return staged, ds, series_uid
+        return staged
 
     def _commit(self, instance: Instance, path: Path, placed: Future) -> bool:
         """Commit the row while `placed` makes the file durable; success needs both.
@@ -623,10 +622,42 @@ def _write_refused(error: OSError) -> Rejected:
     return Rejected(OUT_OF_RESOURCES, f"cannot write: {error.strerror}")
 
 
+class _Checks:
+    """Decoding, checking and hashing one received dataset on the publisher threads.
+
+    `start` submits them (the listener calls it while the data syncs); `wait` runs them here if
+    they never started (a write that failed first) and raises `Rejected` for refused data.
+    """
+
+    dataset: Dataset
+    series_uid: str
+
+    def __init__(self, pool: ThreadPoolExecutor, event: Event, raw: bytes, syntax: UID,
+                 sop_class: str, sop_uid: str, header: bytes) -> None:  # fmt: skip
+        self._pool = pool
+        self._check_args = (event, raw, syntax, sop_class, sop_uid)
+        self._hash_args = (header, raw)
+        self._checked: Future | None = None
+        self._hashed: Future | None = None
+
+    def start(self) -> None:
+        self._checked = self._pool.submit(_checked, *self._check_args)
+        self._hashed = self._pool.submit(_sha256, *self._hash_args)
+
+    def wait(self) -> None:
+        if self._checked is None:
+            self.dataset, self.series_uid = _checked(*self._check_args)
+        else:
+            self.dataset, self.series_uid = self._checked.result()
+
+    def sha256(self) -> str:
+        return self._hashed.result() if self._hashed is not None else _sha256(*self._hash_args)
+
+
 def _checked(
     event: Event, raw: bytes, syntax: UID, sop_class: str, sop_uid: str
 ) -> tuple[Dataset, str]:
-    """The decoded dataset and its series UID, or `Rejected`: run beside the write."""
+    """The decoded dataset and its series UID, or `Rejected`."""
     ds = _decoded(event, raw, syntax)
     validate(ds, sop_class, sop_uid)
     series_uid = _valid_uid(ds, "SeriesInstanceUID")

@@ -10,7 +10,7 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +78,18 @@ class Spool:
         self.place(self.stage(hashed(), size), path)
         return digest.hexdigest()
 
-    def stage(self, chunks: Iterable[bytes], size: int) -> Staged:
+    def stage(
+        self,
+        chunks: Iterable[bytes],
+        size: int,
+        while_syncing: Callable[[], object] | None = None,
+    ) -> Staged:
         """The first half of `write`: a temp file in `incoming/`, written and fsynced.
 
-        It needs no name yet, so the listener stages an instance as soon as it arrives, while
-        the dataset is decoded and checked; `place` gives it its name, `discard` drops it.
+        It needs no name yet, so the listener stages an instance as soon as it arrives; `place`
+        gives it its name, `discard` drops it. `while_syncing` runs once the bytes are written,
+        just before the sync: work started there (on other threads) overlaps the wait for the
+        disk, which releases the GIL.
         """
         if self.free_bytes() - size < self.min_free:
             raise DiskFull(f"free space below {self.min_free // (1024 * 1024)} MB")
@@ -91,6 +98,8 @@ class Spool:
             try:
                 for chunk in chunks:
                     _write_all(descriptor, chunk)
+                if while_syncing is not None:
+                    while_syncing()
                 sync_descriptor(descriptor)
             finally:
                 os.close(descriptor)
