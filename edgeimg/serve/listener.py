@@ -77,6 +77,7 @@ NON_PDATA_LIMIT = 1 << 20
 MAX_PDU = 1 << 20
 A_RELEASE_RQ_RECEIVED = "Evt12"  # PS3.8 9.2: A-RELEASE-RQ PDU received on the transport
 _LOCK_STRIPES = 64
+_READ_SIZE = 1 << 20
 #: pynetdicom binds these to every association to describe each PDU and message to its logger.
 #: We log nothing through it, yet they format their text regardless: about a millisecond of
 #: a 512 x 512 CT instance's C-STORE, most of the difference from storescp's speed.
@@ -155,17 +156,14 @@ class _GuardedSocket(AssociationSocket):
 
 def _read_exactly(peer: socket.socket, nr_bytes: int) -> bytearray:
     """`nr_bytes` from `peer`, fewer only if it closed; as `AssociationSocket.recv`, which
-    reads 4 KiB per call and so makes 128 system calls and copies for each 512 KiB PDU."""
-    buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
-    received = 0
-    while received < nr_bytes:
-        count = peer.recv_into(view[received:])
-        if not count:
-            view.release()
-            del buffer[received:]
-            return buffer
-        received += count
+    reads 4 KiB per call and so makes 128 system calls and copies for each 512 KiB PDU. The
+    buffer grows with what arrives, never ahead of it."""
+    buffer = bytearray()
+    while len(buffer) < nr_bytes:
+        chunk = peer.recv(min(nr_bytes - len(buffer), _READ_SIZE))
+        if not chunk:
+            break
+        buffer += chunk
     return buffer
 
 
