@@ -623,8 +623,8 @@ def _write_refused(error: OSError) -> Rejected:
 class _Checks:
     """Decoding, checking and hashing one received dataset on the publisher threads.
 
-    `start` submits them (the listener calls it while the data syncs); `wait` runs them here if
-    they never started (a write that failed first) and raises `Rejected` for refused data.
+    `start` submits them (the listener calls it while the data syncs); `wait` starts them if a
+    failed write came first, and raises `Rejected` for refused data.
     """
 
     dataset: Dataset
@@ -636,7 +636,7 @@ class _Checks:
         self._check_args = (event, raw, syntax, sop_class, sop_uid)
         self._hash_args = (header, raw)
         self._checked: Future | None = None
-        self._hashed: Future | None = None
+        self._hashed: Future
 
     def start(self) -> None:
         self._checked = self._pool.submit(_checked, *self._check_args)
@@ -644,24 +644,21 @@ class _Checks:
 
     def wait(self) -> None:
         if self._checked is None:
-            self.dataset, self.series_uid = _checked(*self._check_args)
-        else:
-            self.dataset, self.series_uid = self._checked.result()
+            self.start()
+        self.dataset, self.series_uid = self._checked.result()
 
     def sha256(self) -> str:
-        return self._hashed.result() if self._hashed is not None else _sha256(*self._hash_args)
+        """The digest; only after `wait`, which has started the hashing."""
+        return self._hashed.result()
 
 
 def _checked(
     event: Event, raw: bytes, syntax: UID, sop_class: str, sop_uid: str
 ) -> tuple[Dataset, str]:
-    """The decoded dataset and its series UID, or `Rejected`."""
+    """The decoded dataset and its series UID (valid: `validate` checked it), or `Rejected`."""
     ds = _decoded(event, raw, syntax)
     validate(ds, sop_class, sop_uid)
-    series_uid = _valid_uid(ds, "SeriesInstanceUID")
-    if series_uid is None or not UID(sop_uid).is_valid:
-        raise Rejected(DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID is not a valid UID")
-    return ds, series_uid
+    return ds, str(ds.SeriesInstanceUID)
 
 
 def _sha256(*chunks: bytes) -> str:
@@ -670,14 +667,6 @@ def _sha256(*chunks: bytes) -> str:
     for chunk in chunks:
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def _valid_uid(ds: Dataset, keyword: str) -> str | None:
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return None
-    return value if isinstance(value, str) and UID(value).is_valid else None
 
 
 @functools.cache
