@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from edgeimg.dicom.gate import GateRefused
 from edgeimg.dicom.preprocess import resize, to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
+from edgeimg.dicom.write import OutputRefused
+from edgeimg.errors import internal_error
 from edgeimg.files import dicom_files
 from edgeimg.model import ModelSpec
 
@@ -49,11 +52,23 @@ class SeriesJob:
 
 @dataclass
 class Scan:
-    """What a set of paths holds: series to run, and files that could not be read."""
+    """What a set of paths holds: series to run, files that could not be read or were passed
+    over, and files that repeat an instance already found (same SOP Instance UID)."""
 
     jobs: list[SeriesJob] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    files: int = 0
+
+    def describe(self) -> str:
+        """What was scanned and found, in one line (for a run with nothing to do)."""
+        found = sum(len(job.paths) for job in self.jobs)
+        return (
+            f"scanned {self.files} file(s): {found} DICOM image(s) in {len(self.jobs)} series, "
+            f"{len(self.skipped)} not DICOM, {len(self.errors)} unreadable, "
+            f"{len(self.duplicates)} duplicate(s)"
+        )
 
 
 def accepts(spec: ModelSpec, series: Series, headers: Sequence[Dataset]) -> str | None:
@@ -75,16 +90,32 @@ def scan(paths: Sequence[Path], spec: ModelSpec) -> Scan:
     result = Scan()
     headers: list[Dataset] = []
     files, passed_over = dicom_files(paths)
+    result.files = len(files) + len(passed_over)
     for path in passed_over:
         result.skipped.append(
-            {"status": "skipped", "files": [str(path)], "reason": "not a DICOM file"}
+            {"status": "skipped", "file": str(path), "reason": "not a DICOM file"}
         )
+    first: dict[str, str] = {}
     for path in files:
         try:
             header = read_header(path)
         except DicomInputError as error:
             result.errors.append({"status": "error", "file": str(path), "error": str(error)})
             continue
+        uid = str(header.SOPInstanceUID)
+        if uid in first:
+            reason = f"same SOP Instance UID as {first[uid]}; only that file is run"
+            result.duplicates.append(
+                {
+                    "status": "duplicate",
+                    "file": str(path),
+                    "sop_instance_uid": uid,
+                    "duplicate_of": first[uid],
+                    "reason": reason,
+                }
+            )
+            continue
+        first[uid] = str(path)
         header.filename = str(path)
         headers.append(header)
     for series in group_series(headers):
@@ -242,6 +273,7 @@ class Inferencer:
             "series_uid": job.series.uid,
             "files": [str(item.path) for item in decoded],
             "sop_instance_uids": [str(item.header.SOPInstanceUID) for item in decoded],
+            "frames": [len(item.inputs) for item in decoded],
             "results": [summarize(item) for item in items],
             "outputs": [],
             "issues": list(job.series.issues),
@@ -258,7 +290,14 @@ def write_outputs(
     writer = OUTPUTS.get(producer.spec.task)
     if writer is None:
         return []
-    return [str(path) for path in writer(producer, decoded, items, out_dir)]
+    try:
+        return [str(path) for path in writer(producer, decoded, items, out_dir)]
+    except (OutputRefused, GateRefused, DicomInputError):
+        raise
+    except Exception as error:  # a library's text may quote source values; ours never does
+        raise OutputRefused(
+            internal_error(error, f"writing the {producer.spec.task} outputs")
+        ) from None
 
 
 def for_writing(decoded: list[Decoded]) -> list[Decoded]:
@@ -282,7 +321,26 @@ def _sources(decoded: list[Decoded]) -> list[Dataset]:
 
 def _frames(decoded: list[Decoded]) -> list[Decoded]:
     """One entry per frame, so per-slice results line up with their source files."""
-    return [item for item in decoded for _ in range(len(item.inputs))]
+    return [item for item, _ in _numbered_frames(decoded)]
+
+
+def _numbered_frames(decoded: list[Decoded]) -> list[tuple[Decoded, int | None]]:
+    """Each frame with its 1-based number in a multi-frame source (None for single-frame)."""
+    from edgeimg.dicom.frames import is_multiframe
+
+    return [
+        (item, index + 1 if is_multiframe(item.header) else None)
+        for item in decoded
+        for index in range(len(item.inputs))
+    ]
+
+
+def _reference(source: Decoded, frame: int | None) -> dict[str, Any]:
+    """How a finding names its image: the SOP Instance UID, and the frame when there are many."""
+    reference: dict[str, Any] = {"sop_instance_uid": str(source.header.SOPInstanceUID)}
+    if frame is not None:
+        reference["frame"] = frame
+    return reference
 
 
 def _identity(producer: Producer, out_dir: Path) -> dict[str, Any]:
@@ -292,12 +350,15 @@ def _identity(producer: Producer, out_dir: Path) -> dict[str, Any]:
 
 def _series_finding(decoded: list[Decoded], items: list[dict[str, Any]]) -> dict[str, Any]:
     """The series-level finding of a slice classifier: its most confident slice, named."""
-    source, best = max(zip(_frames(decoded), items, strict=True), key=lambda p: p[1]["probability"])
+    (source, frame), best = max(
+        zip(_numbered_frames(decoded), items, strict=True), key=lambda p: p[1]["probability"]
+    )
     return {
         "level": "series",
         "probability": best["probability"],
         "label": any(item["label"] for item in items),
         "sop_instance_uids": [str(source.header.SOPInstanceUID)],
+        "frames": [frame],
     }
 
 
@@ -316,12 +377,8 @@ def _write_classification(producer: Producer, decoded, items, out_dir: Path) -> 
         ]
     else:
         findings = [_series_finding(decoded, items)] + [
-            {
-                "sop_instance_uid": str(source.header.SOPInstanceUID),
-                "probability": item["probability"],
-                "label": True,
-            }
-            for source, item in zip(_frames(decoded), items, strict=True)
+            {**_reference(source, frame), "probability": item["probability"], "label": True}
+            for (source, frame), item in zip(_numbered_frames(decoded), items, strict=True)
             if item["label"]
         ]
     return [write_sr(_sources(decoded), findings, **_identity(producer, out_dir))]
@@ -333,17 +390,16 @@ def _write_detection(producer: Producer, decoded, items, out_dir: Path) -> list[
 
     height, width = producer.spec.input.size
     findings = []
-    for source, item in zip(_frames(decoded), items, strict=True):
+    for (source, frame), item in zip(_numbered_frames(decoded), items, strict=True):
         scale = np.array([source.columns / width, source.rows / height] * 2)
         boxes = [
             [*(np.asarray(box) * scale).round(1).tolist(), score]
             for box, score in zip(item["boxes"], item["scores"], strict=True)
         ]
         if boxes:
-            findings.append({"sop_instance_uid": str(source.header.SOPInstanceUID), "boxes": boxes})
+            findings.append({**_reference(source, frame), "boxes": boxes})
     if not findings:
-        first = _frames(decoded)[0]
-        findings = [{"sop_instance_uid": str(first.header.SOPInstanceUID), "boxes": []}]
+        findings = [{**_reference(*_numbered_frames(decoded)[0]), "boxes": []}]
     return [write_sr(_sources(decoded), findings, **_identity(producer, out_dir))]
 
 

@@ -45,10 +45,12 @@ def test_run_writes_valid_dicom_results(model, study, engines, tmp_path):
     done = run(model, str(study), "--out", str(out), "--engines-dir", str(engines), "--json")
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
-    assert summary["counts"] == {"ok": 2, "skipped": 3, "error": 0}
+    assert summary["counts"] == {"ok": 12, "skipped": 3, "duplicate": 0, "error": 0}
+    assert summary["series"] == 2
     lines = [line for line in results(out) if line["status"] == "ok"]
+    assert len({line["file"] for line in lines}) == 12
     for line in lines:
-        assert len(line["results"]) == 6 and line["engine"] == summary["engine"]
+        assert len(line["results"]) == 1 and line["engine"] == summary["engine"]
         for path in line["outputs"]:
             assert dciodvfy_errors(Path(path)) == []
             written = pydicom.dcmread(path)
@@ -81,17 +83,35 @@ def test_a_writer_failure_in_the_pool_becomes_an_error_line():
     from concurrent.futures import Future
 
     from edgeimg.commands.run import _finish_writing
+    from edgeimg.dicom.write import OutputRefused
 
     writes: Future = Future()
-    writes.set_exception(ValueError("no findings to report"))
+    writes.set_exception(OutputRefused("a.dcm: SliceThickness (0018,0050) is empty"))
     line = {"status": "ok", "series_uid": "1.2.3", "files": ["a.dcm"], "results": []}
     _finish_writing(line, writes)
     assert line == {
         "status": "error",
         "series_uid": "1.2.3",
         "files": ["a.dcm"],
-        "error": "no findings to report",
+        "error": "a.dcm: SliceThickness (0018,0050) is empty",
     }
+
+
+def test_a_library_failure_is_reported_by_type_and_place_not_by_its_text():
+    """A library's message may quote the values it choked on; the error line never does."""
+    from concurrent.futures import Future
+
+    from edgeimg.commands.run import _finish_writing
+
+    writes: Future = Future()
+    try:
+        raise TypeError('The string "DOE JOHN" is unlikely to represent a person name')
+    except TypeError as error:
+        writes.set_exception(error)
+    line = {"status": "ok", "series_uid": "1.2.3", "files": ["a.dcm"], "results": []}
+    _finish_writing(line, writes)
+    assert line["status"] == "error" and "DOE" not in line["error"]
+    assert line["error"].startswith("internal error while writing the outputs: TypeError at ")
 
 
 def test_real_files_from_pydicom(engines, tmp_path):
@@ -113,16 +133,17 @@ def test_real_files_from_pydicom(engines, tmp_path):
     for line in results(out):
         by_status.setdefault(line["status"], []).append(line)
     (ok,) = by_status["ok"]
-    assert ok["files"][0].endswith("CT_small.dcm") and len(ok["results"]) == 1
-    reasons = {
-        Path(name).name: line["reason"] for line in by_status["skipped"] for name in line["files"]
-    }
+    assert ok["file"].endswith("CT_small.dcm") and len(ok["results"]) == 1
+    reasons = {Path(line["file"]).name: line["reason"] for line in by_status["skipped"]}
     assert reasons["notes.txt"] == "not a DICOM file"
     assert "modality MR" in reasons["MR_small.dcm"]
     assert "modality" in reasons["JPEG2000.dcm"]
     (error,) = by_status["error"]
     assert "CT_cut.dcm" in error["error"]
     assert json.loads(done.stdout)["failures"][0]["error"] == error["error"]
+    assert {Path(line["file"]).name for line in results(out)} == {
+        path.name for path in inputs.iterdir()
+    }
 
 
 def test_unknown_model_is_a_usage_error(study):
@@ -154,3 +175,94 @@ def test_pool_decodes_in_chunks_and_keeps_file_order(tmp_path):
     assert isinstance(pooled[DECODE_CHUNK + 1], DicomInputError)
     decoded = [(a, b) for a, b in zip(pooled, here, strict=True) if not isinstance(a, Exception)]
     assert all((a.inputs == b.inputs).all() for a, b in decoded)
+
+
+def _ct_small(folder: Path, name: str = "CT_small.dcm", **changes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    ds.save_as(folder / name)
+    return folder / name
+
+
+def test_files_sharing_an_instance_uid_run_once_and_the_rest_are_named_duplicates(
+    engines, tmp_path
+):
+    first = _ct_small(tmp_path / "in", "a.dcm")
+    second = _ct_small(tmp_path / "in", "b.dcm", InstanceNumber=2)
+    out = tmp_path / "out"
+    done = run("cnn", str(tmp_path / "in"), "--out", str(out), "--engines-dir", str(engines))
+    assert done.exit_code == 0, done.output
+    rows = {Path(row["file"]).name: row for row in results(out)}
+    assert rows["a.dcm"]["status"] == "ok"
+    assert rows["b.dcm"]["status"] == "duplicate"
+    assert rows["b.dcm"]["duplicate_of"] == str(first) != str(second)
+    assert "duplicate" in done.output and "b.dcm" in done.output
+
+
+@pytest.mark.parametrize("contents", ["empty", "no DICOM"])
+def test_a_folder_with_nothing_to_run_says_what_it_found_and_fails(contents, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if contents == "no DICOM":
+        (folder / "notes.txt").write_text("not DICOM")
+    out = tmp_path / "out"
+    done = run("cnn", str(folder), "--out", str(out), "--json")
+    assert done.exit_code == 1
+    summary = json.loads(done.stdout)
+    expected = 0 if contents == "empty" else 1
+    assert summary["note"].startswith(f"scanned {expected} file(s): 0 DICOM image(s)")
+    assert summary["note"].endswith("nothing to run")
+    assert len(results(out)) == expected
+
+
+def test_a_refused_series_is_named_and_the_batch_goes_on(study, engines, tmp_path):
+    """A legal CT with an empty SliceThickness, alone in its series, cannot give a valid SEG:
+    it is refused by file and attribute while the other series get theirs."""
+    inputs = tmp_path / "in"
+    shutil.copytree(study, inputs)
+    odd = _ct_small(inputs / "odd", SliceThickness=None)
+    out = tmp_path / "out"
+    done = run("unet", str(inputs), "--out", str(out), "--engines-dir", str(engines), "--json")
+    assert done.exit_code == 1 and "Traceback" not in done.output
+    rows = {row["file"]: row for row in results(out)}
+    assert rows[str(odd)]["error"].startswith(f"{odd}: SliceThickness (0018,0050) is empty")
+    ok = [row for row in rows.values() if row["status"] == "ok"]
+    assert len(ok) == 12 and all(row["outputs"] for row in ok)
+
+
+def test_the_table_shows_findings(study, engines, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import edgeimg.commands.run
+
+    screen = io.StringIO()
+    monkeypatch.setattr(edgeimg.commands.run, "out", Console(file=screen, width=250))
+    done = run("cnn", str(study), "--out", str(tmp_path / "out"), "--engines-dir", str(engines))
+    assert done.exit_code == 0
+    found = [line for line in screen.getvalue().splitlines() if "lesion on" in line]
+    assert len(found) == 2 and all("/6 slices (max p=" in line for line in found)
+
+
+def test_ctrl_c_keeps_the_series_that_finished(study, engines, tmp_path, monkeypatch):
+    import edgeimg.inference
+
+    real = edgeimg.inference.decode_series
+
+    def interrupted_after_one(jobs, spec, pool):
+        iterator = real(jobs, spec, pool)
+        yield next(iterator)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgeimg.inference, "decode_series", interrupted_after_one)
+    out = tmp_path / "out"
+    args = ("cnn", str(study), "--out", str(out), "--engines-dir", str(engines), "--json")
+    done = run(*args, "--workers", "0")
+    assert done.exit_code == 130
+    summary = json.loads(done.stdout)
+    assert summary["note"].startswith("interrupted")
+    assert summary["counts"]["ok"] == 6 and summary["series"] == 1
+    assert len([row for row in results(out) if row["status"] == "ok"]) == 6

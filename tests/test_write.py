@@ -251,12 +251,33 @@ def test_sr_finding_naming_an_unknown_image_is_an_error(sources, tmp_path):
         write_sr(sources, unknown, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
 
 
-def test_sr_on_ct_without_geometry_names_the_image_and_what_it_lacks(sources, tmp_path):
+@pytest.mark.parametrize("change", ["absent", "empty"])
+def test_sr_library_leaves_out_the_geometry_a_source_does_not_give(change, sources, tmp_path):
+    """Image Library descriptors are optional (TID 1602): an entry keeps what its source says
+    and the SR stays valid, where highdicom's own library fails on a missing or empty value."""
     flat = [ds.copy() for ds in sources]
-    del flat[0].PixelSpacing
+    for keyword in ("PixelSpacing", "SliceThickness"):
+        if change == "absent":
+            delattr(flat[0], keyword)
+        else:
+            setattr(flat[0], keyword, None)
     finding = [{"sop_instance_uid": flat[0].SOPInstanceUID, "probability": 0.9, "label": True}]
-    with pytest.raises(ValueError, match=f"{flat[0].SOPInstanceUID} \\(CT\\) has no PixelSpacing"):
-        write_sr(flat, finding, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
+    path = write_sr(flat, finding, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
+    names = {
+        item.ConceptNameCodeSequence[0].CodeMeaning
+        for item in _library_entries(pydicom.dcmread(path))[0].ContentSequence
+    }
+    assert "Image Position (Patient) X" in names
+    assert not names & {"Horizontal Pixel Spacing", "Slice Thickness"}
+    assert dciodvfy_errors(path) == []
+    hd.sr.srread(path)
+
+
+def _library_entries(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
+    root = sr.ContentSequence
+    library = next(i for i in root if i.ConceptNameCodeSequence[0].CodeMeaning == "Image Library")
+    entries = [item for group in library.ContentSequence for item in group.ContentSequence]
+    return [item for item in entries if item.ValueType == "IMAGE"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,8 +1,12 @@
-"""`edgeimg run`: a model over files and folders of DICOM, results beside them."""
+"""`edgeimg run`: a model over files and folders of DICOM, results beside them.
+
+Every input file gets a row in results.jsonl (ok, skipped, duplicate or error), and the rows
+and the summary are written on every way out: success, a failed series, or Ctrl-C (what
+finished is kept). One series failing never stops the others.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import Executor, Future
@@ -16,6 +20,12 @@ from rich.table import Table
 
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
+from edgeimg.results import file_rows, finding, write_lines
+
+STATUSES = ("ok", "skipped", "duplicate", "error")
+STYLES = {"ok": "green", "skipped": "yellow", "duplicate": "yellow", "error": "red"}
+#: exit status after Ctrl-C, as shells report a command ended by SIGINT
+INTERRUPTED = 130
 
 
 def _progress(disable: bool) -> Progress:
@@ -75,69 +85,163 @@ def run(
     as_json: bool,
 ) -> None:
     """Run model NAME over DICOM files or folders (recursively); write results to --out."""
-    from edgeimg.engine import EngineError, load_engine
-    from edgeimg.inference import Inferencer, decode_series, decoder_pool, scan
+    from edgeimg.inference import scan
 
     spec = get_registry().model(name)
     extras = _extras(spec, preview, features)
-    started = time.perf_counter()
+    batch_run = _Run(name, out_dir, as_json, time.perf_counter())
     found = scan(list(paths), spec)
-    try:
-        err.print(f"loading the {precision} engine for {name} ...") if not as_json else None
-        engine = load_engine(
-            name, backend=backend, precision=precision, engines_dir=engines_dir, build=True
-        )
-    except EngineError as error:
-        raise click.ClickException(str(error)) from None
-    inferencer = Inferencer(spec, engine, batch=batch)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines: list[dict[str, Any]] = [*found.errors, *found.skipped]
-    accepted = [job for job in found.jobs if job.skip is None]
+    batch_run.lines += [*found.errors, *found.skipped, *found.duplicates]
     for job in found.jobs:
         if job.skip is not None:
-            lines.append(
+            batch_run.lines.append(_skipped(job))
+    accepted = [job for job in found.jobs if job.skip is None]
+    if not accepted:
+        batch_run.finish(found.describe() + "; nothing to run")
+        raise SystemExit(1)
+    try:
+        batch_run.process(spec, accepted, backend, precision, engines_dir, workers, batch, extras)
+    except KeyboardInterrupt:
+        batch_run.finish("interrupted: results of the series that finished are kept")
+        raise SystemExit(INTERRUPTED) from None
+    batch_run.finish()
+    if batch_run.failed:
+        raise SystemExit(1)
+
+
+class _Run:
+    """One `run`: the lines it has so far, and how to report them on any way out."""
+
+    def __init__(self, name: str, out_dir: Path, as_json: bool, started: float) -> None:
+        self.name = name
+        self.out_dir = out_dir
+        self.as_json = as_json
+        self.started = started
+        self.lines: list[dict[str, Any]] = []
+        self.engine_key: str | None = None
+        self.images = 0
+
+    @property
+    def failed(self) -> bool:
+        return any(line["status"] == "error" for line in self.lines) or self.images == 0
+
+    def process(self, spec, jobs, backend, precision, engines_dir, workers, batch, extras) -> None:
+        """Infer every accepted series, writing outputs in the pool while the engine goes on."""
+        from edgeimg.engine import EngineError, load_engine
+        from edgeimg.inference import Inferencer, decode_series, decoder_pool
+
+        if not self.as_json:
+            err.print(f"loading the {precision} engine for {self.name} ...")
+        try:
+            engine = load_engine(
+                self.name, backend=backend, precision=precision, engines_dir=engines_dir, build=True
+            )
+        except EngineError as error:
+            raise click.ClickException(str(error)) from None
+        self.engine_key = engine.key
+        inferencer = Inferencer(spec, engine, batch=batch)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        total = sum(len(job.paths) for job in jobs)
+        pool = decoder_pool(workers) if workers > 0 else None
+        pending: list[tuple[dict[str, Any], Future | None, int]] = []
+        try:
+            with _progress(self.as_json or not err.is_terminal) as progress:
+                decoding = progress.add_task("decoded", total=total, rate="")
+                inferring = progress.add_task("inferred", total=total, rate="")
+                writing = progress.add_task("written", total=total, rate="")
+                for job, items in decode_series(jobs, spec, pool):
+                    decoded = [item for item in items if not isinstance(item, Exception)]
+                    for error in (item for item in items if isinstance(item, Exception)):
+                        self.lines.append(_error_line(job, error))
+                    progress.advance(decoding, len(items))
+                    if decoded:
+                        line, writes = _run_series(
+                            inferencer, job, decoded, self.out_dir, extras, pool
+                        )
+                        self.lines.append(line)
+                        pending.append((line, writes, len(items)))
+                        self.images += sum(len(item.inputs) for item in decoded)
+                    progress.advance(inferring, len(items))
+                    elapsed = time.perf_counter() - self.started
+                    progress.update(inferring, rate=f"{self.images / elapsed:.1f} images/s")
+                for line, writes, count in pending:
+                    _finish_writing(line, writes)
+                    progress.advance(writing, count)
+        except KeyboardInterrupt:
+            for line, writes, _ in pending:  # keep what finished; forget what did not
+                if writes is None or (writes.done() and writes.exception() is None):
+                    _finish_writing(line, writes)
+                else:
+                    self.lines.remove(line)
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+    def finish(self, note: str | None = None) -> None:
+        """Write results.jsonl and the summary (a table, or one JSON document)."""
+        seconds = time.perf_counter() - self.started
+        rows = [row for line in self.lines for row in file_rows(line)]
+        results = write_lines(rows, self.out_dir)[0]
+        counts = {status: sum(row["status"] == status for row in rows) for status in STATUSES}
+        if self.as_json:
+            print_json(
                 {
-                    "status": "skipped",
-                    "series_uid": job.series.uid,
-                    "files": [str(p) for p in job.paths],
-                    "reason": job.skip,
+                    "model": self.name,
+                    "engine": self.engine_key,
+                    "out": str(self.out_dir),
+                    "files": len(rows),
+                    "images": self.images,
+                    "seconds": round(seconds, 3),
+                    "images_per_s": round(self.images / seconds, 2) if seconds else None,
+                    "counts": counts,
+                    "series": sum(
+                        "series_uid" in line and line["status"] == "ok" for line in self.lines
+                    ),
+                    "results": str(results),
+                    "note": note,
+                    "failures": [row for row in rows if row["status"] == "error"],
                 }
             )
-    total = sum(len(job.paths) for job in accepted)
-    pool = decoder_pool(workers) if workers > 0 else None
-    images = 0
-    try:
-        with _progress(as_json or not err.is_terminal) as progress:
-            decoding = progress.add_task("decoded", total=total, rate="")
-            inferring = progress.add_task("inferred", total=total, rate="")
-            writing = progress.add_task("written", total=total, rate="")
-            pending: list[tuple[dict[str, Any], Future | None, int]] = []
-            for job, items in decode_series(accepted, spec, pool):
-                decoded = [item for item in items if not isinstance(item, Exception)]
-                for error in (item for item in items if isinstance(item, Exception)):
-                    lines.append(_error_line(job, error))
-                progress.advance(decoding, len(items))
-                if decoded:
-                    line, writes = _run_series(inferencer, job, decoded, out_dir, extras, pool)
-                    lines.append(line)
-                    pending.append((line, writes, len(items)))
-                    images += sum(len(item.inputs) for item in decoded)
-                progress.advance(inferring, len(items))
-                elapsed = time.perf_counter() - started
-                progress.update(inferring, rate=f"{images / elapsed:.1f} images/s")
-            for line, writes, count in pending:
-                _finish_writing(line, writes)
-                progress.advance(writing, count)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    seconds = time.perf_counter() - started
-    with (out_dir / "results.jsonl").open("a", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(json.dumps(line, sort_keys=True) + "\n")
-    _report(name, engine.key, lines, images, seconds, out_dir, as_json)
-    if any(line["status"] == "error" for line in lines):
-        raise SystemExit(1)
+            return
+        out.print(_table(self.name, self.lines))
+        done = ", ".join(f"{counts[status]} {status}" for status in STATUSES if counts[status])
+        out.print(f"{len(rows)} file(s): {done or 'none'}; {self.images} images in {seconds:.1f} s")
+        if note:
+            out.print(escape(note))
+        out.print(f"results in {escape(str(results))}")
+
+
+def _table(name: str, lines: list[dict[str, Any]]) -> Table:
+    """One row per series that ran (with its finding), one per file passed over or refused."""
+    table = Table(title=f"edgeimg run {name}")
+    table.add_column("status")
+    for column in ("series / file", "finding or reason", "outputs"):
+        table.add_column(column, overflow="fold")  # a path cut short hides the file's name
+    for line in lines:
+        status = line["status"]
+        if status == "ok":
+            what = f"{line['series_uid']} ({len(line['files'])} files)"
+            detail = finding(line.get("results", []))
+            outputs = ", ".join(Path(p).name for p in line["outputs"]) or "json"
+        else:
+            files = line.get("files") or [line.get("file", "")]
+            what = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+            detail = line.get("reason") or line.get("error", "")
+            outputs = ""
+        table.add_row(
+            f"[{STYLES[status]}]{status}[/]", escape(str(what)), escape(detail), escape(outputs)
+        )
+    return table
+
+
+def _skipped(job: Any) -> dict[str, Any]:
+    return {
+        "status": "skipped",
+        "series_uid": job.series.uid,
+        "files": [str(p) for p in job.paths],
+        "reason": job.skip,
+    }
 
 
 def _error_line(job: Any, error: Exception) -> dict[str, Any]:
@@ -169,7 +273,7 @@ def _run_series(
 ) -> tuple[dict[str, Any], Future | None]:
     """One series through the engine; its DICOM outputs are written in the pool while the
     engine goes on (highdicom is pure Python: in this process it would hold up inference).
-    A failure becomes an error line."""
+    Any failure becomes the series' error line, in our words."""
     from edgeimg.inference import for_writing, write_outputs
 
     try:
@@ -191,8 +295,9 @@ def _run_series(
             npy, csv_path = write_features(inferencer.spec, decoded, out_dir)
             result.line["features"] = {"npy": str(npy), "index": str(csv_path)}
         return result.line, writes
-    except (ValueError, RuntimeError) as error:
-        return _series_error(job.series.uid, [str(item.path) for item in decoded], error), None
+    except Exception as error:  # one series must not end the batch
+        files = [str(item.path) for item in decoded]
+        return _series_error(job.series.uid, files, error, "running the model"), None
 
 
 def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
@@ -201,54 +306,20 @@ def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
         return
     try:
         line["outputs"] = writes.result()
-    except (ValueError, RuntimeError) as error:
-        failed = _series_error(line["series_uid"], line["files"], error)
+    except Exception as error:  # the writers' own errors are already in our words
+        failed = _series_error(line["series_uid"], line["files"], error, "writing the outputs")
         line.clear()
         line.update(failed)
 
 
-def _series_error(series_uid: str, files: list[str], error: Exception) -> dict[str, Any]:
-    return {"status": "error", "series_uid": series_uid, "files": files, "error": f"{error}"}
+def _series_error(
+    series_uid: str, files: list[str], error: Exception, doing: str
+) -> dict[str, Any]:
+    from edgeimg.dicom.gate import GateRefused
+    from edgeimg.dicom.read import DicomInputError
+    from edgeimg.dicom.write import OutputRefused
+    from edgeimg.errors import internal_error
 
-
-def _report(
-    name: str,
-    key: str,
-    lines: list[dict[str, Any]],
-    images: int,
-    seconds: float,
-    out_dir: Path,
-    as_json: bool,
-) -> None:
-    counts = {
-        status: sum(line["status"] == status for line in lines)
-        for status in ("ok", "skipped", "error")
-    }
-    if as_json:
-        print_json(
-            {
-                "model": name,
-                "engine": key,
-                "out": str(out_dir),
-                "images": images,
-                "seconds": round(seconds, 3),
-                "images_per_s": round(images / seconds, 2) if seconds else None,
-                "counts": counts,
-                "results": str(out_dir / "results.jsonl"),
-                "failures": [line for line in lines if line["status"] == "error"],
-            }
-        )
-        return
-    table = Table(title=f"edgeimg run {name}")
-    for column in ("status", "series / file", "result"):
-        table.add_column(column)
-    for line in lines:
-        what = line.get("series_uid") or line.get("file", "")
-        if line["status"] == "ok":
-            detail = ", ".join(Path(p).name for p in line["outputs"]) or "json"
-        else:
-            detail = line.get("reason") or line.get("error", "")
-        style = {"ok": "green", "skipped": "yellow", "error": "red"}[line["status"]]
-        table.add_row(f"[{style}]{line['status']}[/]", escape(str(what)), escape(detail))
-    out.print(table)
-    out.print(f"{images} images in {seconds:.1f} s; results in {out_dir / 'results.jsonl'}")
+    ours = isinstance(error, OutputRefused | GateRefused | DicomInputError)
+    message = str(error) if ours else internal_error(error, doing)
+    return {"status": "error", "series_uid": series_uid, "files": files, "error": message}

@@ -20,7 +20,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
-from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
+from edgeimg.dicom.frames import is_multiframe
+from edgeimg.dicom.gate import REQUIRED
+from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, refuse, save
 from edgeimg.model import ModelSpec
 
 # Attributes of the source that would be wrong on the derived image: they describe the source's
@@ -57,7 +59,7 @@ def write_derived(
     output = prepare("derived", "derived", sources, model, engine_key)
     now = datetime.now()
     return [
-        save(_derived(source, image, output, now), out_dir)
+        save(_derived(source, image, output, now), out_dir, [source])
         for source, image in zip(sources, images, strict=True)
     ]
 
@@ -65,8 +67,9 @@ def write_derived(
 def _checked(images: np.ndarray, sources: list[Dataset]) -> np.ndarray:
     images = np.asarray(images, dtype=np.float64)
     for source in sources:
-        if int(getattr(source, "NumberOfFrames", 1) or 1) != 1:
-            raise ValueError("derived images are written for single-frame sources only")
+        if is_multiframe(source):
+            why = "is above 1: derived images are written for single-frame sources only"
+            raise refuse(source, "NumberOfFrames", why)
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in sources}
     if len(shapes) != 1 or images.shape != (len(sources), *shapes.pop()):
         raise ValueError(f"images have shape {images.shape}; expected one per source, same size")
@@ -85,6 +88,9 @@ def _derived(source: Dataset, image: np.ndarray, output: Output, now: datetime) 
     _identify(ds, source, output, now)
     _reference(ds, source, output, now)
     _set_pixels(ds, image)
+    for keyword in REQUIRED.get(str(ds.SOPClassUID), ((), ()))[1]:
+        if keyword not in ds:  # Type 2 the source left out: present and empty, as the IOD asks
+            setattr(ds, keyword, None)
     return ds
 
 

@@ -14,7 +14,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from edgeimg.dicom.write import MANUFACTURER, check_sources, prepare, save
+from edgeimg.dicom.frames import Frame, frames_of, slice_spacing
+from edgeimg.dicom.write import MANUFACTURER, check_sources, prepare, refuse, save
 from edgeimg.model import ModelSpec
 
 # The model's label codes name what was segmented; this names the kind of thing it is.
@@ -47,6 +48,7 @@ def write_seg(
     """
     sources = check_sources(sources, one_series=True)
     masks = _checked(masks, sources, len(model.labels))
+    thickness = _checked_geometry([frame for ds in sources for frame in frames_of(ds)])
     output = prepare("seg", "SEG", sources, model, engine_key)
     seg = hd.seg.Segmentation(
         source_images=sources,
@@ -63,7 +65,41 @@ def write_seg(
         device_serial_number=output.device_serial_number,
         series_description=output.series_description,
     )
-    return save(seg, out_dir)
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    if not measures.get("SliceThickness"):
+        measures.SliceThickness = thickness  # highdicom copies the source's, empty or not
+    return save(seg, out_dir, sources)
+
+
+def _checked_geometry(frames: list[Frame]) -> float:
+    """Check the plane geometry a SEG copies from its sources; return the slice thickness.
+
+    A SEG in a frame of reference needs, per frame, a position, and shared orientation, pixel
+    spacing and slice thickness (Pixel Measures, Type 1C). A source may leave SliceThickness
+    empty (Type 2 in the CT Image IOD): the SEG's own slices are then as thick as the distance
+    between them, which is what the masks cover. What no source gives is refused by name.
+    """
+    first = frames[0].source
+    if not first.get("FrameOfReferenceUID"):
+        why = "is missing; a SEG places its masks in the source's frame of reference"
+        raise refuse(first, "FrameOfReferenceUID", why)
+    for frame in frames:
+        needed = {
+            "ImagePositionPatient": frame.position,
+            "ImageOrientationPatient": frame.orientation,
+            "PixelSpacing": frame.pixel_spacing,
+        }
+        for keyword, value in needed.items():
+            if value is None:
+                why = "is missing or malformed; a SEG needs the plane geometry of every frame"
+                raise refuse(frame.source, keyword, why)
+    if len({frame.orientation for frame in frames}) != 1:
+        raise refuse(first, "ImageOrientationPatient", "differs between the series' frames")
+    thickness = frames[0].slice_thickness or slice_spacing(frames)
+    if thickness is None:
+        why = "is empty and one slice gives no spacing to take it from (SEG Pixel Measures)"
+        raise refuse(first, "SliceThickness", why)
+    return round(thickness, 6)
 
 
 def _checked(masks: np.ndarray, sources: list[Dataset], segments: int) -> np.ndarray:

@@ -3,19 +3,22 @@
 `findings` is a list of dicts, one per finding; all refer to the model's first label
 (`model.labels[0]`, e.g. SNOMED 52988006 "Lesion"):
 
-- slice level: ``{"sop_instance_uid": uid, "probability": 0.93, "label": True}``
+- slice level: ``{"sop_instance_uid": uid, "probability": 0.93, "label": True}``, with
+  ``"frame": n`` (1-based) when the source is a multi-frame (enhanced) image
 - series level: ``{"level": "series", "probability": 0.71, "label": True}``, optionally with
   ``"sop_instance_uids": [...]``, the images the finding rests on (default: every source)
-- detection: ``{"sop_instance_uid": uid, "boxes": [[x0, y0, x1, y1, score], ...]}``, corners in
+- detection: ``{"sop_instance_uid": uid, "boxes": [[x0, y0, x1, y1, score], ...]}`` (and
+  ``"frame"``), corners in
   DICOM image coordinates (column, row; (0, 0) is the top-left corner of the top-left pixel, as
   for torchvision boxes); an empty list records the finding as absent on that image.
 
 Slice and series findings become measurement groups (TID 1501) with the finding code, the
 probability as a measurement in {probability}, and the presence of the finding as a
-qualitative evaluation; they reference the source image(s). The Image Library (TID 1600)
-lists the images the groups reference; the evidence sequence lists every source. Library
-entries are what makes an SR slow to build (about 12 ms each in highdicom), so a series-level
-finding that rests on one slice names that slice rather than the whole series.
+qualitative evaluation; they reference the source image(s), by frame number for multi-frame
+sources. The Image Library (TID 1600, `edgeimg.dicom.library`) lists the frames the groups
+reference, with the geometry each source gives; the evidence sequence lists every source.
+Library entries are what makes an SR slow to build, so a series-level finding that rests on
+one slice names that slice rather than the whole series.
 
 Each box becomes a planar ROI group (TID 1410) whose SCOORD POLYLINE (closed rectangle) lies
 on its source image, with the detector score as a measurement. SCOORD on the source image,
@@ -34,6 +37,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from edgeimg.dicom.frames import Frame, frames_of
+from edgeimg.dicom.library import image_library
 from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
 from edgeimg.model import ModelSpec
 
@@ -43,12 +48,6 @@ SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
 PROCEDURES = {"CT": codes.SCT.ComputedTomography}
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging")
-_CROSS_SECTIONAL = ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient")
-_PROJECTION = ("PatientOrientation", "ImagerPixelSpacing")
-LIBRARY_GEOMETRY = {
-    **dict.fromkeys(("CT", "MR", "PT"), _CROSS_SECTIONAL),
-    **dict.fromkeys(("CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"), _PROJECTION),
-}
 
 Group = (
     hd.sr.MeasurementsAndQualitativeEvaluations
@@ -73,14 +72,14 @@ def write_sr(
     measurements = [
         group for index, finding in enumerate(findings) for group in groups(index, finding)
     ]
-    library = [ds for ds in sources if ds.SOPInstanceUID in groups.referenced]
-    _check_library_geometry(library)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(output),
         procedure_reported=PROCEDURES.get(sources[0].Modality, IMAGING_PROCEDURE),
         imaging_measurements=measurements,
-        referenced_images=library,
     )
+    library = [frame for frame in groups.frames if frame.key in groups.referenced]
+    # TID 1500 places the library before the Imaging Measurements container (the last item)
+    report[0].ContentSequence.insert(-1, image_library(library))
     sr = hd.sr.Comprehensive3DSR(
         evidence=sources,
         content=report,
@@ -93,20 +92,7 @@ def write_sr(
         is_final=True,
         series_description=output.series_description,
     )
-    return save(sr, out_dir)
-
-
-def _check_library_geometry(images: Sequence[Dataset]) -> None:
-    """An Image Library entry describes a CT/MR/PT image by its geometry, and X-ray images by
-    theirs: say which source lacks it (the IODs require it) rather than fail inside highdicom."""
-    for ds in images:
-        needed = LIBRARY_GEOMETRY.get(str(ds.get("Modality", "")), ())
-        missing = [keyword for keyword in needed if keyword not in ds]
-        if missing:
-            raise ValueError(
-                f"source image {ds.SOPInstanceUID} ({ds.Modality}) has no {', '.join(missing)};"
-                " the SR's image library needs the geometry its IOD requires"
-            )
+    return save(sr, out_dir, sources)
 
 
 def _observation_context(output: Output) -> hd.sr.ObservationContext:
@@ -129,8 +115,9 @@ class _Groups:
 
     def __init__(self, sources: Sequence[Dataset], output: Output) -> None:
         self.sources = list(sources)
-        self.by_uid = {ds.SOPInstanceUID: ds for ds in sources}
-        self.referenced: set[str] = set()
+        self.frames = [frame for ds in sources for frame in frames_of(ds)]
+        self.by_key = {frame.key: frame for frame in self.frames}
+        self.referenced: set[tuple[str, int | None]] = set()
         self.output = output
         label = output.model.labels[0]
         self.finding_type = hd.sr.CodedConcept(label.value, label.scheme, label.meaning)
@@ -142,12 +129,18 @@ class _Groups:
         """One group per slice or series finding, one planar ROI group per box."""
         if finding.get("level") == "series":
             uids = finding.get("sop_instance_uids")
-            images = self.sources if uids is None else [self.by_uid.get(uid) for uid in uids]
+            frames = finding.get("frames") or [None] * len(uids or [])
+            keys = (
+                [frame.key for frame in self.frames]
+                if uids is None
+                else list(zip(uids, frames, strict=True))
+            )
         else:
-            images = [self.by_uid.get(finding.get("sop_instance_uid"))]
+            keys = [(finding.get("sop_instance_uid"), finding.get("frame"))]
+        images = [self.by_key.get(key) for key in keys]
         if not images or None in images:
-            raise ValueError(f"finding {index} names no source image: {dict(finding)!r}")
-        self.referenced.update(ds.SOPInstanceUID for ds in images)
+            raise ValueError(f"finding {index} names no source image or frame: {keys[:3]}")
+        self.referenced.update(keys)
         if finding.get("boxes"):
             return [
                 self._box(index, number, box, images[0])
@@ -167,7 +160,7 @@ class _Groups:
         return hd.sr.Measurement(name=name, value=value, unit=unit, algorithm_id=self.algorithm)
 
     def _image(
-        self, index: int, images: Sequence[Dataset], probability: float | None, *, present: bool
+        self, index: int, images: Sequence[Frame], probability: float | None, *, present: bool
     ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
         measurements = (
             []
@@ -180,7 +173,12 @@ class _Groups:
             finding_type=self.finding_type,
             algorithm_id=self.algorithm,
             source_images=[
-                hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in images
+                hd.sr.SourceImageForMeasurementGroup(
+                    referenced_sop_class_uid=frame.source.SOPClassUID,
+                    referenced_sop_instance_uid=frame.source.SOPInstanceUID,
+                    referenced_frame_numbers=frame.number,
+                )
+                for frame in images
             ],
             measurements=measurements,
             qualitative_evaluations=[
@@ -189,14 +187,18 @@ class _Groups:
         )
 
     def _box(
-        self, index: int, number: int, box: Sequence[float], image: Dataset
+        self, index: int, number: int, box: Sequence[float], image: Frame
     ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
         x0, y0, x1, y1, score = (float(value) for value in box)
         corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
         region = hd.sr.ImageRegion(
             graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
             graphic_data=corners,
-            source_image=hd.sr.SourceImageForRegion.from_source_image(image),
+            source_image=hd.sr.SourceImageForRegion(
+                referenced_sop_class_uid=image.source.SOPClassUID,
+                referenced_sop_instance_uid=image.source.SOPInstanceUID,
+                referenced_frame_numbers=image.number,
+            ),
         )
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=self._tracking(f"{index}.{number}"),

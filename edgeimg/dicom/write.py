@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from edgeimg import __version__
+from edgeimg.dicom.gate import check_output
+from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
 from edgeimg.durable import atomic_file
 from edgeimg.model import ModelSpec
@@ -27,6 +30,25 @@ NOT_CLINICAL = "not for clinical use"
 SERIES_OFFSETS = {"sr": 7000, "seg": 8000, "derived": 9000}
 _LO = 64
 _MAX_IS = 2**31 - 1
+
+
+class OutputRefused(ValueError):
+    """An output these sources cannot make conformant; the text names the file and attribute."""
+
+
+def source_name(ds: Dataset) -> str:
+    """How a refusal names a source: its file, else its SOP Instance UID."""
+    filename = getattr(ds, "filename", None)
+    if isinstance(filename, str) and filename:
+        return filename
+    return f"instance {ds.get('SOPInstanceUID', '?')}"
+
+
+def refuse(ds: Dataset, keyword: str, why: str) -> OutputRefused:
+    """The refusal for attribute `keyword` of source `ds`, in the one shape every writer uses."""
+    tag = tag_for_keyword(keyword)
+    named = f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
+    return OutputRefused(f"{source_name(ds)}: {named} {why}")
 
 
 @dataclass(frozen=True)
@@ -58,12 +80,6 @@ def series_description(model: ModelSpec, what: str) -> str:
         return f"{model.name} {model.version} {what}"[:_LO]
     suffix = f" - {NOT_CLINICAL}"
     return f"{model.name} {model.version} {what}"[: _LO - len(suffix)] + suffix
-
-
-COPIED_TYPE2 = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-    "ReferringPhysicianName", "StudyID", "AccessionNumber",
-)  # fmt: skip
 
 
 def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> list[Dataset]:
@@ -108,8 +124,10 @@ def prepare(
     return Output(uids, number, series_description(model, what), model, engine_key)
 
 
-def save(dataset: Dataset, out_dir: Path) -> Path:
-    """Write `dataset` to out_dir/<SOPInstanceUID>.dcm durably: temp file, fsync, rename."""
+def save(dataset: Dataset, out_dir: Path, sources: Sequence[Dataset]) -> Path:
+    """Gate `dataset`, then write it to out_dir/<SOPInstanceUID>.dcm durably (temp file, fsync,
+    rename): an object that fails the gate never reaches the folder the forwarder reads."""
+    check_output(dataset, sources)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{check_uid(str(dataset.SOPInstanceUID))}.dcm"
