@@ -14,6 +14,7 @@ from typing import Any
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
 
 TASKS = ("classify", "series-classify", "segment", "detect", "enhance", "anomaly")
 
@@ -69,7 +70,11 @@ class ModelSpec:
     weights: str | None = None
     input: InputSpec = field(default_factory=InputSpec)
     modalities: tuple[str, ...] = ("CT",)
-    sop_classes: tuple[str, ...] = (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE)
+    sop_classes: tuple[str, ...] = (
+        CT_IMAGE_STORAGE,
+        ENHANCED_CT_IMAGE_STORAGE,
+        LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
+    )
     labels: tuple[Code, ...] = (LESION,)
     outputs: tuple[str, ...] = ("json",)
     metric: str = ""

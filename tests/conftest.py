@@ -25,6 +25,13 @@ def fresh_registry(monkeypatch):
     reset_registry()
 
 
+@pytest.fixture(scope="session")
+def engines(tmp_path_factory) -> Path:
+    """One engine store for the session: engines are keyed by their content, so sharing is
+    safe, and each model is built once rather than once per test module."""
+    return tmp_path_factory.mktemp("engines")
+
+
 def write_distribution(root: Path, dist: str, entry_point: str, module: str, source: str) -> Path:
     """An installed distribution as pip leaves it: a module plus a dist-info with entry points."""
     root.mkdir(parents=True, exist_ok=True)

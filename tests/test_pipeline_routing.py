@@ -34,11 +34,6 @@ SR = "1.2.840.10008.5.1.4.1.1.88.34"
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("engines")
-
-
 @contextmanager
 def listener(spool: Path, aet: str, **options) -> Iterator[Listener]:
     """An in-process edgeimg listener on a free loopback port."""

@@ -26,11 +26,6 @@ def study(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("engines")
-
-
 def run(*args: str):
     return CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
 

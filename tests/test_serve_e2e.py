@@ -30,11 +30,6 @@ def pacs():
         yield server
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("engines")
-
-
 def storescu(port: int, folder: Path) -> None:
     files = sorted(str(p) for p in folder.glob("*.dcm"))
     subprocess.run(

@@ -20,9 +20,14 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
-from edgeimg.dicom.frames import is_multiframe
+from edgeimg.dicom.derived_frames import (
+    mark_frames_derived,
+    rescales,
+    source_reference,
+)
+from edgeimg.dicom.frames import frame_count, is_multiframe
 from edgeimg.dicom.gate import REQUIRED
-from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, refuse, save
+from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
 from edgeimg.model import ModelSpec
 
 # Attributes of the source that would be wrong on the derived image: they describe the source's
@@ -43,6 +48,7 @@ DROPPED = (
     "DataSetTrailingPadding",
 )
 INT16 = np.iinfo(np.int16)
+SOURCE_PURPOSE = codes.DCM.SourceImageForImageProcessingOperation
 
 
 def write_derived(
@@ -53,32 +59,34 @@ def write_derived(
     engine_key: str,
     out_dir: Path,
 ) -> list[Path]:
-    """Write `images` (K, R, C) in HU, image k derived from `sources[k]`; return the paths."""
+    """Write `images` (K, R, C) in HU, one derived image per source; return the paths.
+
+    Image k lies on source frame k: `sources[k]` for single-frame images; a multi-frame
+    (enhanced) source takes as many images as it has frames and gives a multi-frame image.
+    """
     sources = check_sources(sources, one_series=True)
     images = _checked(images, sources)
     output = prepare("derived", "derived", sources, model, engine_key)
     now = datetime.now()
+    ends = np.cumsum([frame_count(source) for source in sources])
     return [
-        save(_derived(source, image, output, now), out_dir, [source])
-        for source, image in zip(sources, images, strict=True)
+        save(_derived(source, block, output, now), out_dir, [source])
+        for source, block in zip(sources, np.split(images, ends[:-1]), strict=True)
     ]
 
 
 def _checked(images: np.ndarray, sources: list[Dataset]) -> np.ndarray:
     images = np.asarray(images, dtype=np.float64)
-    for source in sources:
-        if is_multiframe(source):
-            why = "is above 1: derived images are written for single-frame sources only"
-            raise refuse(source, "NumberOfFrames", why)
+    frames = sum(frame_count(source) for source in sources)
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in sources}
-    if len(shapes) != 1 or images.shape != (len(sources), *shapes.pop()):
-        raise ValueError(f"images have shape {images.shape}; expected one per source, same size")
+    if len(shapes) != 1 or images.shape != (frames, *shapes.pop()):
+        raise ValueError(f"images have shape {images.shape}; expected one per frame, same size")
     if not np.isfinite(images).all():
         raise ValueError("images contain NaN or infinite values")
     return images
 
 
-def _derived(source: Dataset, image: np.ndarray, output: Output, now: datetime) -> Dataset:
+def _derived(source: Dataset, images: np.ndarray, output: Output, now: datetime) -> Dataset:
     ds = copy.deepcopy(source)
     ds.remove_private_tags()
     for keyword in DROPPED:
@@ -87,7 +95,7 @@ def _derived(source: Dataset, image: np.ndarray, output: Output, now: datetime) 
         del ds[tag]  # curves and overlays are drawn on the source's pixels
     _identify(ds, source, output, now)
     _reference(ds, source, output, now)
-    _set_pixels(ds, image)
+    _set_pixels(ds, images, rescales(ds))
     for keyword in REQUIRED.get(str(ds.SOPClassUID), ((), ()))[1]:
         if keyword not in ds:  # Type 2 the source left out: present and empty, as the IOD asks
             setattr(ds, keyword, None)
@@ -110,16 +118,15 @@ def _identify(ds: Dataset, source: Dataset, output: Output, now: datetime) -> No
 
 
 def _reference(ds: Dataset, source: Dataset, output: Output, now: datetime) -> None:
-    """Say what the image came from and what made it."""
-    item = Dataset()
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    item.PurposeOfReferenceCodeSequence = [
-        hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
-    ]
-    ds.SourceImageSequence = [item]
+    """Say what the image came from and what made it: the source image, or for a multi-frame
+    image each frame's source frame (its Derivation Image functional group)."""
     model = output.model
-    ds.DerivationDescription = f"{model.task} by {model.name} {model.version} ({output.engine_key})"
+    description = f"{model.task} by {model.name} {model.version} ({output.engine_key})"
+    if is_multiframe(source):
+        mark_frames_derived(ds, source, description, SOURCE_PURPOSE)
+    else:
+        ds.SourceImageSequence = [source_reference(source, None, SOURCE_PURPOSE)]
+        ds.DerivationDescription = description
     ds.ContributingEquipmentSequence = [
         *getattr(source, "ContributingEquipmentSequence", []),
         hd.ContributingEquipment(
@@ -134,14 +141,18 @@ def _reference(ds: Dataset, source: Dataset, output: Output, now: datetime) -> N
     ]
 
 
-def _set_pixels(ds: Dataset, image: np.ndarray) -> None:
-    """Store HU as int16 through the source's rescale, so a viewer shows what the model made."""
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    stored = np.clip(np.rint((image - intercept) / slope), INT16.min, INT16.max).astype("<i2")
+def _set_pixels(ds: Dataset, images: np.ndarray, scales: list[tuple[float, float]]) -> None:
+    """Store HU as int16 through each frame's own rescale, so a viewer shows what the model
+    made."""
+    stored = np.stack(
+        [
+            np.clip(np.rint((image - intercept) / slope), INT16.min, INT16.max)
+            for image, (slope, intercept) in zip(images, scales, strict=True)
+        ]
+    ).astype("<i2")
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = stored.shape
+    ds.Rows, ds.Columns = stored.shape[1:]
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15

@@ -212,16 +212,23 @@ def _pixels(ds: Dataset) -> Iterator[str]:
 
 def _references(ds: Dataset, sources: Sequence[Dataset]) -> Iterator[str]:
     """Every instance the object references is one of its sources (or itself), with a frame
-    number that source has; a predecessor document (a revised SR) may name earlier outputs."""
+    number that source has, or one its sources reference themselves (a derived copy keeps its
+    source's own references: a localizer, the images a legacy conversion came from); a
+    predecessor document (a revised SR) may name earlier outputs."""
     frames = {str(source.SOPInstanceUID): frame_count(source) for source in sources}
     frames[str(ds.get("SOPInstanceUID", ""))] = frame_count(ds)
+    inherited = {
+        str(item.ReferencedSOPInstanceUID)
+        for source in sources
+        for item in _referencing_items(source)
+    }
     for item in _referencing_items(ds):
         uid = str(item.ReferencedSOPInstanceUID)
-        if uid not in frames:
+        if uid not in frames and uid not in inherited:
             yield f"references instance {uid}, which is not one of its sources"
             return
         numbers = item.get("ReferencedFrameNumber")
-        if numbers is None or numbers == "":
+        if numbers is None or numbers == "" or uid not in frames:
             continue
         for number in numbers if isinstance(numbers, list) else [numbers]:
             if not 1 <= int(number) <= frames[uid]:

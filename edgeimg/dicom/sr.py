@@ -176,7 +176,7 @@ class _Groups:
                 hd.sr.SourceImageForMeasurementGroup(
                     referenced_sop_class_uid=frame.source.SOPClassUID,
                     referenced_sop_instance_uid=frame.source.SOPInstanceUID,
-                    referenced_frame_numbers=frame.number,
+                    referenced_frame_numbers=_numbers(frame),
                 )
                 for frame in images
             ],
@@ -197,7 +197,7 @@ class _Groups:
             source_image=hd.sr.SourceImageForRegion(
                 referenced_sop_class_uid=image.source.SOPClassUID,
                 referenced_sop_instance_uid=image.source.SOPInstanceUID,
-                referenced_frame_numbers=image.number,
+                referenced_frame_numbers=_numbers(image),
             ),
         )
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -207,3 +207,8 @@ class _Groups:
             algorithm_id=self.algorithm,
             measurements=[self._measurement(SCORE, score, NO_UNITS)],
         )
+
+
+def _numbers(frame: Frame) -> list[int] | None:
+    """Referenced Frame Number for a frame of a multi-frame source; None for single-frame."""
+    return None if frame.number is None else [frame.number]
