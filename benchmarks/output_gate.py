@@ -25,7 +25,7 @@ from pydicom.pixels import apply_modality_lut
 
 from edgeimg.dicom import write
 from edgeimg.dicom.derived import write_derived
-from edgeimg.dicom.gate import check_output
+from edgeimg.dicom.output_gate import check_output
 from edgeimg.dicom.seg import write_seg
 from edgeimg.dicom.sr import write_sr
 from edgeimg.plugins import get_registry

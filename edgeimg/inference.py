@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from edgeimg.dicom.gate import GateRefused
+from edgeimg.dicom.output_gate import GateRefused
 from edgeimg.dicom.preprocess import resize, to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series

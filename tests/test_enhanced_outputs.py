@@ -19,7 +19,7 @@ from dciodvfy import dciodvfy_errors
 from pydicom.pixels import apply_modality_lut
 
 from edgeimg.cli import cli
-from edgeimg.synth.dicom import write_study
+from tests.enhanced import write_legacy_enhanced
 
 SLICES = 6
 
@@ -27,20 +27,7 @@ SLICES = 6
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory) -> Path:
     """One Legacy Converted Enhanced CT object of SLICES frames, alone in its folder."""
-    root = tmp_path_factory.mktemp("legacy")
-    written = write_study(root / "classic", series=1, slices=SLICES, size=64, seed=5)
-    slices = [pydicom.dcmread(p) for p in sorted((written.out_dir / "series-001").glob("*.dcm"))]
-    converted = hd.legacy.LegacyConvertedEnhancedCTImage(
-        slices,
-        series_instance_uid=hd.UID(),
-        series_number=90,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-    )
-    folder = root / "enhanced"
-    folder.mkdir()
-    converted.save_as(folder / "legacy.dcm")
-    return folder
+    return write_legacy_enhanced(tmp_path_factory.mktemp("legacy"), slices=SLICES, size=64)
 
 
 def _run(model: str, inputs: Path, engines: Path, out: Path) -> dict:

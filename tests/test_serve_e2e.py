@@ -13,6 +13,7 @@ import pytest
 from edgeimg.pacs import Orthanc
 from edgeimg.synth.dicom import write_study
 from tests.dciodvfy import dciodvfy_errors
+from tests.enhanced import write_legacy_enhanced
 from tests.peers import free_port, needs_dcmtk, start_serve, stop
 
 pytestmark = [
@@ -24,16 +25,18 @@ SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pacs():
     with Orthanc("PACS") as server:
         yield server
 
 
 def storescu(port: int, folder: Path) -> None:
+    """Send a folder as a scanner would, proposing the SOP classes of its files (-R): dcmtk's
+    default list lacks the legacy converted enhanced classes."""
     files = sorted(str(p) for p in folder.glob("*.dcm"))
     subprocess.run(
-        ["storescu", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1", str(port), *files],
+        ["storescu", "-R", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1", str(port), *files],
         check=True, capture_output=True, timeout=120, env={"TCP_NODELAY": "1"},
     )  # fmt: skip
 
@@ -46,10 +49,19 @@ def queue(spool: Path) -> list[dict]:
     return json.loads(done.stdout)["series"]
 
 
-def test_series_to_sr_and_seg_at_the_pacs(pacs, engines, tmp_path, monkeypatch):
+def classic_series(root: Path) -> tuple[Path, int]:
+    write_study(root, series=1, slices=40, size=128, seed=11)
+    return root / "series-001", 40
+
+
+def legacy_enhanced_series(root: Path) -> tuple[Path, int]:
+    return write_legacy_enhanced(root, slices=12, size=128, seed=11), 1
+
+
+@pytest.mark.parametrize("make_series", [classic_series, legacy_enhanced_series])
+def test_series_to_sr_and_seg_at_the_pacs(make_series, pacs, engines, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEIMG_ENGINES", str(engines))
-    study = tmp_path / "study"
-    write_study(study, series=1, slices=40, size=128, seed=11)
+    folder, instances = make_series(tmp_path / "study")
     port = free_port()
     server = start_serve(
         "--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(tmp_path / "spool"),
@@ -58,7 +70,7 @@ def test_series_to_sr_and_seg_at_the_pacs(pacs, engines, tmp_path, monkeypatch):
         port=port, cwd=tmp_path,
     )  # fmt: skip
     try:
-        storescu(port, study / "series-001")
+        storescu(port, folder)
 
         def arrived():
             counts = pacs.count_by_sop_class()
@@ -75,7 +87,7 @@ def test_series_to_sr_and_seg_at_the_pacs(pacs, engines, tmp_path, monkeypatch):
         path.write_bytes(pacs.instance_file(instance))
         assert dciodvfy_errors(path) == []
     (series,) = queue(tmp_path / "spool")
-    assert series["instances"] == 40 and series["state"] == "done"
+    assert series["instances"] == instances and series["state"] == "done"
     assert series["forwards"] == {"done": 2}
     log = (tmp_path / "serve.log").read_text()
     assert "SYNTH^" not in log and "PatientName" not in log

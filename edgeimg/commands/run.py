@@ -315,7 +315,7 @@ def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
 def _series_error(
     series_uid: str, files: list[str], error: Exception, doing: str
 ) -> dict[str, Any]:
-    from edgeimg.dicom.gate import GateRefused
+    from edgeimg.dicom.output_gate import GateRefused
     from edgeimg.dicom.read import DicomInputError
     from edgeimg.dicom.write import OutputRefused
     from edgeimg.errors import internal_error

@@ -26,7 +26,7 @@ from edgeimg.dicom.derived_frames import (
     source_reference,
 )
 from edgeimg.dicom.frames import frame_count, is_multiframe
-from edgeimg.dicom.gate import REQUIRED
+from edgeimg.dicom.output_gate import REQUIRED
 from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
 from edgeimg.model import ModelSpec
 

@@ -17,7 +17,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from edgeimg import __version__
-from edgeimg.dicom.gate import check_output
+from edgeimg.dicom.output_gate import check_output
 from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
 from edgeimg.durable import atomic_file

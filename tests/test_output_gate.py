@@ -12,7 +12,7 @@ from dciodvfy import dciodvfy_errors
 from pydicom.dataset import Dataset
 
 from edgeimg.dicom import write
-from edgeimg.dicom.gate import GateRefused, check_output, problems_of
+from edgeimg.dicom.output_gate import GateRefused, check_output, problems_of
 from tests.test_write import KINDS, run, sources  # noqa: F401 - the fixture
 
 
@@ -31,7 +31,7 @@ def _shared_measures(ds: Dataset) -> Dataset:
 
 
 def _first_reference(ds: Dataset) -> Dataset:
-    from edgeimg.dicom.gate import _referencing_items
+    from edgeimg.dicom.output_gate import _referencing_items
 
     return next(iter(_referencing_items(ds)))
 
