@@ -20,6 +20,7 @@ from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, parse_peer
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
+from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
 
 try:
     import tomllib
@@ -146,6 +147,27 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     help="Associations served at once; more are rejected as busy.",
 )
 @click.option(
+    "--artim",
+    default=ARTIM,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a connection has to send its association request before it is closed.",
+)
+@click.option(
+    "--max-pending",
+    default=PENDING_TOTAL,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections still without an association request, in all; the oldest goes first.",
+)
+@click.option(
+    "--max-pending-per-host",
+    default=PENDING_PER_HOST,
+    show_default=True,
+    type=click.IntRange(1),
+    help="The same, from one host. Neither kind takes an association slot.",
+)
+@click.option(
     "--min-free-mb",
     default=512.0,
     show_default=True,
@@ -202,7 +224,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
         complete_on_release=options["complete_on_release"],
         max_associations=options["max_associations"], min_free_mb=options["min_free_mb"],
         tls=tls, acse_timeout=min(30.0, options["timeout"]), dimse_timeout=options["timeout"],
-        network_timeout=options["timeout"],
+        network_timeout=options["timeout"], artim=options["artim"],
+        pending_total=options["max_pending"], pending_per_host=options["max_pending_per_host"],
     )  # fmt: skip
     listener = Listener(config)
     deid_key = None

@@ -126,13 +126,12 @@ class Pending:
         """Register a new connection, closing older pending ones past a bound."""
         entry = Entry(sock, host, time.monotonic() + self.artim)
         with self._changed:
-            hosts = self._by_host.setdefault(host, [])
-            if len(hosts) >= self.per_host:
-                self._close(hosts[0], "bound")
+            if len(self._by_host.get(host, ())) >= self.per_host:
+                self._close(self._by_host[host][0], "bound")
             elif len(self._entries) >= self.total:
                 busiest = max(self._by_host.values(), key=len)
                 self._close(busiest[0], "bound")
-            hosts.append(entry)
+            self._by_host.setdefault(host, []).append(entry)
             self._entries[entry] = None
             self._changed.notify()
         return entry
