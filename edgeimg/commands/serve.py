@@ -16,7 +16,7 @@ from rich.table import Table
 from edgeimg.commands.deid import load_or_create_key
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
-from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, parse_peer
+from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
@@ -292,7 +292,10 @@ def _live(stop: threading.Event, listener: Any, worker: Any, title: str) -> None
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
 def echo(peer, calling: str, timeout: float) -> None:
     """C-ECHO a peer (AET@HOST:PORT): exit 0 if it answers with success."""
-    ok, message = c_echo(peer, calling, timeout)
+    try:
+        ok, message = c_echo(peer, calling, timeout)
+    except NetworkError as error:
+        raise click.ClickException(str(error)) from None
     out.print(("[green]ok[/] " if ok else "[red]failed[/] ") + escape(message), soft_wrap=True)
     sys.exit(0 if ok else 1)
 
@@ -323,7 +326,10 @@ def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
                 progress.console.print(f"[red]failed[/] {escape(str(result.path))}: "
                                        f"{escape(result.error)}", soft_wrap=True)  # fmt: skip
 
-        results = c_store(peer, files, calling, timeout, advance)
+        try:
+            results = c_store(peer, files, calling, timeout, advance, fail_fast=True)
+        except NetworkError as error:
+            raise click.ClickException(str(error)) from None
     _summary(results)
     sys.exit(0 if results and all(result.ok for result in results) else 1)
 
