@@ -30,8 +30,17 @@ def serve(tmp_path):
     started: list[Listener] = []
 
     def start(**overrides) -> tuple[Listener, int]:
-        values = dict(aet=AET, port=0, host=HOST, spool=tmp_path / "spool", min_free_mb=0,
-                      acse_timeout=5, dimse_timeout=5, network_timeout=30, artim=30)  # fmt: skip
+        values = dict(
+            aet=AET,
+            port=0,
+            host=HOST,
+            spool=tmp_path / "spool",
+            min_free_mb=0,
+            acse_timeout=5,
+            dimse_timeout=5,
+            network_timeout=30,
+            artim=30,
+        )
         values.update(overrides)
         listener = Listener(ServeConfig(**values))
         started.append(listener)
@@ -123,8 +132,9 @@ def test_echoscu_is_served_beside_more_raw_connections_than_the_host_may_hold(se
     listener, port = serve(max_associations=1)
     flood = [_raw(port) for _ in range(listener.config.pending_per_host + 20)]
     try:
-        result = subprocess.run(["echoscu", "-aec", AET, HOST, str(port)],
-                                capture_output=True, timeout=30)  # fmt: skip
+        result = subprocess.run(
+            ["echoscu", "-aec", AET, HOST, str(port)], capture_output=True, timeout=30
+        )
         assert result.returncode == 0, result.stderr
     finally:
         for sock in flood:
@@ -202,8 +212,18 @@ def test_serve_takes_the_artim_from_its_config_file(tmp_path):
     config = tmp_path / "serve.toml"
     config.write_text("[serve]\nartim = 0.5\nmax-pending-per-host = 8\n")
     port = free_port()
-    process = start_serve("--aet", AET, "--host", HOST, "--config", str(config),
-                          "--spool", str(tmp_path / "spool"), port=port, cwd=tmp_path)  # fmt: skip
+    process = start_serve(
+        "--aet",
+        AET,
+        "--host",
+        HOST,
+        "--config",
+        str(config),
+        "--spool",
+        str(tmp_path / "spool"),
+        port=port,
+        cwd=tmp_path,
+    )
     try:
         with _raw(port) as idle:
             assert _is_closed(idle)

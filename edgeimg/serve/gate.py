@@ -112,8 +112,9 @@ class Pending:
     it sees the end of the stream and gives up.
     """
 
-    def __init__(self, artim: float = ARTIM, per_host: int = PENDING_PER_HOST,
-                 total: int = PENDING_TOTAL) -> None:  # fmt: skip
+    def __init__(
+        self, artim: float = ARTIM, per_host: int = PENDING_PER_HOST, total: int = PENDING_TOTAL
+    ) -> None:
         self.artim, self.per_host, self.total = artim, per_host, total
         self._entries: OrderedDict[Entry, None] = OrderedDict()
         self._by_host: dict[str, list[Entry]] = {}

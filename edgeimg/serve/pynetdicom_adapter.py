@@ -202,8 +202,9 @@ class _Server(ThreadedAssociationServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         entry = self.pending.admit(request, client_address[0])
-        thread = threading.Thread(target=self._gate, args=(entry, client_address),
-                                  name="edgeimg-pending", daemon=True)  # fmt: skip
+        thread = threading.Thread(
+            target=self._gate, args=(entry, client_address), name="edgeimg-pending", daemon=True
+        )
         thread.start()
 
     def _gate(self, entry: Any, client_address: Any) -> None:
@@ -295,13 +296,27 @@ def _instance_attributes() -> str | None:
     assoc = Association(AE(), "acceptor")
     names = {
         "Association": (assoc, ("dul", "dimse", "acse", "requestor", "acceptor")),
-        "DULServiceProvider": (assoc.dul, ("_run_loop_delay", "event_queue", "to_provider_queue",
-                                           "to_user_queue", "socket", "state_machine")),
+        "DULServiceProvider": (
+            assoc.dul,
+            (
+                "_run_loop_delay",
+                "event_queue",
+                "to_provider_queue",
+                "to_user_queue",
+                "socket",
+                "state_machine",
+            ),
+        ),
         "DIMSEServiceProvider": (assoc.dimse, ("msg_queue", "dul")),
         "ACSE": (assoc.acse, ("send_reject",)),
-    }  # fmt: skip
-    missing = [f"{owner}.{name}" for owner, (value, wanted) in names.items()
-               for name in wanted if not hasattr(value, name)]  # fmt: skip
+        "StateMachine": (assoc.dul.state_machine, ("current_state", "dul")),
+    }
+    missing = [
+        f"{owner}.{name}"
+        for owner, (value, wanted) in names.items()
+        for name in wanted
+        if not hasattr(value, name)
+    ]
     return f"instances lack {', '.join(missing)}" if missing else None
 
 
@@ -321,19 +336,26 @@ def _servers_list() -> str | None:
 ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
     ("_handlers log handlers", _has(_handlers, *(h.__name__ for _, h in LOG_HANDLERS))),
     ("_config.STORE_SEND_CHUNKED_DATASET", _has(_config, "STORE_SEND_CHUNKED_DATASET")),
-    ("fsm.StateMachine", _has(fsm.StateMachine, "do_action", "current_state")),
+    ("fsm.StateMachine", _has(fsm.StateMachine, "do_action")),
     ("fsm.TRANSITION_TABLE entries", _transitions),
     ("DULServiceProvider methods", _has(DULServiceProvider, "kill_dul", "send_pdu")),
     ("association internals", _instance_attributes),
-    ("DIMSEServiceProvider.send_msg", _params(DIMSEServiceProvider.send_msg, "primitive",
-                                              "context_id")),  # fmt: skip
+    (
+        "DIMSEServiceProvider.send_msg",
+        _params(DIMSEServiceProvider.send_msg, "primitive", "context_id"),
+    ),
     ("DIMSEServiceProvider attributes", _has(DIMSEServiceProvider, "maximum_pdu_size")),
     ("AssociationSocket", _has(AssociationSocket, "recv", "ready", "send")),
     ("AssociationSocket.recv", _params(AssociationSocket.recv, "nr_bytes")),
     ("RequestHandler._create_association", _has(RequestHandler, "_create_association")),
-    ("ThreadedAssociationServer", _has(ThreadedAssociationServer, "process_request_thread",
-                                       "get_request", "shutdown_request")),  # fmt: skip
-    ("AE.make_server", _params(AE.make_server, "server_class", "request_handler")),
+    (
+        "ThreadedAssociationServer",
+        _has(
+            ThreadedAssociationServer, "process_request_thread", "get_request", "shutdown_request"
+        ),
+    ),
+    ("AE.make_server", _params(AE.make_server, "server_class", "kwargs")),
+    ("ThreadedAssociationServer()", _params(ThreadedAssociationServer.__init__, "request_handler")),
     ("AE._servers", _servers_list),
     ("P_DATA", _has(P_DATA(), "presentation_data_value_list")),
 )
