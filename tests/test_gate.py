@@ -15,7 +15,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from edgeimg.serve.gate import Pending
+from edgeimg.serve.gate import DropCounter, Pending
 from edgeimg.serve.listener import Listener, ServeConfig
 from tests.corpus import associate_rq, read_pdu
 from tests.peers import free_port, needs_dcmtk, start_serve, stop
@@ -231,3 +231,12 @@ def test_serve_takes_the_artim_from_its_config_file(tmp_path):
     finally:
         stop(process)
     assert '"reason": "artim"' in (tmp_path / "serve.log").read_text()
+
+
+def test_a_flood_of_drops_is_logged_as_counts_not_lines():
+    drops = DropCounter(every=0.2)
+    assert drops.count("h", "bound") == 1  # the first is logged at once
+    assert [drops.count("h", "bound") for _ in range(3)] == [0, 0, 0]
+    assert drops.count("other", "bound") == 1  # hosts and reasons are counted apart
+    time.sleep(0.25)
+    assert drops.count("h", "bound") == 4  # the next line carries those held back

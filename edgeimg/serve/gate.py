@@ -32,6 +32,9 @@ ABORT_UNEXPECTED = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0])
 ABORT_INVALID_LENGTH = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
 _DRAIN_LIMIT = 1 << 16
 _DRAIN_TIME = 1.0
+#: seconds between two `connection_dropped` lines for the same host and reason
+DROP_LOG_EVERY = 10.0
+_DROP_KEYS = 1024
 
 
 class Refused(Exception):
@@ -92,6 +95,29 @@ def refuse(peer: socket.socket, refused: Refused) -> None:
         pass
 
 
+class DropCounter:
+    """Counts dropped connections so that a flood cannot flood the log: `count` says how many
+    to report now (this one and those held back), or 0 within `every` seconds of the last
+    line for the same host and reason."""
+
+    def __init__(self, every: float = DROP_LOG_EVERY) -> None:
+        self.every = every
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, host: str, reason: str) -> int:
+        now, key = time.monotonic(), (host, reason)
+        with self._lock:
+            last, held = self._last.get(key, (-self.every, 0))
+            if now - last < self.every:
+                self._last[key] = (last, held + 1)
+                return 0
+            if len(self._last) >= _DROP_KEYS:
+                self._last = {k: v for k, v in self._last.items() if now - v[0] < self.every}
+            self._last[key] = (now, 0)
+            return held + 1
+
+
 @dataclass(eq=False)
 class Entry:
     """One pending connection; `sock` is replaced by its TLS socket once wrapped."""
@@ -121,6 +147,7 @@ class Pending:
         self._changed = threading.Condition()
         self._stopped = False
         self.closed: dict[str, int] = {"artim": 0, "bound": 0}
+        self.drops = DropCounter()
         threading.Thread(target=self._reap, name="edgeimg-artim", daemon=True).start()
 
     def admit(self, sock: socket.socket, host: str) -> Entry:
@@ -150,7 +177,10 @@ class Pending:
             return len(self._entries) if host is None else len(self._by_host.get(host, ()))
 
     def stop(self) -> None:
+        """Close every pending connection and end the reaper (the listener is stopping)."""
         with self._changed:
+            for entry in list(self._entries):
+                self._close(entry, "stopped")
             self._stopped = True
             self._changed.notify()
 
@@ -163,7 +193,7 @@ class Pending:
 
     def _close(self, entry: Entry, why: str) -> None:
         entry.closed_because = why
-        self.closed[why] += 1
+        self.closed[why] = self.closed.get(why, 0) + 1
         self._remove(entry)
         try:
             # The socket level, not SSLSocket.shutdown: that would also drop the TLS state

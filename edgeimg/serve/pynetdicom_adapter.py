@@ -192,6 +192,9 @@ class _Server(ThreadedAssociationServer):
 
     daemon_threads = True
     block_on_close = False
+    #: the listen backlog (socketserver's default is 5): a burst of connections past it has its
+    #: SYNs dropped, and a real peer among them waits a second for its retry
+    request_queue_size = socket.SOMAXCONN
     pending: Pending
     requests: dict[Any, bytes]
 
@@ -209,7 +212,9 @@ class _Server(ThreadedAssociationServer):
 
     def _gate(self, entry: Any, client_address: Any) -> None:
         request = entry.sock
-        request.settimeout(min(self.ae.network_timeout, self.pending.artim))
+        # The ARTIM timer is the reaper's (`Pending`); a shorter network timeout ends a stall.
+        stall = self.ae.network_timeout
+        request.settimeout(stall if stall and stall < self.pending.artim else None)
         try:
             if self.ssl_context is not None:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
@@ -230,12 +235,14 @@ class _Server(ThreadedAssociationServer):
         if isinstance(error, Refused):
             refuse(request, error)
         reason = entry.closed_because or getattr(error, "reason", None)
-        if isinstance(error, ssl.SSLError):
+        if reason is None and isinstance(error, ssl.SSLError):
             reason = f"TLS: {error.reason or error}"
-        elif isinstance(error, TimeoutError):
+        elif reason is None and isinstance(error, TimeoutError):
             reason = "timeout"
         if reason != "closed before an association request":
-            log("connection_dropped", host=entry.host, reason=reason or str(error))
+            count = self.pending.drops.count(entry.host, reason or str(error))
+            if count:
+                log("connection_dropped", host=entry.host, reason=reason or str(error), count=count)
         self.shutdown_request(request)
 
 
