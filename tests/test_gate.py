@@ -7,6 +7,7 @@ associations (pynetdicom, and dcmtk's echoscu where installed) beside them.
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -17,8 +18,9 @@ from pynetdicom import AE
 
 from edgeimg.serve.gate import DropCounter, Pending
 from edgeimg.serve.listener import Listener, ServeConfig
-from tests.corpus import associate_rq, read_pdu
-from tests.peers import free_port, needs_dcmtk, start_serve, stop
+from edgeimg.serve.security import server_tls_context
+from tests.corpus import VERIFICATION, Association, associate_rq, read_pdu
+from tests.peers import free_port, needs_dcmtk, self_signed, start_serve, stop
 
 AET = "EDGE"
 HOST = "127.0.0.1"
@@ -240,3 +242,19 @@ def test_a_flood_of_drops_is_logged_as_counts_not_lines():
     assert drops.count("other", "bound") == 1  # hosts and reasons are counted apart
     time.sleep(0.25)
     assert drops.count("h", "bound") == 4  # the next line carries those held back
+
+
+def test_silent_tls_clients_are_closed_by_artim_while_a_tls_peer_associates(serve, tmp_path):
+    key, cert = self_signed(tmp_path)
+    listener, port = serve(tls=server_tls_context(cert, key), artim=1)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    silent = [_raw(port) for _ in range(5)]  # connect, never send a ClientHello
+    try:
+        with Association(port, [(VERIFICATION, ExplicitVRLittleEndian)], tls=context) as legit:
+            assert legit.echo() == 0
+        assert all(_is_closed(sock) for sock in silent)
+        assert listener.pending.closed["artim"] == 5
+    finally:
+        for sock in silent:
+            sock.close()

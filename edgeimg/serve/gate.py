@@ -120,9 +120,9 @@ class DropCounter:
 
 @dataclass(eq=False)
 class Entry:
-    """One pending connection; `sock` is replaced by its TLS socket once wrapped."""
+    """One pending connection, by its descriptor: the same before and after a TLS wrap."""
 
-    sock: socket.socket
+    fd: int
     host: str
     deadline: float
     since: float = field(default_factory=time.monotonic)
@@ -134,8 +134,8 @@ class Pending:
 
     A reaper thread closes connections whose ARTIM time is over, whatever they are doing (a
     TLS handshake trickled byte by byte included); `admit` closes the oldest of the busiest
-    host when a bound is reached. Closing means shutting the socket down: the thread reading
-    it sees the end of the stream and gives up.
+    host when a bound is reached. Whoever closes a registered connection's socket must `leave`
+    first, so that a descriptor number is never shut down after it was reused.
     """
 
     def __init__(
@@ -152,7 +152,7 @@ class Pending:
 
     def admit(self, sock: socket.socket, host: str) -> Entry:
         """Register a new connection, closing older pending ones past a bound."""
-        entry = Entry(sock, host, time.monotonic() + self.artim)
+        entry = Entry(sock.fileno(), host, time.monotonic() + self.artim)
         with self._changed:
             if len(self._by_host.get(host, ())) >= self.per_host:
                 self._close(self._by_host[host][0], "bound")
@@ -195,12 +195,18 @@ class Pending:
         entry.closed_because = why
         self.closed[why] = self.closed.get(why, 0) + 1
         self._remove(entry)
+        # Shut down (not close) the descriptor: the thread reading it sees the end of the stream
+        # and closes it. It is still open, as its thread leaves `Pending` before closing it.
         try:
-            # The socket level, not SSLSocket.shutdown: that would also drop the TLS state
-            # another thread is using.
-            socket.socket.shutdown(entry.sock, socket.SHUT_RDWR)
+            peer = socket.socket(fileno=entry.fd)
         except OSError:
-            pass  # already closed by its own thread
+            return  # not a socket any more: nothing to wake
+        try:
+            peer.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the peer is gone already
+        finally:
+            peer.detach()
 
     def _reap(self) -> None:
         with self._changed:

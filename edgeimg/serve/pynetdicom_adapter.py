@@ -206,19 +206,25 @@ class _Server(ThreadedAssociationServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         entry = self.pending.admit(request, client_address[0])
         thread = threading.Thread(
-            target=self._gate, args=(entry, client_address), name="edgeimg-pending", daemon=True
+            target=self._gate,
+            args=(request, entry, client_address),
+            name="edgeimg-pending",
+            daemon=True,
         )
         thread.start()
 
-    def _gate(self, entry: Any, client_address: Any) -> None:
-        request = entry.sock
+    def _gate(self, request: Any, entry: Any, client_address: Any) -> None:
         # The ARTIM timer is the reaper's (`Pending`); a shorter network timeout ends a stall.
         stall = self.ae.network_timeout
         request.settimeout(stall if stall and stall < self.pending.artim else None)
         try:
             if self.ssl_context is not None:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-                entry.sock = request
+                # The handshake is ours, not the wrap's: a failed one must not close the
+                # descriptor while `pending` still holds it.
+                request = self.ssl_context.wrap_socket(
+                    request, server_side=True, do_handshake_on_connect=False
+                )
+                request.do_handshake()
             first = read_request(request)
         except (OSError, Refused) as error:
             self._drop(entry, request, error)
