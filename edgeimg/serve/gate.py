@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from edgeimg.serve import log
+
 #: seconds a new connection has to send its whole A-ASSOCIATE-RQ
 ARTIM = 5.0
 PENDING_PER_HOST = 32
@@ -95,27 +97,39 @@ def refuse(peer: socket.socket, refused: Refused) -> None:
         pass
 
 
-class DropCounter:
-    """Counts dropped connections so that a flood cannot flood the log: `count` says how many
-    to report now (this one and those held back), or 0 within `every` seconds of the last
-    line for the same host and reason."""
+class DropLog:
+    """`connection_dropped` lines that a flood cannot turn into a flood of lines: at most one
+    per host and reason every `every` seconds, whose `count` says how many drops it stands for
+    (those held back since the last line included). `flush` writes what is still held back."""
 
     def __init__(self, every: float = DROP_LOG_EVERY) -> None:
         self.every = every
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def count(self, host: str, reason: str) -> int:
+    def dropped(self, host: str, reason: str) -> None:
         now, key = time.monotonic(), (host, reason)
         with self._lock:
             last, held = self._last.get(key, (-self.every, 0))
             if now - last < self.every:
                 self._last[key] = (last, held + 1)
-                return 0
+                return
             if len(self._last) >= _DROP_KEYS:
-                self._last = {k: v for k, v in self._last.items() if now - v[0] < self.every}
+                self._write_held(now, everything=True)
+                self._last = {}
             self._last[key] = (now, 0)
-            return held + 1
+        log("connection_dropped", host=host, reason=reason, count=held + 1)
+
+    def flush(self, everything: bool = False) -> None:
+        """Write the counts held back for `every` seconds (all of them with `everything`)."""
+        with self._lock:
+            self._write_held(time.monotonic(), everything)
+
+    def _write_held(self, now: float, everything: bool) -> None:
+        for (host, reason), (last, count) in list(self._last.items()):
+            if count and (everything or now - last >= self.every):
+                self._last[(host, reason)] = (now, 0)
+                log("connection_dropped", host=host, reason=reason, count=count)
 
 
 @dataclass(eq=False)
@@ -147,7 +161,7 @@ class Pending:
         self._changed = threading.Condition()
         self._stopped = False
         self.closed: dict[str, int] = {"artim": 0, "bound": 0}
-        self.drops = DropCounter()
+        self.drops = DropLog()
         threading.Thread(target=self._reap, name="edgeimg-artim", daemon=True).start()
 
     def admit(self, sock: socket.socket, host: str) -> Entry:
@@ -183,6 +197,7 @@ class Pending:
                 self._close(entry, "stopped")
             self._stopped = True
             self._changed.notify()
+        self.drops.flush(everything=True)
 
     def _remove(self, entry: Entry) -> None:
         del self._entries[entry]
@@ -209,12 +224,13 @@ class Pending:
             peer.detach()
 
     def _reap(self) -> None:
+        """Close connections at their deadline; write held-back drop counts now and then."""
         with self._changed:
             while not self._stopped:
                 oldest = next(iter(self._entries), None)
-                if oldest is None:
-                    self._changed.wait()
-                elif oldest.deadline <= time.monotonic():
+                if oldest is not None and oldest.deadline <= time.monotonic():
                     self._close(oldest, "artim")
-                else:
-                    self._changed.wait(oldest.deadline - time.monotonic())
+                    continue
+                until = oldest.deadline - time.monotonic() if oldest else self.drops.every
+                self._changed.wait(min(until, self.drops.every))
+                self.drops.flush()

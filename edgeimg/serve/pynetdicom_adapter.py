@@ -246,9 +246,7 @@ class _Server(ThreadedAssociationServer):
         elif reason is None and isinstance(error, TimeoutError):
             reason = "timeout"
         if reason != "closed before an association request":
-            count = self.pending.drops.count(entry.host, reason or str(error))
-            if count:
-                log("connection_dropped", host=entry.host, reason=reason or str(error), count=count)
+            self.pending.drops.dropped(entry.host, reason or str(error))
         self.shutdown_request(request)
 
 
