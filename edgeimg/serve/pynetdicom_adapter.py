@@ -234,7 +234,10 @@ class _Server(ThreadedAssociationServer):
             return
         request.settimeout(self.ae.network_timeout)
         self.requests[request] = first
-        super().process_request_thread(request, client_address)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.requests.pop(request, None)  # taken by `_Handler` unless it failed first
 
     def _drop(self, entry: Any, request: Any, error: Exception) -> None:
         self.pending.leave(entry)
