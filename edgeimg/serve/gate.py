@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgeimg.serve import log
 
@@ -139,7 +139,6 @@ class Entry:
     fd: int
     host: str
     deadline: float
-    since: float = field(default_factory=time.monotonic)
     closed_because: str | None = None
 
 
