@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.association import Association
 
 from edgeimg.files import dicom_files
+from edgeimg.serve.pynetdicom_adapter import no_delay, stream_stored_files
 
 DEFAULT_CALLING_AET = "EDGEIMG"
 MAX_CONTEXTS = 128
-_PEER = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
+#: PS3.8 9.3.4 A-ASSOCIATE-RJ (source, reason) in words
+_REJECTIONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognised",
+    (1, 7): "called AE title not recognised",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded (too many associations)",
+}
 
 
 class PeerError(ValueError):
-    """A peer address that is not `AET@HOST:PORT`."""
+    """A peer address that is not `AET@HOST:PORT`; the message names the part that is wrong."""
+
+
+class NetworkError(Exception):
+    """No association with a peer: it cannot be reached or it rejected us (one line of why)."""
 
 
 @dataclass(frozen=True)
@@ -38,22 +53,24 @@ class Peer:
 
 
 def parse_peer(text: str) -> Peer:
-    """Parse dcmtk-style `AET@HOST:PORT` (IPv6 hosts in brackets)."""
-    match = _PEER.match(text.strip())
-    port = int(match["port"]) if match else 0
-    if not match or not 0 < port < 65536 or not match["aet"].strip():
-        raise PeerError(f"{text!r} is not AET@HOST:PORT (AE title of 1-16 characters)")
-    return Peer(match["aet"].strip(), match["host"].strip("[]"), port)
-
-
-def no_delay(assoc: Association) -> None:
-    """Disable Nagle on an association's socket: DIMSE messages are small and latency-bound."""
-    sock = getattr(assoc.dul.socket, "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    """Parse dcmtk-style `AET@HOST:PORT` (IPv6 hosts in brackets); `PeerError` names the part
+    that is wrong (AE title, host or port)."""
+    aet, at, address = text.strip().partition("@")
+    host, colon, port_text = address.rpartition(":")
+    if not at or not colon:
+        raise PeerError(f"{text!r}: expected AET@HOST:PORT")
+    aet = aet.strip()
+    if not aet or len(aet) > 16 or "\\" in aet or not aet.isprintable():
+        raise PeerError(f"{text!r}: AE title {aet!r} must be 1-16 printable characters, no '\\'")
+    if host.startswith("["):
+        host = host[1:-1] if host.endswith("]") else ""
+    if not host or any(char.isspace() or char in "[]@/" for char in host):
+        raise PeerError(f"{text!r}: host {host!r} is not a host name or address")
+    if not port_text.isdigit():
+        raise PeerError(f"{text!r}: port {port_text!r} is not a number")
+    if not 0 < int(port_text) < 65536:
+        raise PeerError(f"{text!r}: port {port_text} is out of range (1-65535)")
+    return Peer(aet, host, int(port_text))
 
 
 def _client(calling: str, timeout: float) -> AE:
@@ -64,13 +81,10 @@ def _client(calling: str, timeout: float) -> AE:
 
 
 def echo(peer: Peer, calling: str = DEFAULT_CALLING_AET, timeout: float = 10) -> tuple[bool, str]:
-    """C-ECHO `peer`; returns (ok, one-line result)."""
+    """C-ECHO `peer`; returns (ok, one-line result). `NetworkError` if there is no association."""
     ae = _client(calling, timeout)
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
-    if not assoc.is_established:
-        return False, f"association with {peer} failed ({_why(assoc)})"
-    no_delay(assoc)
+    assoc = _associate(ae, peer, timeout)
     try:
         status = assoc.send_c_echo()
     finally:
@@ -81,12 +95,39 @@ def echo(peer: Peer, calling: str = DEFAULT_CALLING_AET, timeout: float = 10) ->
     return code == 0, f"C-ECHO {peer}: status 0x{code:04X}"
 
 
-def _why(assoc: Association) -> str:
+def _associate(ae: AE, peer: Peer, timeout: float) -> Association:
+    """An established association with `peer` (Nagle off), or `NetworkError` saying why not."""
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
+    if assoc.is_established:
+        no_delay(assoc)
+        return assoc
     if assoc.is_rejected:
-        return "rejected"
-    if assoc.is_aborted:
-        return "aborted"
-    return "no connection"
+        answer = assoc.acceptor.primitive
+        key = (getattr(answer, "result_source", None), getattr(answer, "diagnostic", None))
+        raise NetworkError(f"association with {peer} rejected: {_REJECTIONS.get(key, key)}")
+    reason = _unreachable(peer, timeout)
+    if reason:
+        raise NetworkError(f"cannot connect to {peer}: {reason}")
+    raise NetworkError(f"association with {peer} aborted (is it a DICOM peer with TLS off?)")
+
+
+def _unreachable(peer: Peer, timeout: float) -> str | None:
+    """Why a TCP connection to `peer` fails, in words, or None when it can be made.
+
+    pynetdicom only says that the association failed; this one extra connection, made only
+    after a failure, tells a refused port from an unknown host or a silent network.
+    """
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return "unknown host"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as error:
+        if error.errno == errno.ECONNREFUSED:
+            return "connection refused"
+        return (error.strerror or str(error)).lower()
 
 
 @dataclass
@@ -127,13 +168,14 @@ def send(
     calling: str = DEFAULT_CALLING_AET,
     timeout: float = 30,
     progress: Callable[[SendResult], None] = lambda result: None,
+    fail_fast: bool = False,
 ) -> list[SendResult]:
     """C-STORE every DICOM file under `paths` to `peer`, sending file bytes as they are.
 
-    pynetdicom's documented STORE_SEND_CHUNKED_DATASET switch makes it stream the dataset from
-    the file instead of decoding and re-encoding it (which would change what the peer stores).
+    A failed association fails each file of its batch with the one-line reason; with
+    `fail_fast` it raises `NetworkError` instead (the CLI says it once, not once per file).
     """
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    stream_stored_files()
     results: list[SendResult] = []
     readable: list[tuple[Path, tuple[str, str]]] = []
     for path in dicom_files(paths)[0]:
@@ -144,7 +186,7 @@ def send(
             results.append(result)
             progress(result)
     for batch in _batches(readable):
-        results.extend(_send_batch(peer, batch, calling, timeout, progress))
+        results.extend(_send_batch(peer, batch, calling, timeout, progress, fail_fast))
     return results
 
 
@@ -154,18 +196,21 @@ def _send_batch(
     calling: str,
     timeout: float,
     progress: Callable[[SendResult], None],
+    fail_fast: bool,
 ) -> list[SendResult]:
     ae = _client(calling, timeout)
     for sop_class, syntax in sorted({context for _, context in batch}):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
     results = []
-    if not assoc.is_established:
+    try:
+        assoc = _associate(ae, peer, timeout)
+    except NetworkError as error:
+        if fail_fast:
+            raise
         for path, _ in batch:
-            results.append(SendResult(path, None, f"association failed ({_why(assoc)})"))
+            results.append(SendResult(path, None, str(error)))
             progress(results[-1])
         return results
-    no_delay(assoc)
     try:
         for path, _ in batch:
             results.append(_store_one(assoc, path))

@@ -28,15 +28,10 @@ from pynetdicom.dsutils import encode
 
 from edgeimg.audit import AuditLog
 from edgeimg.audit import read as read_audit
-from edgeimg.serve.listener import (
-    _PYNETDICOM_LOG_HANDLERS,
-    Listener,
-    ServeConfig,
-    _read_exactly,
-    framing_error,
-)
+from edgeimg.serve.gate import read_exactly
+from edgeimg.serve.listener import Listener, ServeConfig, framing_error
+from edgeimg.serve.pynetdicom_adapter import LOG_HANDLERS, FastStoreResponses
 from edgeimg.serve.queue import Queue
-from edgeimg.serve.responses import FastStoreResponses
 from edgeimg.serve.security import parse_allow, server_tls_context
 from edgeimg.serve.spool import INCOMING, TEMP_PREFIX
 from tests.peers import (
@@ -214,7 +209,7 @@ def test_server_associations_skip_pynetdicom_log_formatting(serve):
     try:
         (server_side,) = listener._server.active_associations
         assert isinstance(server_side.dimse, FastStoreResponses)
-        for event, handler in _PYNETDICOM_LOG_HANDLERS:
+        for event, handler in LOG_HANDLERS:
             assert handler not in [bound for bound, _ in server_side.get_handlers(event)]
         assert not assoc.send_c_echo().Status  # and a request still gets its answer
     finally:
@@ -227,25 +222,20 @@ def test_pdu_bodies_are_read_whole_or_up_to_the_close():
         ours.settimeout(5)
         threading.Timer(0.05, peer.sendall, [b"b" * 70_000]).start()
         peer.sendall(b"a" * 30_000)
-        assert _read_exactly(ours, 100_000) == b"a" * 30_000 + b"b" * 70_000
+        assert read_exactly(ours, 100_000) == b"a" * 30_000 + b"b" * 70_000
         peer.sendall(b"cut")
         peer.shutdown(socket.SHUT_WR)
-        assert _read_exactly(ours, 1 << 32) == b"cut"  # the claimed length is not allocated
+        assert read_exactly(ours, 1 << 32) == b"cut"  # the claimed length is not allocated
 
 
-@needs_dcmtk
-def test_idle_connection_does_not_block_and_loses_its_slot(serve):
-    _, port = serve(max_associations=1, acse_timeout=1)
-    idle = socket.create_connection(("127.0.0.1", port))
-    try:
+def test_idle_connection_takes_no_slot_and_is_closed_by_artim(serve):
+    _, port = serve(max_associations=1, artim=0.5)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
         time.sleep(0.2)
-        assert _associate(port).is_rejected  # the idle peer holds the only slot ...
-        time.sleep(1.5)
-        assoc = _associate(port)  # ... until the ACSE timeout frees it
+        assoc = _associate(port)  # the only slot is free: a connection is not an association
         assert assoc.is_established
         assoc.release()
-    finally:
-        idle.close()
+        assert idle.recv(64) == b""  # closed by the ARTIM timer, no A-ABORT or other answer
 
 
 @needs_dcmtk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from edgeimg.cli import cli
 from edgeimg.net import PeerError, parse_peer
 from edgeimg.pacs import Orthanc
 from edgeimg.serve.listener import Listener, ServeConfig
-from tests.peers import ct_instance, dataset_bytes, orthanc_rest, write
+from tests.peers import ct_instance, dataset_bytes, free_port, orthanc_rest, write
 
 FILES = ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm",
          "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_small_odd_big_endian.dcm"]  # fmt: skip
@@ -44,11 +45,51 @@ def test_parse_peer(text, expected):
     assert parse_peer(str(peer)) == peer
 
 
-@pytest.mark.parametrize("text", ["PACS", "PACS@host", "@host:104", "PACS@host:0",
-                                  "PACS@host:70000", "SEVENTEEN_CHARS_X@h:1"])  # fmt: skip
-def test_parse_peer_rejects(text):
-    with pytest.raises(PeerError):
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("PACS", "expected AET@HOST:PORT"),
+        ("PACS@host", "expected AET@HOST:PORT"),
+        ("@host:104", "AE title ''"),
+        ("SEVENTEEN_CHARS_X@h:1", "AE title 'SEVENTEEN_CHARS_X'"),
+        ("BACK\\SLASH@h:1", "AE title"),
+        ("PACS@:104", "host ''"),
+        ("PACS@[::1:104", "host ''"),
+        ("PACS@my host:104", "host 'my host'"),
+        ("PACS@host:0", "port 0 is out of range (1-65535)"),
+        ("PACS@host:70000", "port 70000 is out of range (1-65535)"),
+        ("PACS@host:x104", "port 'x104' is not a number"),
+    ],
+)
+def test_parse_peer_names_the_part_that_is_wrong(text, named):
+    with pytest.raises(PeerError, match=re.escape(named)):
         parse_peer(text)
+
+
+def test_echo_and_send_to_a_closed_port_say_so_once(tmp_path):
+    peer = f"EDGE@127.0.0.1:{free_port()}"
+    files = [write(ct_instance(), tmp_path / f"{n}.dcm") for n in range(3)]
+    for args in (["echo", peer], ["send", peer, *map(str, files)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.count("cannot connect") == 1
+        assert f"cannot connect to {peer}: connection refused" in result.output
+        assert "Traceback" not in result.output and not isinstance(result.exception, Exception)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["serve", "--aet", "EDGE", "--forward", "PACS@pacs:99999"], "port 99999 is out of range"),
+        (["serve", "--aet", "EDGE", "--forward", "A_TITLE_OF_17_CHR@pacs:104"], "AE title"),
+        (["echo", "PACS@ :104"], "host"),
+        (["send", "PACS@pacs", "."], "expected AET@HOST:PORT"),
+    ],
+)
+def test_bad_peer_arguments_name_the_wrong_part(args, named, tmp_path):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and named in result.output
+    assert "Traceback" not in result.output
 
 
 def test_echo_exit_codes(listener):
@@ -56,7 +97,7 @@ def test_echo_exit_codes(listener):
     ok = runner.invoke(cli, ["echo", listener.peer, "--aet", "SCU"])
     assert ok.exit_code == 0 and "0x0000" in ok.output
     wrong = runner.invoke(cli, ["echo", listener.peer.replace("EDGE@", "NOPE@")])
-    assert wrong.exit_code == 1 and "rejected" in wrong.output
+    assert wrong.exit_code == 1 and "rejected: called AE title not recognised" in wrong.output
     bad = runner.invoke(cli, ["echo", "nonsense"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
 

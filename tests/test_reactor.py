@@ -16,6 +16,7 @@ from pynetdicom.transport import AssociationSocket
 
 from edgeimg.serve import reactor
 from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.pynetdicom_adapter import make_event_driven
 
 LONG = 30.0  # the idle wait in these tests: far longer than any of them takes
 
@@ -24,7 +25,7 @@ LONG = 30.0  # the idle wait in these tests: far longer than any of them takes
 def assoc(monkeypatch):
     monkeypatch.setattr(reactor, "IDLE_WAIT", LONG)
     assoc = Association(AE(), "acceptor")
-    reactor.make_event_driven(assoc)
+    make_event_driven(assoc)
     return assoc
 
 

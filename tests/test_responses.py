@@ -7,7 +7,8 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from edgeimg.serve.responses import LAST_COMMAND_FRAGMENT, FastStoreResponses, encode_store_response
+from edgeimg.serve.pynetdicom_adapter import FastStoreResponses
+from edgeimg.serve.responses import LAST_COMMAND_FRAGMENT, encode_store_response
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 

@@ -16,10 +16,11 @@ from rich.table import Table
 from edgeimg.commands.deid import load_or_create_key
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
-from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, parse_peer
+from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
+from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
 
 try:
     import tomllib
@@ -146,6 +147,27 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     help="Associations served at once; more are rejected as busy.",
 )
 @click.option(
+    "--artim",
+    default=ARTIM,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a connection has to send its association request before it is closed.",
+)
+@click.option(
+    "--max-pending",
+    default=PENDING_TOTAL,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections still without an association request, in all; the oldest goes first.",
+)
+@click.option(
+    "--max-pending-per-host",
+    default=PENDING_PER_HOST,
+    show_default=True,
+    type=click.IntRange(1),
+    help="The same, from one host. Neither kind takes an association slot.",
+)
+@click.option(
     "--min-free-mb",
     default=512.0,
     show_default=True,
@@ -202,7 +224,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
         complete_on_release=options["complete_on_release"],
         max_associations=options["max_associations"], min_free_mb=options["min_free_mb"],
         tls=tls, acse_timeout=min(30.0, options["timeout"]), dimse_timeout=options["timeout"],
-        network_timeout=options["timeout"],
+        network_timeout=options["timeout"], artim=options["artim"],
+        pending_total=options["max_pending"], pending_per_host=options["max_pending_per_host"],
     )  # fmt: skip
     listener = Listener(config)
     deid_key = None
@@ -269,7 +292,10 @@ def _live(stop: threading.Event, listener: Any, worker: Any, title: str) -> None
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
 def echo(peer, calling: str, timeout: float) -> None:
     """C-ECHO a peer (AET@HOST:PORT): exit 0 if it answers with success."""
-    ok, message = c_echo(peer, calling, timeout)
+    try:
+        ok, message = c_echo(peer, calling, timeout)
+    except NetworkError as error:
+        raise click.ClickException(str(error)) from None
     out.print(("[green]ok[/] " if ok else "[red]failed[/] ") + escape(message), soft_wrap=True)
     sys.exit(0 if ok else 1)
 
@@ -300,7 +326,10 @@ def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
                 progress.console.print(f"[red]failed[/] {escape(str(result.path))}: "
                                        f"{escape(result.error)}", soft_wrap=True)  # fmt: skip
 
-        results = c_store(peer, files, calling, timeout, advance)
+        try:
+            results = c_store(peer, files, calling, timeout, advance, fail_fast=True)
+        except NetworkError as error:
+            raise click.ClickException(str(error)) from None
     _summary(results)
     sys.exit(0 if results and all(result.ok for result in results) else 1)
 

@@ -1,17 +1,15 @@
 """The DICOM listener: a pynetdicom AE that stores what scanners send, durably, then says so.
 
-pynetdicom is used through subclasses, never patched: `_Server` moves the TLS handshake out of
-the accept loop (a silent TLS peer would otherwise stall every other caller) and disables Nagle;
-`_GuardedSocket` refuses a PDU longer than we negotiated before reading its body; the reactor
-threads wait for events instead of polling (`edgeimg.serve.reactor`).
+What it needs from pynetdicom beyond the public API (a gate that keeps connections without an
+A-ASSOCIATE-RQ out of the association slots, PDU length checks, event-driven reactor threads,
+fast C-STORE responses) is in `edgeimg.serve.pynetdicom_adapter`, the one module allowed to
+touch pynetdicom's internals.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
-import socket
 import sqlite3
 import ssl
 import struct
@@ -26,24 +24,16 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import AE, AllStoragePresentationContexts, StoragePresentationContexts, evt
-from pynetdicom._handlers import (
-    standard_dimse_recv_handler,
-    standard_dimse_sent_handler,
-    standard_pdu_recv_handler,
-    standard_pdu_sent_handler,
-)
 from pynetdicom.events import Event
-from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from edgeimg.audit import AuditWriter
 from edgeimg.dicom.filemeta import file_meta
 from edgeimg.dicom.read import PIXEL_KEYWORDS, DicomInputError, check_dataset
 from edgeimg.net import Peer
 from edgeimg.serve import NoPipeline, Pipeline, log
+from edgeimg.serve import pynetdicom_adapter as adapter
+from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL, Pending
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
-from edgeimg.serve.reactor import make_event_driven
-from edgeimg.serve.responses import FastStoreResponses
 from edgeimg.serve.security import AllowEntry, is_allowed
 from edgeimg.serve.spool import DiskFull, Spool, Staged
 
@@ -71,22 +61,10 @@ CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
 EXPECTED_COUNT_KEYWORDS = ("ImagesInAcquisition", "NumberOfSlices")
-NON_PDATA_LIMIT = 1 << 20
 #: the largest P-DATA PDU we accept: a sender that uses it sends a 512 x 512 CT slice in one PDU
 #: rather than eight, and pynetdicom spends less per instance on each PDU it reads
 MAX_PDU = 1 << 20
-A_RELEASE_RQ_RECEIVED = "Evt12"  # PS3.8 9.2: A-RELEASE-RQ PDU received on the transport
 _LOCK_STRIPES = 64
-_READ_SIZE = 1 << 20
-#: pynetdicom binds these to every association to describe each PDU and message to its logger.
-#: We log nothing through it, yet they format their text regardless: about a millisecond of
-#: a 512 x 512 CT instance's C-STORE, most of the difference from storescp's speed.
-_PYNETDICOM_LOG_HANDLERS = (
-    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
-    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
-    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
-    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
-)
 
 
 class Rejected(Exception):
@@ -118,125 +96,11 @@ class ServeConfig:
     dimse_timeout: float = 60
     network_timeout: float = 60
     max_pdu: int = MAX_PDU
-
-
-class _GuardedSocket(AssociationSocket):
-    """Checks each PDU header against the negotiated maximum before the body is buffered.
-
-    pynetdicom reads the 6-byte header then `recv(length)` in one go, so a hostile length
-    would make it buffer up to 4 GiB. Over the limit we send A-ABORT and drop the connection.
-    Within it, the body is read straight into one buffer (`_read_exactly`).
-    """
-
-    _body_next = False
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        data = _read_exactly(self.socket, nr_bytes)
-        if self._body_next:
-            self._body_next = False
-            return data
-        if nr_bytes == 6 and len(data) == 6:
-            pdu_type, _, length = struct.unpack(">BBL", data)
-            limit = self.assoc.acceptor.maximum_length if pdu_type == 0x04 else NON_PDATA_LIMIT
-            if limit and length > limit:
-                self._refuse(pdu_type, length, limit)
-            self._body_next = True
-        return data
-
-    def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
-        peer = self.assoc.requestor
-        log("pdu_refused", pdu_type=pdu_type, length=length, limit=limit, host=peer.address)
-        try:
-            # A-ABORT, source service provider (2), reason invalid PDU parameter value (6).
-            self.socket.sendall(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6]))
-        except OSError:
-            pass
-        raise OSError(errno.EMSGSIZE, f"PDU of {length} bytes exceeds the maximum {limit}")
-
-
-def _read_exactly(peer: socket.socket, nr_bytes: int) -> bytearray:
-    """`nr_bytes` from `peer`, fewer only if it closed; as `AssociationSocket.recv`, which
-    reads 4 KiB per call and so makes 128 system calls and copies for each 512 KiB PDU. The
-    buffer grows with what arrives, never ahead of it."""
-    buffer = bytearray()
-    while len(buffer) < nr_bytes:
-        chunk = peer.recv(min(nr_bytes - len(buffer), _READ_SIZE))
-        if not chunk:
-            break
-        buffer += chunk
-    return buffer
-
-
-class _Handler(RequestHandler):
-    def _create_association(self):
-        assoc = super()._create_association()
-        # Same layout, one method more: swap the class rather than re-creating the socket,
-        # which would queue a second transport-connect event.
-        assoc.dul.socket.__class__ = _GuardedSocket
-        assoc.dul.state_machine.__class__ = _StateMachine
-        assoc.dimse.__class__ = FastStoreResponses
-        make_event_driven(assoc)
-        for event, handler in _PYNETDICOM_LOG_HANDLERS:
-            assoc.unbind(event, handler)
-        return assoc
-
-
-class _StateMachine(StateMachine):
-    """pynetdicom's DUL state machine, safe against peers that break off early.
-
-    * A peer that sends a PDU out of order while the association thread is still negotiating
-      moves the DUL to Sta13 (or Sta1); pynetdicom then raises InvalidEventError for the AC or
-      RJ that follows and the DUL thread dies. That late answer is dropped instead.
-    * A connection that ends before any A-ASSOCIATE-RQ (garbage, an HTTP request, a refused
-      PDU) would leave the association thread waiting out the ACSE timeout, holding one of the
-      --max-associations slots: a few such connections a minute would lock everyone out.
-      Reaching Sta1 without a request wakes it at once (None reads as "no request came").
-    * It notes an A-RELEASE-RQ as it arrives (`release_requested`): once our reply is out the
-      peer may close the connection before the association thread reports the release, and
-      the close must not read as a peer that broke off.
-    """
-
-    _requested = False
-    release_requested = False
-
-    def do_action(self, event: str) -> None:
-        if self.current_state in ("Sta1", "Sta13") and (event, self.current_state) not in (
-            TRANSITION_TABLE
-        ):
-            return
-        if event == A_RELEASE_RQ_RECEIVED:
-            self.release_requested = True
-        super().do_action(event)
-        if self.current_state == "Sta3":
-            self._requested = True
-        elif self.current_state == "Sta1" and not self._requested:
-            self._requested = True
-            self.dul.to_user_queue.put(None)
-
-
-class _Server(ThreadedAssociationServer):
-    """Accepts without blocking on TLS: the handshake runs in the connection's own thread."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        client, address = self.socket.accept()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.settimeout(self.ae.network_timeout)
-        return client, address
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is not None:
-            request.settimeout(self.ae.acse_timeout)
-            try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as error:
-                log("tls_failed", host=client_address[0], error=str(error))
-                self.shutdown_request(request)
-                return
-            request.settimeout(self.ae.network_timeout)
-        super().process_request_thread(request, client_address)
+    #: seconds a connection has to send its A-ASSOCIATE-RQ before it is closed
+    artim: float = ARTIM
+    #: connections without an A-ASSOCIATE-RQ yet, from one host and in all (edgeimg.serve.gate)
+    pending_per_host: int = PENDING_PER_HOST
+    pending_total: int = PENDING_TOTAL
 
 
 class Listener:
@@ -260,7 +124,8 @@ class Listener:
         self._seen: dict[int, set[str]] = {}
         self._seen_lock = threading.Lock()
         self._stop = threading.Event()
-        self._server: _Server | None = None
+        self._server: Any = None
+        self.pending: Pending | None = None
         self._watcher: threading.Thread | None = None
         self.ae = self._make_ae()
 
@@ -302,17 +167,17 @@ class Listener:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_connection_closed),
         ]
-        server = self.ae.make_server(
-            (self.config.host, self.config.port),
-            ae_title=self.config.aet,
+        config = self.config
+        self.pending = Pending(config.artim, config.pending_per_host, config.pending_total)
+        server = adapter.serve(
+            self.ae,
+            (config.host, config.port),
+            self.pending,
+            ae_title=config.aet,
             contexts=self.ae.supported_contexts,
-            ssl_context=self.config.tls,
+            ssl_context=config.tls,
             evt_handlers=handlers,
-            server_class=_Server,
-            request_handler=_Handler,
         )
-        # AE.shutdown() and AssociationServer.shutdown() expect the server in this list.
-        self.ae._servers.append(server)
         self._server = server
         threading.Thread(target=server.serve_forever, name="edgeimg-accept", daemon=True).start()
         self._watcher = threading.Thread(target=self._watch, name="edgeimg-series", daemon=True)
@@ -327,6 +192,8 @@ class Listener:
             return True
         server, self._server = self._server, None
         server.shutdown()
+        if self.pending is not None:
+            self.pending.stop()
         deadline = time.monotonic() + drain_timeout
         while _in_flight(server) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -373,8 +240,7 @@ class Listener:
         refusal = _refusal(request) if allowed else (3, "not allowed")
         if refusal:
             log("association_rejected", calling_aet=calling, host=host, reason=refusal[1])
-            event.assoc.acse.send_reject(0x01, 0x01, refusal[0])
-            event.assoc.kill()  # as pynetdicom's own rejection does: lets the DUL send it first
+            adapter.reject(event.assoc, refusal[0])
             return
         called = request.called_ae_title.strip()
         if called != self.config.aet:
@@ -391,7 +257,7 @@ class Listener:
 
     def _on_connection_closed(self, event: Event) -> None:
         """Also reached first after a release, when the peer closes right on our reply."""
-        self._end(event, released=event.assoc.dul.state_machine.release_requested)
+        self._end(event, released=adapter.release_requested(event.assoc))
 
     def _end(self, event: Event, released: bool) -> None:
         seen = self._forget(event)
@@ -677,7 +543,7 @@ def _file_meta_of(syntax: str) -> FileMetaDataset:
     return meta
 
 
-def _in_flight(server: _Server) -> list:
+def _in_flight(server: Any) -> list:
     """Associations that may be mid-transfer (idle connections without a request don't count)."""
     return [assoc for assoc in server.active_associations if assoc.is_established]
 

@@ -5,12 +5,13 @@ Both threads poll: a loop that found nothing to do sleeps 1 ms and looks again. 
 DUL thread's next look at the socket, the decoded message for the association thread's next look
 at the DIMSE queue, and our response for the DUL thread's next look at its send queue.
 
-`make_event_driven` swaps the queues these loops poll for subclasses whose empty, non-blocking
-`get` waits (at most `IDLE_WAIT`) for what would fill them: the socket turning readable or a
-primitive queued for the DUL thread; a decoded message or a primitive for the user for the
-association thread. The loops themselves are pynetdicom's, unchanged: every check they make
-still runs at least every `IDLE_WAIT`, and an idle association now wakes 20 times a second
-instead of 1000.
+`attach` swaps the queues these loops poll for subclasses whose empty, non-blocking `get` waits
+(at most `IDLE_WAIT`) for what would fill them: the socket turning readable or a primitive
+queued for the DUL thread; a decoded message or a primitive for the user for the association
+thread. The loops themselves are pynetdicom's, unchanged: every check they make still runs at
+least every `IDLE_WAIT`, and an idle association now wakes 20 times a second instead of 1000.
+This module knows queues and sockets only; which of pynetdicom's queues they are is
+`edgeimg.serve.pynetdicom_adapter`'s business.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ import select
 import socket
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
-
-from pynetdicom.dul import DULServiceProvider
 
 #: longest a reactor loop waits for a wake-up before it runs its checks (timers, kill flag)
 IDLE_WAIT = 0.05
 
 
-class _Waker:
+class Waker:
     """A socket pair the DUL thread selects on beside the peer's socket."""
 
     def __init__(self) -> None:
@@ -88,18 +88,19 @@ class _WakingQueue(queue.Queue):
 class _ForDul(_WakingQueue):
     """What the DUL thread reads: a put wakes it from its wait on the peer's socket."""
 
-    dul: DULServiceProvider
+    waker: Waker
 
     def on_put(self) -> None:
-        self.dul.waker.wake()
+        self.waker.wake()
 
 
 class _DulEvents(_ForDul):
     """The DUL loop's event queue: when empty, waits for the socket or a wake-up."""
 
+    peer: Callable[[], Any]
+
     def wait_for_work(self) -> None:
-        socket_ = self.dul.socket
-        self.dul.waker.wait(socket_.socket if socket_ is not None else None)
+        self.waker.wait(self.peer())
 
 
 class _ForAssociation(_WakingQueue):
@@ -124,30 +125,28 @@ class _Messages(_ForAssociation):
             self.arrived.wait(IDLE_WAIT)
 
 
-class _EventDrivenDUL(DULServiceProvider):
-    waker: _Waker
+def attach(
+    dul_queues: tuple[queue.Queue, queue.Queue],
+    user_queue: queue.Queue,
+    messages: queue.Queue,
+    peer: Callable[[], Any],
+) -> Waker:
+    """Make the queues wake their readers (contents kept); returns the DUL thread's waker.
 
-    def kill_dul(self) -> None:
-        super().kill_dul()
-        self.waker.wake()
-
-
-def make_event_driven(assoc: Any) -> None:
-    """Swap the polled queues of a not yet started acceptor association (contents kept)."""
-    dul = assoc.dul
-    dul.waker = _Waker()
-    weakref.finalize(dul, dul.waker.close)
-    dul.__class__ = _EventDrivenDUL
-    dul._run_loop_delay = 0
+    `dul_queues` are the DUL thread's event queue and its queue of primitives to send,
+    `user_queue` its queue for the association thread, `messages` DIMSE's decoded messages;
+    `peer()` is the socket the DUL thread reads, or None.
+    """
+    waker = Waker()
+    weakref.finalize(waker, waker.reader.close)
+    weakref.finalize(waker, waker.writer.close)
     arrived = threading.Event()
-    for owner, name, kind in (
-        (dul, "event_queue", _DulEvents),
-        (dul, "to_provider_queue", _ForDul),
-        (dul, "to_user_queue", _ForAssociation),
-        (assoc.dimse, "msg_queue", _Messages),
-    ):
-        polled = getattr(owner, name)
+    events, to_provider = dul_queues
+    for polled, kind in ((events, _DulEvents), (to_provider, _ForDul),
+                         (user_queue, _ForAssociation), (messages, _Messages)):  # fmt: skip
         polled.__class__ = kind
-        polled.dul = dul
+        polled.waker = waker
         polled.arrived = arrived
-    assoc.dimse.msg_queue.for_user = dul.to_user_queue
+    events.peer = peer
+    messages.for_user = user_queue
+    return waker

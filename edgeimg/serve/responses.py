@@ -12,10 +12,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import P_DATA
-
 C_STORE_RSP = 0x8001
 NO_DATA_SET = 0x0101
 #: PS3.8 E.2 message control header: a command fragment, the last one
@@ -36,8 +32,9 @@ def _ushort(value: int) -> bytes:
     return struct.pack("<H", value)
 
 
-def encode_store_response(primitive: C_STORE) -> bytes | None:
-    """The command set of a C-STORE response, or None where pynetdicom must encode it."""
+def encode_store_response(primitive: Any) -> bytes | None:
+    """The command set of a C-STORE response (a pynetdicom C_STORE primitive), or None where
+    pynetdicom must encode it; `pynetdicom_adapter.FastStoreResponses` sends it."""
     if primitive.OffendingElement is not None:
         return None
     sop_class, sop_uid = primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID
@@ -57,23 +54,3 @@ def encode_store_response(primitive: C_STORE) -> bytes | None:
         return None
     body = b"".join(elements)
     return _element(0x0000, struct.pack("<L", len(body))) + body
-
-
-class FastStoreResponses(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider, sending C-STORE responses encoded by us.
-
-    The EVT_DIMSE_SENT notification is not raised for them; nothing in edgeimg binds it.
-    """
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        if isinstance(primitive, C_STORE) and primitive.MessageIDBeingRespondedTo is not None:
-            command = encode_store_response(primitive)
-            limit = self.maximum_pdu_size
-            if command is not None and (not limit or len(command) + 6 <= limit):
-                pdata = P_DATA()
-                pdata.presentation_data_value_list.append(
-                    (context_id, LAST_COMMAND_FRAGMENT + command)
-                )
-                self.dul.send_pdu(pdata)
-                return
-        super().send_msg(primitive, context_id)
