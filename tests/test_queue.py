@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 
 import pytest
+from click.testing import CliRunner
 
+from edgeimg.cli import cli
 from edgeimg.serve import queue as queue_module
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
+from edgeimg.serve.spool import QUEUE_NAME
 
 
 def _instance(sop: str, series: str = "1.2.3", expected: int | None = None) -> Instance:
@@ -241,3 +245,16 @@ def test_a_spool_from_before_revisions_gets_the_new_columns(tmp_path):
     queue.add_instance(_instance("1.1"))
     _finish_first_result(queue, ["/r/first.dcm"])
     assert queue.series_summary()[0]["state"] == "done"
+
+
+def test_edgeimg_queue_shows_a_revised_series(tmp_path):
+    queue = Queue(tmp_path / QUEUE_NAME)
+    queue.add_instance(_instance("1.1"))
+    _finish_first_result(queue, ["/r/first.dcm"])
+    queue.add_instance(_instance("1.2"))
+    _finish_first_result(queue, ["/r/second.dcm"])
+    shown = CliRunner().invoke(cli, ["queue", "--spool", str(tmp_path)], terminal_width=200)
+    assert shown.exit_code == 0 and "revised" in shown.output
+    listed = CliRunner().invoke(cli, ["queue", "--spool", str(tmp_path), "--json"])
+    [series] = json.loads(listed.output)["series"]
+    assert (series["state"], series["revision"], series["jobs"]) == ("revised", 1, {"done": 2})
