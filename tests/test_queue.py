@@ -258,3 +258,27 @@ def test_edgeimg_queue_shows_a_revised_series(tmp_path):
     listed = CliRunner().invoke(cli, ["queue", "--spool", str(tmp_path), "--json"])
     [series] = json.loads(listed.output)["series"]
     assert (series["state"], series["revision"], series["jobs"]) == ("revised", 1, {"done": 2})
+
+
+def test_an_instance_that_arrives_while_the_job_runs_reopens_the_series(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1"))
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn", "unet"])
+    cnn = queue.next_job()
+    queue.finish_job(cnn["id"], "done", outputs=["/r/cnn.dcm"], inputs=1)
+    unet = queue.next_job()
+    queue.add_instance(_instance("1.2"))  # while unet runs on the one it read
+    assert queue.series_summary()[0]["state"] == "running"
+    queue.finish_job(unet["id"], "done", outputs=["/r/unet.dcm"], inputs=1)
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("received", 1)
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn", "unet"])
+    for job in (queue.next_job(), queue.next_job()):
+        assert queue.superseded_outputs(job) == [f"/r/{job['model']}.dcm"]
+        queue.finish_job(job["id"], "done", outputs=["/r/new.dcm"], inputs=2)
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("revised", 1)  # no reopening again

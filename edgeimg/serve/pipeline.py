@@ -212,7 +212,8 @@ class Worker:
             return
         seconds = time.perf_counter() - started
         state = "done" if outputs or not skipped else "skipped"
-        self.queue.finish_job(job["id"], state, outputs=outputs, error="; ".join(skipped) or None)
+        reasons = "; ".join(skipped) or None
+        self.queue.finish_job(job["id"], state, outputs=outputs, error=reasons, inputs=len(paths))
         if state == "done":
             with self._durations_lock:
                 self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)

@@ -73,7 +73,10 @@ CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _ADDED_COLUMNS = (
     ("series", "revision", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "supersedes", "INTEGER REFERENCES jobs(id)"),
+    ("series", "stale", "INTEGER NOT NULL DEFAULT 0"),
 )
+# Whether a series (the row being updated) has results a new one would supersede.
+_HAS_RESULT = "EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = series.uid AND j.state = 'done')"
 
 
 @dataclass(frozen=True)
@@ -293,9 +296,19 @@ class Queue:
         return {**dict(row), "state": "running", "attempts": row["attempts"] + 1}
 
     def finish_job(
-        self, job_id: int, state: str, outputs: list[str] | None = None, error: str | None = None
+        self,
+        job_id: int,
+        state: str,
+        outputs: list[str] | None = None,
+        error: str | None = None,
+        inputs: int | None = None,
     ) -> None:
-        """Record a job's end; its series is done (or failed) once no job of it is open."""
+        """Record a job's end; its series is done (or failed) once no job of it is open.
+
+        `inputs` is how many instances the job ran on. If the series held more by then (one
+        arrived while the job ran), it is reopened once its jobs end, so that instance is
+        processed too (as a revision) instead of being left behind.
+        """
         now = time.time()
         with self._transaction() as db:
             db.execute(
@@ -305,6 +318,11 @@ class Queue:
             series_uid = db.execute(
                 "SELECT series_uid FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()["series_uid"]
+            if inputs is not None:
+                db.execute(
+                    "UPDATE series SET stale = 1 WHERE uid = ? AND instances > ?",
+                    (series_uid, inputs),
+                )
             states = {
                 row[0] for row in db.execute(
                     "SELECT state FROM jobs WHERE series_uid = ?", (series_uid,)
@@ -313,6 +331,11 @@ class Queue:
             if not states & {"pending", "running"}:
                 final = "failed" if "failed" in states else "done"
                 _set_state(db, "series", "uid", series_uid, final, now)
+                db.execute(
+                    "UPDATE series SET state = 'received', stale = 0, revision = revision +"
+                    f" {_HAS_RESULT} WHERE uid = ? AND stale",
+                    (series_uid,),
+                )
 
     def superseded_outputs(self, job: dict[str, Any]) -> list[str]:
         """Output paths of the job that `job` supersedes (none for a first result)."""
@@ -458,8 +481,7 @@ def _add_instance(db: sqlite3.Connection, item: Instance, now: float) -> tuple[b
         " last_received, updated) VALUES (?,?,?,1,?,?,?)"
         " ON CONFLICT(uid) DO UPDATE SET instances = instances + 1,"
         " expected = COALESCE(excluded.expected, expected), last_received = ?,"
-        " updated = ?, revision = revision + (state IN ('done', 'failed') AND EXISTS"
-        " (SELECT 1 FROM jobs WHERE series_uid = excluded.uid AND state = 'done')),"
+        f" updated = ?, revision = revision + (state IN ('done', 'failed') AND {_HAS_RESULT}),"
         " state = CASE WHEN state IN ('done', 'failed') THEN 'received' ELSE state END",
         (item.series_uid, item.study_uid, item.modality, item.expected, now, now, now, now),
     )
