@@ -104,8 +104,10 @@ class Queue:
         self._local = threading.local()
         self._quiet_from = 0.0
         self._db().executescript(_SCHEMA)
-        with self._transaction() as db:
-            _add_columns(db)
+        if _missing_columns(self._db()):  # checked first: `edgeimg queue` may only read
+            with self._transaction() as db:
+                for table, column, declaration in _missing_columns(db):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -454,11 +456,13 @@ def _set_state(db: sqlite3.Connection, table: str, key: str, value: Any, state: 
     db.execute(f"UPDATE {table} SET state = ?, updated = ? WHERE {key} = ?", (state, now, value))
 
 
-def _add_columns(db: sqlite3.Connection) -> None:
-    for table, column, declaration in _ADDED_COLUMNS:
-        columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in columns:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    present = {
+        (table, row["name"])
+        for table in {table for table, _, _ in _ADDED_COLUMNS}
+        for row in db.execute(f"PRAGMA table_info({table})")
+    }
+    return [added for added in _ADDED_COLUMNS if added[:2] not in present]
 
 
 def _counts(db: sqlite3.Connection, sql: str, uid: str) -> dict[str, int]:
