@@ -24,6 +24,10 @@ Its parts, each against its own `edgeimg serve` subprocess on loopback, with 64x
   The attackers hold at most 6 of the default 8 association slots at once: more than that is
   denial of service by volume, which the limit answers with the transient 2/3/2 for everyone
   (docs/threat-model.md leaves it to the network).
+* slow restart: SIGKILL with half of each series stored, down for twice `--series-timeout`,
+  restarted, the rest sent within the timeout: one result per series; then each series' last
+  slice comes late: one revision each (its SR names the one it replaces), one current result
+  per series, 0 duplicates.
 
 `python -m benchmarks.reliability [--scale test|bench|soak]`; `make soak` runs the soak scale,
 `make bench` the bench scale, tests/test_reliability.py the test scale (under a minute and a half).
@@ -746,6 +750,118 @@ def flood(workdir: Path, scale: str) -> dict:
     return report
 
 
+# --- (f) slow restart: down for longer than the series timeout ----------------------------------
+
+SLOW_RESTART_SERIES = {"test": 2, "bench": 5, "soak": 10}
+SLOW_QUIET = 3.0  # serve --series-timeout here; the server stays down for twice as long
+FIRST_PART = 10  # slices of each series sent before the kill; the last one comes late
+
+
+def slow_restart(workdir: Path, series: int) -> dict:
+    """Kill -9 with part of each series stored, stay down past the series timeout, restart and
+    send the rest (but the last slice) within the timeout: each series must make one result.
+    Then each series' last slice comes late: each must make one revision naming the result it
+    replaces."""
+    count = series * SERIES_SIZE
+    with Orthanc() as pacs:
+        server = Server(
+            workdir / "slow-restart",
+            "--min-free-mb",
+            "0",
+            "--model",
+            MODEL,
+            "--forward",
+            pacs.address,
+            "--series-timeout",
+            str(SLOW_QUIET),
+        )
+        server.workdir.mkdir()
+        _build_engine(server.workdir / "engines")
+        server.start()
+        acked = _send_part(server, _slices(count, 0, FIRST_PART))
+        server.kill()
+        open_at_kill = _series_states(server.spool).get("received", 0)
+        time.sleep(2 * SLOW_QUIET)
+        server.start()
+        time.sleep(SLOW_QUIET / 2)  # the scanner retries a little later, within the timeout
+        acked |= _send_part(server, _slices(count, FIRST_PART, SERIES_SIZE - 1))
+        drained = _drain(server.spool)
+        after_restart = _revisions_at(pacs)
+        acked |= _send_part(server, _slices(count, SERIES_SIZE - 1, SERIES_SIZE))
+        drained_late = _drain(server.spool)
+        after_late = _revisions_at(pacs)
+        states = _series_states(server.spool)
+        stored = _stored(server.spool)
+        server.stop()
+    lost = sum(
+        uid not in stored or dataset_bytes(stored[uid]) != data
+        for uid, data in (payload(index, "slow") for index in range(count))
+        if uid in acked
+    )
+    return {
+        "series": series,
+        "series_timeout_s": SLOW_QUIET,
+        "down_s": 2 * SLOW_QUIET,
+        "series_open_at_kill": open_at_kill,
+        "acknowledged": len(acked),
+        "lost": lost,
+        "drained_s": [drained, drained_late],
+        "after_slow_restart": after_restart,
+        "after_late_slices": after_late,
+        "queue_series_revised": states.get("revised", 0),
+    }
+
+
+def _slices(count: int, low: int, high: int) -> list[int]:
+    """Indices of slices low..high-1 of every series."""
+    return [index for index in range(count) if low <= index % SERIES_SIZE < high]
+
+
+def _send_part(server: Server, indices: list[int]) -> set[str]:
+    result, _ = _run_senders(server.port, [indices[k::4] for k in range(4)], "slow")
+    return set(result["acked"])
+
+
+def _series_states(spool: Path) -> dict[str, int]:
+    """Series by the state `edgeimg queue` shows (done with a revision: `revised`)."""
+    with sqlite3.connect(spool / QUEUE_NAME) as db:
+        rows = db.execute(
+            "SELECT CASE WHEN state = 'done' AND revision > 0 THEN 'revised'"
+            " ELSE state END, COUNT(*) FROM series GROUP BY 1"
+        )
+        return dict(rows.fetchall())
+
+
+def _revisions_at(pacs: Orthanc) -> dict[str, Any]:
+    """SRs at the PACS per source series: current (named by no other SR as its predecessor),
+    revisions (naming a predecessor) and duplicates (the same sources twice), counted apart."""
+    reports = []
+    for ident in pacs.find(modality="SR"):
+        tags = pacs.instance_tags(ident)
+        [study] = tags["CurrentRequestedProcedureEvidenceSequence"]
+        [source] = study["ReferencedSeriesSequence"]
+        sources = frozenset(r["ReferencedSOPInstanceUID"] for r in source["ReferencedSOPSequence"])
+        names = {
+            item["ReferencedSOPInstanceUID"]
+            for pre in tags.get("PredecessorDocumentsSequence", [])
+            for series in pre["ReferencedSeriesSequence"]
+            for item in series["ReferencedSOPSequence"]
+        }
+        reports.append((source["SeriesInstanceUID"], tags["SOPInstanceUID"], sources, names))
+    named = {uid for *_, names in reports for uid in names}
+    per_series: dict[str, list[tuple]] = {}
+    for report in reports:
+        per_series.setdefault(report[0], []).append(report)
+    current = [sum(uid not in named for _, uid, _, _ in found) for found in per_series.values()]
+    return {
+        "results_at_pacs": len(reports),
+        "series_with_results": len(per_series),
+        "current_results_per_series": sorted(set(current)),
+        "revisions": sum(bool(names) for *_, names in reports),
+        "duplicates": sum(len(found) - len({r[2] for r in found}) for found in per_series.values()),
+    }
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -768,6 +884,7 @@ def run(scale: str = "bench") -> dict:
         report["load"] = load(workdir, settings["load"], settings["per_sender"])
         report["attack"] = attack(workdir, settings["legit"], settings["idle"], settings["stalls"])
         report["flood"] = flood(workdir, scale)
+        report["slow_restart"] = slow_restart(workdir, SLOW_RESTART_SERIES[scale])
     report["seconds"] = round(time.monotonic() - started, 1)
     report["bars"] = bars(report)
     return report
@@ -802,6 +919,7 @@ def bars(report: dict) -> dict[str, bool]:
         ),
         "hangs == 0": all(part["hangs"] == 0 for part in attacked.values()),
         **flood_bars(report["flood"]),
+        **_slow_restart_bars(report["slow_restart"]),
     }
 
 
@@ -813,6 +931,22 @@ def flood_bars(flooded: dict) -> dict[str, bool]:
         and all(phase["associations_failed"] == 0 for phase in phases),
         "flood: association within a second beside 50+ raw connections and slow loris": all(
             (phase["association_max_ms"] or 1e9) < 1000 for phase in phases
+        ),
+    }
+
+
+def _slow_restart_bars(slow: dict) -> dict[str, bool]:
+    after, late = slow["after_slow_restart"], slow["after_late_slices"]
+    return {
+        "slow restart: lost == 0": slow["lost"] == 0,
+        "slow restart: one result per series, no revision": (
+            after["results_at_pacs"] == after["series_with_results"] == slow["series"]
+            and after["revisions"] == after["duplicates"] == 0
+        ),
+        "late slices: one revision and one current result per series, no duplicate": (
+            late["revisions"] == slow["series"] == slow["queue_series_revised"]
+            and late["current_results_per_series"] == [1]
+            and late["duplicates"] == 0
         ),
     }
 

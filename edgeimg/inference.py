@@ -214,6 +214,7 @@ class Producer:
 
     spec: ModelSpec
     engine_key: str
+    predecessors: tuple[Dataset, ...] = ()  # earlier SRs a revised result supersedes
 
 
 @dataclass
@@ -381,7 +382,14 @@ def _write_classification(producer: Producer, decoded, items, out_dir: Path) -> 
             for (source, frame), item in zip(_numbered_frames(decoded), items, strict=True)
             if item["label"]
         ]
-    return [write_sr(_sources(decoded), findings, **_identity(producer, out_dir))]
+    return [
+        write_sr(
+            _sources(decoded),
+            findings,
+            **_identity(producer, out_dir),
+            predecessors=producer.predecessors,
+        )
+    ]
 
 
 def _write_detection(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
@@ -400,7 +408,14 @@ def _write_detection(producer: Producer, decoded, items, out_dir: Path) -> list[
             findings.append({**_reference(source, frame), "boxes": boxes})
     if not findings:
         findings = [{**_reference(*_numbered_frames(decoded)[0]), "boxes": []}]
-    return [write_sr(_sources(decoded), findings, **_identity(producer, out_dir))]
+    return [
+        write_sr(
+            _sources(decoded),
+            findings,
+            **_identity(producer, out_dir),
+            predecessors=producer.predecessors,
+        )
+    ]
 
 
 def _write_segmentation(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 
 import pytest
+from click.testing import CliRunner
 
+from edgeimg.cli import cli
+from edgeimg.serve import queue as queue_module
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
+from edgeimg.serve.spool import QUEUE_NAME
 
 
 def _instance(sop: str, series: str = "1.2.3", expected: int | None = None) -> Instance:
@@ -152,3 +157,128 @@ def test_claim_after_crash_between_claim_and_jobs(tmp_path):
     assert queue.claim_series() == ["1.2.3"]  # pending without jobs: claimed again
     queue.add_jobs("1.2.3", [])
     assert queue.series_summary()[0]["state"] == "done"
+
+
+class _Clock:
+    """Stands in for the queue module's `time`: a clock the test moves."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_restart_restarts_the_quiet_timer(tmp_path, monkeypatch):
+    clock = _Clock(1000.0)
+    monkeypatch.setattr(queue_module, "time", clock)
+    path = tmp_path / "q.sqlite"
+    Queue(path).add_instance(_instance("1.1"))
+    clock.now += 600  # down for ten minutes: far longer than the series timeout
+    queue = Queue(path)
+    queue.recover()
+    assert queue.quiet_series(10) == []  # the sender gets the full timeout to resend
+    clock.now += 5
+    queue.add_instance(_instance("1.2", series="1.2.4"))
+    clock.now += 5
+    assert queue.quiet_series(10) == ["1.2.3"]  # ten seconds after the restart
+    clock.now += 5
+    assert queue.quiet_series(10) == ["1.2.3", "1.2.4"]
+
+
+def _finish_first_result(queue: Queue, outputs: list[str]) -> dict:
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn"])
+    job = queue.next_job()
+    queue.finish_job(job["id"], "done", outputs=outputs)
+    return job
+
+
+def test_a_late_instance_makes_a_revision_that_supersedes_the_done_job(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1"))
+    first = _finish_first_result(queue, ["/r/first.dcm"])
+    assert first["supersedes"] is None and queue.superseded_outputs(first) == []
+    assert queue.add_instance(_instance("1.1")) == (False, False)  # a resend of the same instance
+    assert queue.series_summary()[0]["state"] == "done"
+    queue.add_instance(_instance("1.2"))  # a late slice
+    queue.add_instance(_instance("1.3"))
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("received", 1)
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn"])
+    second = queue.next_job()
+    assert second["supersedes"] == first["id"]
+    assert queue.superseded_outputs(second) == ["/r/first.dcm"]
+    queue.finish_job(second["id"], "done", outputs=["/r/second.dcm"])
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("revised", 1)
+
+
+def test_new_data_for_a_series_without_results_is_no_revision(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1"))
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn"])
+    queue.finish_job(queue.next_job()["id"], "failed", error="boom")
+    queue.add_instance(_instance("1.2"))
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("received", 0)
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn"])
+    assert queue.next_job()["supersedes"] is None
+
+
+def test_a_spool_from_before_revisions_gets_the_new_columns(tmp_path):
+    path = tmp_path / "q.sqlite"
+    db = sqlite3.connect(path)
+    with db:
+        db.executescript(queue_module._SCHEMA)
+        db.execute("INSERT INTO series (uid, last_received, updated) VALUES ('1.2.3', 0, 0)")
+    db.close()
+    queue = Queue(path)
+    assert queue.series_summary()[0]["revision"] == 0
+    queue.add_instance(_instance("1.1"))
+    _finish_first_result(queue, ["/r/first.dcm"])
+    assert queue.series_summary()[0]["state"] == "done"
+
+
+def test_edgeimg_queue_shows_a_revised_series(tmp_path):
+    queue = Queue(tmp_path / QUEUE_NAME)
+    queue.add_instance(_instance("1.1"))
+    _finish_first_result(queue, ["/r/first.dcm"])
+    queue.add_instance(_instance("1.2"))
+    _finish_first_result(queue, ["/r/second.dcm"])
+    shown = CliRunner().invoke(cli, ["queue", "--spool", str(tmp_path)], terminal_width=200)
+    assert shown.exit_code == 0 and "revised" in shown.output
+    listed = CliRunner().invoke(cli, ["queue", "--spool", str(tmp_path), "--json"])
+    [series] = json.loads(listed.output)["series"]
+    assert (series["state"], series["revision"], series["jobs"]) == ("revised", 1, {"done": 2})
+
+
+def test_an_instance_that_arrives_while_the_job_runs_reopens_the_series(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1"))
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn", "unet"])
+    cnn = queue.next_job()
+    queue.finish_job(cnn["id"], "done", outputs=["/r/cnn.dcm"], inputs=1)
+    unet = queue.next_job()
+    queue.add_instance(_instance("1.2"))  # while unet runs on the one it read
+    assert queue.series_summary()[0]["state"] == "running"
+    queue.finish_job(unet["id"], "done", outputs=["/r/unet.dcm"], inputs=1)
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("received", 1)
+    queue.complete(["1.2.3"])
+    queue.claim_series()
+    queue.add_jobs("1.2.3", ["cnn", "unet"])
+    for job in (queue.next_job(), queue.next_job()):
+        assert queue.superseded_outputs(job) == [f"/r/{job['model']}.dcm"]
+        queue.finish_job(job["id"], "done", outputs=["/r/new.dcm"], inputs=2)
+    [series] = queue.series_summary()
+    assert (series["state"], series["revision"]) == ("revised", 1)  # no reopening again

@@ -14,11 +14,14 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from edgeimg.pacs import Orthanc
 from edgeimg.serve.listener import Listener, ServeConfig
@@ -124,6 +127,89 @@ def test_kill_9_mid_send_loses_nothing_acknowledged(tmp_path, monkeypatch):
     assert not list(spool.rglob(f"{TEMP_PREFIX}*"))
 
 
+QUIET = 3.0  # --series-timeout of the slow-restart test
+
+
+@pytest.mark.integration
+@needs_dcmtk
+@needs_orthanc
+def test_slow_restart_waits_for_the_resend_and_a_late_slice_revises(tmp_path, monkeypatch):
+    """Killed with part of a series stored and down for longer than --series-timeout: the
+    series still waits the timeout after the restart, so the resent rest makes one result.
+    A slice arriving after that result was sent makes a revision whose SR names it."""
+    monkeypatch.setenv("EDGEIMG_ENGINES", str(tmp_path / "engines"))
+    study = write_study(tmp_path / "study", series=1, slices=11, size=64, seed=3)
+    files = sorted((study.out_dir / "series-001").glob("*.dcm"))
+    spool, port = tmp_path / "spool", free_port()
+    with Orthanc("PACS") as pacs:
+        args = ("--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(spool), "--model", "cnn")
+        args += ("--series-timeout", str(QUIET), "--min-free-mb", "0", "--forward", pacs.address)
+        server = start_serve(*args, port=port, cwd=tmp_path)
+        try:
+            assert storescu(port, files[:6]).wait(30) == 0
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            assert [row["state"] for row in _rows(spool, "SELECT state FROM series")] == [
+                "received"
+            ]
+            time.sleep(QUIET + 1)  # down for longer than the series timeout
+            server = start_serve(*args, port=port, cwd=tmp_path)
+            time.sleep(QUIET / 2)  # the watcher has looked several times meanwhile
+            assert [row["state"] for row in _rows(spool, "SELECT state FROM series")] == [
+                "received"
+            ]
+            assert storescu(port, files[6:10]).wait(30) == 0
+            pacs.wait_for(lambda: _results_sent(spool, 1), timeout=120)
+            assert storescu(port, files[10:]).wait(30) == 0  # a late slice
+            pacs.wait_for(lambda: _results_sent(spool, 2), timeout=120)
+            summary = _queue_json(spool)
+        finally:
+            assert stop(server, signal.SIGTERM) == 0
+        reports = [
+            dcmread(BytesIO(pacs.instance_file(ident))) for ident in pacs.find(modality="SR")
+        ]
+
+    first, second = (
+        dcmread(json.loads(job["outputs"])[0], stop_before_pixels=True) for job in _jobs(spool)
+    )
+    assert _sources(first) == 10 and "PredecessorDocumentsSequence" not in first
+    assert _sources(second) == 11 and _predecessors(second) == {first.SOPInstanceUID}
+    named = {uid for report in reports for uid in _predecessors(report)}
+    current = [report.SOPInstanceUID for report in reports if report.SOPInstanceUID not in named]
+    assert len(reports) == 2 and current == [second.SOPInstanceUID]  # one current result
+    [series] = summary["series"]
+    assert (series["state"], series["revision"], series["instances"]) == ("revised", 1, 11)
+
+
+def _sources(sr: Dataset) -> int:
+    [study] = sr.CurrentRequestedProcedureEvidenceSequence
+    return sum(len(series.ReferencedSOPSequence) for series in study.ReferencedSeriesSequence)
+
+
+def _predecessors(sr: Dataset) -> set[str]:
+    """SOP Instance UIDs an SR names as its predecessors."""
+    return {
+        item.ReferencedSOPInstanceUID
+        for study in sr.get("PredecessorDocumentsSequence", [])
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+
+
+def _results_sent(spool: Path, jobs: int) -> bool:
+    """`jobs` jobs done, and each output of them forwarded."""
+    done = [job for job in _jobs(spool) if job["state"] == "done"]
+    outputs = sum(len(json.loads(job["outputs"])) for job in done)
+    return len(done) == jobs and _forwards_done(spool) and len(_forwards(spool)) == outputs
+
+
+def _queue_json(spool: Path) -> dict:
+    """`edgeimg queue --json` as a user runs it."""
+    command = [sys.executable, "-m", "edgeimg", "queue", "--spool", str(spool), "--json"]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout)
+
+
 def test_a_row_whose_file_never_landed_is_dropped_on_restart(tmp_path):
     """Row and file are made durable side by side: a crash between leaves a row without file."""
     spool = Spool(tmp_path / "spool", min_free_mb=0)
@@ -159,6 +245,10 @@ def _jobs(spool: Path) -> list[sqlite3.Row]:
     return _rows(spool, "SELECT * FROM jobs")
 
 
+def _forwards(spool: Path) -> list[sqlite3.Row]:
+    return _rows(spool, "SELECT * FROM forwards")
+
+
 def _forwards_done(spool: Path) -> bool:
-    states = [row["state"] for row in _rows(spool, "SELECT state FROM forwards")]
+    states = [row["state"] for row in _forwards(spool)]
     return bool(states) and all(state == "done" for state in states)

@@ -357,7 +357,8 @@ def _summary(results: list[SendResult]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
-    """What the listener holds: series received, complete, pending, running, done, failed."""
+    """What the listener holds: series received, complete, pending, running, done, failed, and
+    revised (done, with results that superseded earlier ones after more instances came)."""
     ctx.obj = spool
     if ctx.invoked_subcommand is not None:
         return

@@ -62,8 +62,12 @@ def write_sr(
     model: ModelSpec,
     engine_key: str,
     out_dir: Path,
+    predecessors: Sequence[Dataset] = (),
 ) -> Path:
-    """Write the findings of `model` on `sources` as one SR in the source study; return its path."""
+    """Write the findings of `model` on `sources` as one SR in the source study; return its path.
+
+    `predecessors` are earlier SRs this one supersedes (Predecessor Documents Sequence).
+    """
     sources = check_sources(sources, one_series=False)
     if not findings:
         raise ValueError("no findings to report; TID 1500 needs at least one measurement group")
@@ -91,6 +95,7 @@ def write_sr(
         is_complete=True,
         is_final=True,
         series_description=output.series_description,
+        previous_versions=list(predecessors) or None,
     )
     return save(sr, out_dir, sources)
 

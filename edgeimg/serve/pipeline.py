@@ -2,9 +2,11 @@
 
 All state lives in the queue database, so after a crash the same rows are picked up again;
 output UIDs are deterministic, so a repeated job writes and sends the same objects, and the
-PACS keeps one copy of each. Which model runs on a series, and where its outputs go, comes from
-the routing tables (`edgeimg.serve.routing`); a destination that asks for de-identification gets
-a de-identified copy written beside the result, while the result itself stays as it was.
+PACS keeps one copy of each. A job on a series that grew after its results were made writes new
+objects (new sources, new UIDs) that supersede the old ones: its SR names the SR it replaces.
+Which model runs on a series, and where its outputs go, comes from the routing tables
+(`edgeimg.serve.routing`); a destination that asks for de-identification gets a de-identified
+copy written beside the result, while the result itself stays as it was.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +172,16 @@ class Worker:
             slices=facts.slices, models=models)  # fmt: skip
 
     def _run_job(self, job: dict[str, Any]) -> None:
-        from edgeimg.inference import scan
+        from edgeimg.inference import scan, write_outputs
 
         started = time.perf_counter()
         model = job["model"]
         try:
             inferencer = self._inferencer(model)
+            superseded = self._superseded(job)
+            supersedes = [str(ds.SOPInstanceUID) for ds in superseded]
+            srs = tuple(ds for ds in superseded if ds.get("Modality") == "SR")
+            producer = replace(inferencer.producer, predecessors=srs)
             paths = [Path(p) for p in self.queue.series_paths(job["series_uid"])]
             found = scan(paths, inferencer.spec)
             outputs: list[str] = []
@@ -185,9 +191,11 @@ class Worker:
                     skipped.append(series_job.skip)
                     continue
                 decoded = _decode(series_job.paths, inferencer.spec)
-                line = inferencer.run_series(series_job, decoded, self.results_dir / model).line
-                write_json({**line, "job": job["id"]}, self.results_dir)
-                outputs.extend(line["outputs"])
+                result = inferencer.infer_series(series_job, decoded)
+                written = write_outputs(producer, decoded, result.items, self.results_dir / model)
+                line = {**result.line, "outputs": written, "job": job["id"]}
+                write_json({**line, "supersedes": supersedes}, self.results_dir)
+                outputs.extend(written)
             # Forwards are queued before the job is marked done: a crash in between re-runs
             # the job, and add_forwards does not queue the same output twice.
             destinations = self.routing.destinations_for(model, self.facts(job["series_uid"]))
@@ -204,17 +212,33 @@ class Worker:
             return
         seconds = time.perf_counter() - started
         state = "done" if outputs or not skipped else "skipped"
-        self.queue.finish_job(job["id"], state, outputs=outputs, error="; ".join(skipped) or None)
+        reasons = "; ".join(skipped) or None
+        self.queue.finish_job(job["id"], state, outputs=outputs, error=reasons, inputs=len(paths))
         if state == "done":
             with self._durations_lock:
                 self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)
         log("job_done", job=job["id"], model=model, series_uid=job["series_uid"], state=state,
-            outputs=len(outputs), seconds=round(seconds, 3))  # fmt: skip
+            outputs=len(outputs), seconds=round(seconds, 3),
+            supersedes=len(supersedes))  # fmt: skip
         self._audit("job_done", job=job["id"], model=model, engine_key=inferencer.engine.key,
                     series_uid=job["series_uid"], state=state,
                     outputs=[{"sop_instance_uid": _sop_uid(p), "path": p} for p in outputs],
-                    destinations=[d.name for d in destinations])  # fmt: skip
+                    destinations=[d.name for d in destinations],
+                    supersedes=supersedes)  # fmt: skip
         self._wake.set()
+
+    def _superseded(self, job: dict[str, Any]) -> list[Any]:
+        """Headers of the results `job` supersedes; one whose file is gone is logged and left
+        out (the new result is still made, it just cannot name that one)."""
+        from pydicom import dcmread
+
+        headers = []
+        for path in self.queue.superseded_outputs(job):
+            try:
+                headers.append(dcmread(path, stop_before_pixels=True))
+            except OSError as error:
+                log("predecessor_unreadable", job=job["id"], error=type(error).__name__)
+        return headers
 
     def _prepare(self, destination: Destination, result: Path, model: str) -> Path:
         """The file to send to `destination`: the result, or its de-identified copy.

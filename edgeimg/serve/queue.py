@@ -2,6 +2,8 @@
 
 Rows are committed before a C-STORE success is sent, and every state a crash can interrupt
 (`running`) is turned back into `pending` on start, so kill -9 loses nothing acknowledged.
+A series that gets new instances after its results were made is reopened as a revision: its
+next jobs supersede the last done job of the same model (`jobs.supersedes`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 SERIES_STATES = ("received", "complete", "pending", "running", "done", "failed")
+"""States in the database; `edgeimg queue` also shows `revised` (done, results superseded)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -66,6 +69,14 @@ CREATE TABLE IF NOT EXISTS forwards (
 );
 CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after the first spools were written: ALTER TABLE brings an older spool along.
+_ADDED_COLUMNS = (
+    ("series", "revision", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "supersedes", "INTEGER REFERENCES jobs(id)"),
+    ("series", "stale", "INTEGER NOT NULL DEFAULT 0"),
+)
+# Whether a series (the row being updated) has results a new one would supersede.
+_HAS_RESULT = "EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = series.uid AND j.state = 'done')"
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,12 @@ class Queue:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._quiet_from = 0.0
         self._db().executescript(_SCHEMA)
+        if _missing_columns(self._db()):  # checked first: `edgeimg queue` may only read
+            with self._transaction() as db:
+                for table, column, declaration in _missing_columns(db):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -176,16 +192,25 @@ class Queue:
         return changed
 
     def quiet_series(self, timeout: float) -> list[str]:
-        """Series still `received` with nothing new for `timeout` seconds."""
+        """Series still `received` with nothing new for `timeout` seconds since `recover`.
+
+        Time spent down is not quiet time: a sender cannot resend to a listener that is not
+        there, so a series open at a crash waits the full timeout after the restart.
+        """
+        since = time.time() - timeout
+        if since < self._quiet_from:
+            return []
         rows = self._db().execute(
-            "SELECT uid FROM series WHERE state = 'received' AND last_received <= ?",
-            (time.time() - timeout,),
+            "SELECT uid FROM series WHERE state = 'received' AND last_received <= ?", (since,)
         )
         return [row["uid"] for row in rows]
 
     def recover(self) -> int:
-        """Re-queue work a crash interrupted (running → pending); returns how many rows."""
+        """Re-queue work a crash interrupted (running → pending) and restart the quiet timers of
+        open series from now; returns how many rows were re-queued. The listener calls this as
+        it starts, just before it binds."""
         now = time.time()
+        self._quiet_from = now
         count = 0
         with self._transaction() as db:
             for table in ("series", "jobs", "forwards"):
@@ -230,7 +255,10 @@ class Queue:
         return uids
 
     def add_jobs(self, series_uid: str, models: list[str]) -> list[int]:
-        """One pending job per model (none twice while one is open); no models → series done."""
+        """One pending job per model (none twice while one is open); no models → series done.
+
+        A job supersedes the last done job of its model on the series, if there is one.
+        """
         now = time.time()
         ids = []
         with self._transaction() as db:
@@ -242,8 +270,10 @@ class Queue:
                 ).fetchone()
                 if open_job is None:
                     cursor = db.execute(
-                        "INSERT INTO jobs (series_uid, model, updated) VALUES (?, ?, ?)",
-                        (series_uid, model, now),
+                        "INSERT INTO jobs (series_uid, model, updated, supersedes) VALUES"
+                        " (?, ?, ?, (SELECT MAX(id) FROM jobs WHERE series_uid = ? AND model = ?"
+                        " AND state = 'done'))",
+                        (series_uid, model, now, series_uid, model),
                     )
                     ids.append(cursor.lastrowid)
             if not models:
@@ -268,9 +298,19 @@ class Queue:
         return {**dict(row), "state": "running", "attempts": row["attempts"] + 1}
 
     def finish_job(
-        self, job_id: int, state: str, outputs: list[str] | None = None, error: str | None = None
+        self,
+        job_id: int,
+        state: str,
+        outputs: list[str] | None = None,
+        error: str | None = None,
+        inputs: int | None = None,
     ) -> None:
-        """Record a job's end; its series is done (or failed) once no job of it is open."""
+        """Record a job's end; its series is done (or failed) once no job of it is open.
+
+        `inputs` is how many instances the job ran on. If the series held more by then (one
+        arrived while the job ran), it is reopened once its jobs end, so that instance is
+        processed too (as a revision) instead of being left behind.
+        """
         now = time.time()
         with self._transaction() as db:
             db.execute(
@@ -280,6 +320,11 @@ class Queue:
             series_uid = db.execute(
                 "SELECT series_uid FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()["series_uid"]
+            if inputs is not None:
+                db.execute(
+                    "UPDATE series SET stale = 1 WHERE uid = ? AND instances > ?",
+                    (series_uid, inputs),
+                )
             states = {
                 row[0] for row in db.execute(
                     "SELECT state FROM jobs WHERE series_uid = ?", (series_uid,)
@@ -288,6 +333,19 @@ class Queue:
             if not states & {"pending", "running"}:
                 final = "failed" if "failed" in states else "done"
                 _set_state(db, "series", "uid", series_uid, final, now)
+                db.execute(
+                    "UPDATE series SET state = 'received', stale = 0, revision = revision +"
+                    f" {_HAS_RESULT} WHERE uid = ? AND stale",
+                    (series_uid,),
+                )
+
+    def superseded_outputs(self, job: dict[str, Any]) -> list[str]:
+        """Output paths of the job that `job` supersedes (none for a first result)."""
+        if job.get("supersedes") is None:
+            return []
+        row = self._db().execute("SELECT outputs FROM jobs WHERE id = ?", (job["supersedes"],))
+        outputs = row.fetchone()
+        return json.loads(outputs["outputs"] or "[]") if outputs else []
 
     def series_paths(self, series_uid: str) -> list[str]:
         """Spool paths of a series' instances, in the order they arrived."""
@@ -337,7 +395,10 @@ class Queue:
             )
 
     def series_summary(self) -> list[dict[str, Any]]:
-        """Every series with its durable instance count and job/forward counts by state."""
+        """Every series with its durable instance count and job/forward counts by state.
+
+        A done series whose results were superseded at least once shows as `revised`.
+        """
         db = self._db()
         result = []
         for row in db.execute("SELECT * FROM series ORDER BY last_received"):
@@ -349,7 +410,8 @@ class Queue:
                     "SELECT COUNT(*) FROM instances WHERE series_uid = ?", (row["uid"],)
                 ).fetchone()[0],
                 "expected": row["expected"],
-                "state": row["state"],
+                "state": "revised" if row["state"] == "done" and row["revision"] else row["state"],
+                "revision": row["revision"],
                 "last_received": row["last_received"],
                 "jobs": _counts(db, "SELECT state, COUNT(*) FROM jobs WHERE series_uid = ?"
                                 " GROUP BY state", row["uid"]),
@@ -394,6 +456,15 @@ def _set_state(db: sqlite3.Connection, table: str, key: str, value: Any, state: 
     db.execute(f"UPDATE {table} SET state = ?, updated = ? WHERE {key} = ?", (state, now, value))
 
 
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    present = {
+        (table, row["name"])
+        for table in {table for table, _, _ in _ADDED_COLUMNS}
+        for row in db.execute(f"PRAGMA table_info({table})")
+    }
+    return [added for added in _ADDED_COLUMNS if added[:2] not in present]
+
+
 def _counts(db: sqlite3.Connection, sql: str, uid: str) -> dict[str, int]:
     return {row[0]: row[1] for row in db.execute(sql, (uid,))}
 
@@ -414,8 +485,8 @@ def _add_instance(db: sqlite3.Connection, item: Instance, now: float) -> tuple[b
         " last_received, updated) VALUES (?,?,?,1,?,?,?)"
         " ON CONFLICT(uid) DO UPDATE SET instances = instances + 1,"
         " expected = COALESCE(excluded.expected, expected), last_received = ?,"
-        " updated = ?, state = CASE WHEN state IN ('done', 'failed') THEN 'received'"
-        " ELSE state END",
+        f" updated = ?, revision = revision + (state IN ('done', 'failed') AND {_HAS_RESULT}),"
+        " state = CASE WHEN state IN ('done', 'failed') THEN 'received' ELSE state END",
         (item.series_uid, item.study_uid, item.modality, item.expected, now, now, now, now),
     )
     row = db.execute(
