@@ -16,6 +16,11 @@ class EdgeimgError(Exception):
     """An error whose text is ours: it names files, UIDs and attributes, never their values."""
 
 
+def user_message(error: BaseException, doing: str) -> str:
+    """Our own text for our errors; type and place for anything else (see `internal_error`)."""
+    return str(error) if isinstance(error, EdgeimgError) else internal_error(error, doing)
+
+
 def internal_error(error: BaseException, doing: str) -> str:
     """One line for an unexpected exception: what we were doing, its type and innermost place."""
     frames = traceback.extract_tb(error.__traceback__)

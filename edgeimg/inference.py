@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from edgeimg.dicom.output_gate import GateRefused
 from edgeimg.dicom.preprocess import resize, to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
 from edgeimg.dicom.write import OutputRefused
-from edgeimg.errors import internal_error
+from edgeimg.errors import EdgeimgError, internal_error
 from edgeimg.files import dicom_files
 from edgeimg.model import ModelSpec
 
@@ -293,7 +292,7 @@ def write_outputs(
         return []
     try:
         return [str(path) for path in writer(producer, decoded, items, out_dir)]
-    except (OutputRefused, GateRefused, DicomInputError):
+    except EdgeimgError:
         raise
     except Exception as error:  # a library's text may quote source values; ours never does
         raise OutputRefused(

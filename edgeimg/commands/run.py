@@ -315,11 +315,7 @@ def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
 def _series_error(
     series_uid: str, files: list[str], error: Exception, doing: str
 ) -> dict[str, Any]:
-    from edgeimg.dicom.output_gate import GateRefused
-    from edgeimg.dicom.read import DicomInputError
-    from edgeimg.dicom.write import OutputRefused
-    from edgeimg.errors import internal_error
+    from edgeimg.errors import user_message
 
-    ours = isinstance(error, OutputRefused | GateRefused | DicomInputError)
-    message = str(error) if ours else internal_error(error, doing)
+    message = user_message(error, doing)
     return {"status": "error", "series_uid": series_uid, "files": files, "error": message}

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from edgeimg.dicom.frames import frame_count
+from edgeimg.errors import EdgeimgError
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -98,7 +99,7 @@ PLANE_IODS = {
 }
 
 
-class GateRefused(ValueError):
+class GateRefused(ValueError, EdgeimgError):
     """An output object failed the gate; it was not written and will not be sent."""
 
 

@@ -39,6 +39,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from edgeimg.errors import EdgeimgError
+
 __all__ = [
     "DicomInputError",
     "Geometry",
@@ -75,7 +77,7 @@ _SOF_MARKERS = frozenset(
 _ALL_PLUGINS_FAILED = "Unable to decode as exceptions were raised by all available plugins:"
 
 
-class DicomInputError(Exception):
+class DicomInputError(EdgeimgError):
     """A DICOM input that cannot be used; `str()` is ``"<file>: <reason>"``."""
 
     def __init__(self, name: str, reason: str) -> None:

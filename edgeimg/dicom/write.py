@@ -21,6 +21,7 @@ from edgeimg.dicom.output_gate import check_output
 from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
 from edgeimg.durable import atomic_file
+from edgeimg.errors import EdgeimgError
 from edgeimg.model import ModelSpec
 
 MANUFACTURER = "edgeimg"
@@ -32,7 +33,7 @@ _LO = 64
 _MAX_IS = 2**31 - 1
 
 
-class OutputRefused(ValueError):
+class OutputRefused(ValueError, EdgeimgError):
     """An output these sources cannot make conformant; the text names the file and attribute."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from edgeimg.errors import EdgeimgError
 
-class EngineError(Exception):
+
+class EngineError(EdgeimgError):
     """An engine could not be built, verified or found (exit status 1)."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from edgeimg.audit import AuditLog
 from edgeimg.durable import atomic_file
+from edgeimg.errors import user_message
 from edgeimg.metrics import percentile
 from edgeimg.net import parse_peer, send
 from edgeimg.results import write_json
@@ -203,7 +204,7 @@ class Worker:
                 sent = [self._prepare(destination, Path(p), model) for p in outputs]
                 self.queue.add_forwards(job["id"], [destination.name], [str(p) for p in sent])
         except Exception as error:  # one bad series must not stop the worker
-            message = f"{type(error).__name__}: {error}"
+            message = user_message(error, f"running {model}")
             self.queue.finish_job(job["id"], "failed", error=message)
             log("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
                 error=message)  # fmt: skip
