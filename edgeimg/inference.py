@@ -25,6 +25,7 @@ from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
 from edgeimg.files import dicom_files
 from edgeimg.model import ModelSpec
+from edgeimg.privacy import capture, scrub
 
 
 @dataclass
@@ -83,7 +84,7 @@ def scan(paths: Sequence[Path], spec: ModelSpec) -> Scan:
         try:
             header = read_header(path)
         except DicomInputError as error:
-            result.errors.append({"status": "error", "file": str(path), "error": str(error)})
+            result.errors.append({"status": "error", "file": str(path), "error": scrub(error)})
             continue
         header.filename = str(path)
         headers.append(header)
@@ -120,8 +121,14 @@ def decoder_pool(workers: int) -> Executor:
     """Worker processes for decoding; forkserver keeps them clear of the engine's threads."""
     context = multiprocessing.get_context("forkserver")
     return ProcessPoolExecutor(
-        max_workers=max(1, workers), mp_context=context, initializer=keep_freed_memory
+        max_workers=max(1, workers), mp_context=context, initializer=start_worker
     )
+
+
+def start_worker() -> None:
+    """A decoding/writing worker's setup: its library warnings and logs are scrubbed events too."""
+    capture()
+    keep_freed_memory()
 
 
 #: glibc mallopt parameters (malloc.h) and the values a decoding worker uses

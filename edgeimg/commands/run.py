@@ -16,6 +16,7 @@ from rich.table import Table
 
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
+from edgeimg.privacy import scrub
 
 
 def _progress(disable: bool) -> Progress:
@@ -145,7 +146,7 @@ def _error_line(job: Any, error: Exception) -> dict[str, Any]:
         "status": "error",
         "series_uid": job.series.uid,
         "file": error.name,
-        "error": str(error),
+        "error": scrub(error),
     }
 
 
@@ -208,7 +209,7 @@ def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
 
 
 def _series_error(series_uid: str, files: list[str], error: Exception) -> dict[str, Any]:
-    return {"status": "error", "series_uid": series_uid, "files": files, "error": f"{error}"}
+    return {"status": "error", "series_uid": series_uid, "files": files, "error": scrub(error)}
 
 
 def _report(

@@ -20,6 +20,7 @@ from edgeimg.net import DEFAULT_CALLING_AET, PeerError, SendResult, parse_peer
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
+from edgeimg.privacy import scrub
 
 try:
     import tomllib
@@ -298,7 +299,7 @@ def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
             progress.advance(task)
             if result.error:
                 progress.console.print(f"[red]failed[/] {escape(str(result.path))}: "
-                                       f"{escape(result.error)}", soft_wrap=True)  # fmt: skip
+                                       f"{escape(scrub(result.error))}", soft_wrap=True)  # fmt: skip
 
         results = c_store(peer, files, calling, timeout, advance)
     _summary(results)
