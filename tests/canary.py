@@ -88,7 +88,7 @@ def make_studies(root: Path, slices: int = 8, size: int = 64) -> dict[str, Path]
 
 def needles() -> set[bytes]:
     """Every form a marker could take in a text or binary file."""
-    texts: set[str] = set()
+    texts = {TOKEN}  # every ASCII marker starts with it, those of the bad files too
     for attributes in STUDIES.values():
         for keyword, value in attributes.items():
             if keyword == "SpecificCharacterSet":
