@@ -42,6 +42,20 @@ _IDENTIFYING = (
     r"|\w*Description|\w*Comments?|PerformedProcedureStep\w*|Requesting\w*|Issuer\w*"
     r"|MedicalRecordLocator|\w*Names?|\w*Address|\w*TelephoneNumbers?"
 )
+_IDENTIFYING_KEYWORD = re.compile(rf"{_IDENTIFYING}|\w*Date\w*|\w*(?<!U)IDs?")
+_BEFORE = re.compile(r"\b([A-Z][A-Za-z0-9]+)\s?$")
+#: ASCII digits and punctuation, and letters in runs too short to spell a name
+_CODE_LIKE = r"(?:[ -@\[-`{-~]|(?<![A-Za-z])[A-Za-z]{1,2}(?![A-Za-z]))"
+#: the values kept after a keyword that is not identifying, by the keyword's VR: codes, UIDs and
+#: numbers that may be malformed (`NumberOfFrames '1A'`) but cannot spell a name
+_STRUCTURAL = {
+    "CS": re.compile(r"[A-Z0-9_ ]{0,16}"),
+    "UI": re.compile(f"{_CODE_LIKE}{{0,64}}"),
+    **{
+        vr: re.compile(f"{_CODE_LIKE}{{0,32}}")
+        for vr in ("IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV")
+    },
+}
 _PAIR = re.compile(rf"(?P<k>\b(?:{_IDENTIFYING}))(?P<s>\s*[:=]\s*)(?P<v>[^,;)\]}}\n]+)")
 _UID = re.compile(r"(?:0|[1-9]\d*)(?:\.(?:0|[1-9]\d*)){3,}|2\.25\.[1-9]\d*")
 _NUMBER = re.compile(r"[-+]?\d{1,4}(?:\.\d{1,6})?")
@@ -63,15 +77,28 @@ def _keywords() -> frozenset[str]:
     return frozenset(keyword_dict)
 
 
-def _safe(value: str, after: str) -> bool:
+def _safe(value: str, after: str, before: str = "") -> bool:
     """A quoted token that says what or where rather than who."""
     if not value:
         return True
+    keyword = _BEFORE.search(before)
+    if keyword and keyword.group(1) in _keywords():  # `PatientID '1234'`: the attribute decides
+        return _structural(keyword.group(1), value)
     if _UID.fullmatch(value) or _NUMBER.fullmatch(value) or _CHARSET.fullmatch(value):
         return True
     if value in _VRS or value in _keywords() or after.startswith(" codec"):
         return True
     return bool(_PATH.fullmatch(value)) and "^" not in value
+
+
+def _structural(keyword: str, value: str) -> bool:
+    """`value` is one a non-identifying attribute can hold without it being free text."""
+    from pydicom.datadict import dictionary_VR, keyword_dict
+
+    if _IDENTIFYING_KEYWORD.fullmatch(keyword):
+        return False
+    pattern = _STRUCTURAL.get(dictionary_VR(keyword_dict[keyword]))
+    return bool(pattern and pattern.fullmatch(value))
 
 
 def scrub(text: object) -> str:
@@ -80,7 +107,8 @@ def scrub(text: object) -> str:
 
     def quoted(match: re.Match[str]) -> str:
         value = match.group("v") or match.group("v2") or match.group("v3") or ""
-        return match.group(0) if _safe(value, raw[match.end() :]) else REDACTED
+        safe = _safe(value, raw[match.end() :], raw[: match.start()])
+        return match.group(0) if safe else REDACTED
 
     cleaned = _QUOTED.sub(quoted, raw)
     cleaned = _PAIR.sub(lambda m: m.group("k") + m.group("s") + REDACTED, cleaned)

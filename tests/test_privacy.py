@@ -31,6 +31,9 @@ MARK = "Zqxcanary"
         f"PatientName={MARK}^Jane, AccessionNumber: {MARK}7; done",
         f"cut short: '{MARK}^Jürg",
         f"first line\n  second line '{MARK}'",
+        f"InstanceNumber '{MARK}' is not an integer",
+        f"SeriesInstanceUID '1.2.{MARK}' is not a valid UID",
+        f"PatientID '1234' and StudyDate '20240101', OtherPatientNames: {MARK}",
     ],
 )
 def test_values_are_removed(text: str) -> None:
@@ -49,6 +52,8 @@ def test_values_are_removed(text: str) -> None:
         "[Errno 2] No such file or directory: '/spool/1.2.3/1.2.3.4.dcm'",
         "KeyError: 'PatientName' (VR 'PN', count '12')",
         "the model's window doesn't fit this slice",
+        "x.dcm: NumberOfFrames '1A' is not an integer; PhotometricInterpretation 'YBR_FOO'",
+        "x.dcm: SOPInstanceUID '1.2.3;rm -rf /' is not a valid UID",
     ],
 )
 def test_what_and_where_are_kept(text: str) -> None:

@@ -298,8 +298,10 @@ def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
         def advance(result: SendResult) -> None:
             progress.advance(task)
             if result.error:
-                progress.console.print(f"[red]failed[/] {escape(str(result.path))}: "
-                                       f"{escape(scrub(result.error))}", soft_wrap=True)  # fmt: skip
+                reason = escape(scrub(result.error))
+                progress.console.print(
+                    f"[red]failed[/] {escape(str(result.path))}: {reason}", soft_wrap=True
+                )
 
         results = c_store(peer, files, calling, timeout, advance)
     _summary(results)

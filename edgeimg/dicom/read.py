@@ -39,6 +39,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from edgeimg.privacy import scrub
+
 __all__ = [
     "DicomInputError",
     "Geometry",
@@ -81,7 +83,7 @@ class DicomInputError(Exception):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(name, reason)
         self.name = name
-        self.reason = reason
+        self.reason = scrub(reason)  # values quoted from the file or a library: never in a log
 
     def __str__(self) -> str:
         return f"{self.name}: {self.reason}"
