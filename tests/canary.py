@@ -162,10 +162,11 @@ def _png_text(path: Path) -> bytes:
 
 # --- the exercise: every way in, every command, the error paths --------------------------------
 
-#: models whose engines build in seconds, one per output writer (SR classify, SEG, SR detect,
-#: series SR); the soak adds the 512 x 512 enhancers (derived images) and the other sequences
-QUICK_MODELS = ("cnn", "unet", "detector", "gru")
-ALL_MODELS = (*QUICK_MODELS, "rnn", "lstm", "gan", "autoencoder")
+#: models whose engines build in seconds, one per kind of DICOM output that copies the patient
+#: and study attributes (SR, SEG); the soak runs every model, the 512 x 512 enhancers (derived
+#: images) and the sequence models included
+QUICK_MODELS = ("cnn", "unet")
+ALL_MODELS = (*QUICK_MODELS, "detector", "gru", "rnn", "lstm", "gan", "autoencoder")
 SCANNER = "SCANNER"
 WAIT = 600.0
 
@@ -217,6 +218,21 @@ class Exercise:
     def edgeimg(self, name: str, *args: str) -> int:
         return self.command(name, sys.executable, "-m", "edgeimg", *args)
 
+    def storescu(self, name: str, port: int, files: list[Path], *args: str) -> int:
+        """dcmtk's storescu as the scanner (calling AE SCANNER unless `args` give -aet)."""
+        calling = () if "-aet" in args else ("-aet", SCANNER)
+        return self.command(
+            name,
+            "storescu",
+            *calling,
+            *args,
+            "-aec",
+            "EDGEIMG",
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        )
+
     def serve(self, name: str, *args: str) -> tuple[subprocess.Popen, int, Path]:
         """`edgeimg serve` in work/name (its log: work/name/serve.log), spool in work/name/spool."""
         folder = self.work / name
@@ -248,97 +264,90 @@ def exercise(
     inputs = work / "inputs"
     studies = make_studies(inputs, slices=slices)
     bad = make_bad_files(inputs / "bad", studies["lat"])
-    key, cert = self_signed(work)
     for model in models:  # up front, so no two servers build the same engine at once
         run.edgeimg(f"build-engine {model}", "build-engine", model)
+    spools = _through_serve(run, studies, bad, models)
+    out = str(work / "run-cnn")
+    run.edgeimg("run cnn", "run", "cnn", str(inputs), "--out", out, "--preview", "--json")
+    if "autoencoder" in models:
+        out = str(work / "run-autoencoder")
+        run.edgeimg(
+            "run autoencoder",
+            "run",
+            "autoencoder",
+            str(inputs),
+            "--out",
+            out,
+            "--preview",
+            "--features",
+        )
+    key = str(work / "deid.key")
+    for flag in ("--json", "--clean-descriptors"):
+        out = str(work / f"deid{flag}")
+        run.edgeimg(f"deid {flag}", "deid", str(inputs), out, "--key-file", key, flag)
+    roots = [p for p in work.iterdir() if p.is_dir() and p != inputs]
+    run.counts["previews"] = sum(1 for root in roots for _ in root.rglob("*.png"))
+    run.counts["spooled with markers"] = sum(
+        TOKEN.encode() in p.read_bytes()
+        for spool in spools
+        for p in spool.rglob("*")
+        if p.is_file() and is_dicom(p)
+    )
+    return run, search(roots, run.outputs)
+
+
+def _through_serve(
+    run: Exercise, studies: dict[str, Path], bad: list[Path], models: tuple[str, ...]
+) -> list[Path]:
+    """storescu over TLS into a serve running `models` (with a refused AE and bad files),
+    Orthanc into a plain one forwarding to Orthanc and to a PACS that is down, storescu into
+    one whose disk is full; then `edgeimg queue`. The spools of the first two."""
+    key, cert = self_signed(run.work)
     tls = ("+tls", str(key), str(cert), "+cf", str(cert))
+    allow = ("--allow", f"{SCANNER}@127.0.0.1")
     with Orthanc("PACS") as pacs:
         dead = f"DOWN@127.0.0.1:{free_port()}"
-        secure, secure_port, secure_spool = run.serve(
-            "serve-tls",
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            *(arg for model in models for arg in ("--model", model)),
-            "--forward",
-            pacs.address,
-            "--allow",
-            f"{SCANNER}@127.0.0.1",
-        )
-        plain, plain_port, plain_spool = run.serve(
-            "serve-plain",
-            "--model",
-            "cnn",
-            "--forward",
-            pacs.address,
-            "--forward",
-            dead,
-            "--allow",
-            f"{SCANNER}@127.0.0.1",
-            "--allow",
-            f"{pacs.aet}@127.0.0.1",
-        )
-        full, full_port, _ = run.serve("serve-full", "--min-free-mb", "1e12")
+        routes = [arg for model in models for arg in ("--model", model)]
+        servers = {
+            "tls": run.serve(
+                "serve-tls",
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+                *routes,
+                "--forward",
+                pacs.address,
+                *allow,
+            ),
+            "plain": run.serve(
+                "serve-plain",
+                "--model",
+                "cnn",
+                "--forward",
+                pacs.address,
+                "--forward",
+                dead,
+                *allow,
+                "--allow",
+                f"{pacs.aet}@127.0.0.1",
+            ),
+            "full": run.serve("serve-full", "--min-free-mb", "1e12", *allow),
+        }
+        (_, secure, secure_spool), (_, plain, plain_spool) = servers["tls"], servers["plain"]
         try:
             for name, folder in studies.items():
-                files = [str(p) for p in sorted(folder.glob("*.dcm"))]
-                run.command(
-                    f"storescu tls {name}",
-                    "storescu",
-                    *tls,
-                    "-aet",
-                    SCANNER,
-                    "-aec",
-                    "EDGEIMG",
-                    "127.0.0.1",
-                    str(secure_port),
-                    *files,
-                )
+                run.storescu(f"storescu tls {name}", secure, sorted(folder.glob("*.dcm")), *tls)
             for path in bad:
-                run.command(
-                    f"storescu tls {path.name}",
-                    "storescu",
-                    *tls,
-                    "-aet",
-                    SCANNER,
-                    "-aec",
-                    "EDGEIMG",
-                    "127.0.0.1",
-                    str(secure_port),
-                    str(path),
-                )
-            run.command(
-                "storescu refused AE",
-                "storescu",
-                *tls,
-                "-aet",
-                "INTRUDER",
-                "-aec",
-                "EDGEIMG",
-                "127.0.0.1",
-                str(secure_port),
-                str(bad[0]),
+                run.storescu(f"storescu tls {path.name}", secure, [path], *tls)
+            run.storescu("storescu refused AE", secure, bad[:1], *tls, "-aet", "INTRUDER")
+            run.storescu(
+                "storescu disk full", servers["full"][1], sorted(studies["utf"].glob("*.dcm"))
             )
-            run.command(
-                "storescu disk full",
-                "storescu",
-                "-aet",
-                SCANNER,
-                "-aec",
-                "EDGEIMG",
-                "127.0.0.1",
-                str(full_port),
-                *map(str, studies["utf"].glob("*.dcm")),
-            )
-            _orthanc_sends(pacs, plain_port, studies["jis"])
+            _orthanc_sends(pacs, plain, studies["jis"])
+            bad_files = map(str, bad)
             run.edgeimg(
-                "send bad",
-                "send",
-                f"EDGEIMG@127.0.0.1:{plain_port}",
-                "--aet",
-                SCANNER,
-                *map(str, bad),
+                "send bad", "send", f"EDGEIMG@127.0.0.1:{plain}", "--aet", SCANNER, *bad_files
             )
             run.edgeimg("send to a PACS that is down", "send", dead, str(studies["utf"]))
             _wait(secure_spool, series=len(studies), forwards_to=None)
@@ -348,56 +357,9 @@ def exercise(
                 run.edgeimg(f"queue {name}", "queue", "--spool", str(spool))
                 run.edgeimg(f"queue {name} json", "queue", "--spool", str(spool), "--json")
         finally:
-            for name, process in (
-                ("serve tls", secure),
-                ("serve plain", plain),
-                ("serve full", full),
-            ):
-                run.codes[name] = stop(process)
-    run.edgeimg(
-        "run cnn", "run", "cnn", str(inputs), "--out", str(work / "run-cnn"), "--preview", "--json"
-    )
-    if "autoencoder" in models:
-        run.edgeimg(
-            "run autoencoder",
-            "run",
-            "autoencoder",
-            str(inputs),
-            "--out",
-            str(work / "run-autoencoder"),
-            "--preview",
-            "--features",
-        )
-    run.edgeimg(
-        "run unet",
-        "run",
-        "unet",
-        str(inputs),
-        "--out",
-        str(work / "run-unet"),
-        "--preview",
-        "--workers",
-        "0",
-    )
-    for flag in ("--json", "--clean-descriptors"):
-        run.edgeimg(
-            f"deid {flag}",
-            "deid",
-            str(inputs),
-            str(work / f"deid{flag}"),
-            "--key-file",
-            str(work / "deid.key"),
-            flag,
-        )
-    roots = [p for p in work.iterdir() if p.is_dir() and p != inputs]
-    run.counts["previews"] = sum(1 for root in roots for _ in root.rglob("*.png"))
-    run.counts["spooled with markers"] = sum(
-        TOKEN.encode() in p.read_bytes()
-        for spool in (secure_spool, plain_spool)
-        for p in spool.rglob("*")
-        if p.is_file() and is_dicom(p)
-    )
-    return run, search(roots, run.outputs)
+            for name, (process, _, _) in servers.items():
+                run.codes[f"serve {name}"] = stop(process)
+    return [secure_spool, plain_spool]
 
 
 def _orthanc_sends(pacs: Orthanc, port: int, folder: Path) -> None:
