@@ -103,11 +103,12 @@ def _structural(keyword: str, value: str) -> bool:
 
 def scrub(text: object) -> str:
     """`text` on one line with element values replaced by `<value>`; the wording is kept."""
-    raw = " ".join(str(text).split())
+    raw = " ".join(str(text).split())[: 4 * MAX_TEXT]  # a quote cut open here runs to the end
 
     def quoted(match: re.Match[str]) -> str:
         value = match.group("v") or match.group("v2") or match.group("v3") or ""
-        safe = _safe(value, raw[match.end() :], raw[: match.start()])
+        before = raw[max(0, match.start() - 80) : match.start()]
+        safe = _safe(value, raw[match.end() : match.end() + 8], before)
         return match.group(0) if safe else REDACTED
 
     cleaned = _QUOTED.sub(quoted, raw)
