@@ -29,6 +29,10 @@ Its parts, each against its own `edgeimg serve` subprocess on loopback, with 64x
   slice comes late: one revision each (its SR names the one it replaces), one current result
   per series, 0 duplicates.
 
+* phi_canary (bench and soak): studies whose identifying attributes carry marker strings go
+  through storescu, TLS, Orthanc, every model, `run`, `deid` and the error paths; every byte
+  edgeimg wrote outside the DICOM objects is searched for the markers (must be 0 hits).
+
 `python -m benchmarks.reliability [--scale test|bench|soak]`; `make soak` runs the soak scale,
 `make bench` the bench scale, tests/test_reliability.py the test scale (under a minute and a half).
 """
@@ -63,6 +67,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from edgeimg.metrics import percentile
 from edgeimg.pacs import Orthanc
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX
+from tests.canary import ALL_MODELS, QUICK_MODELS
+from tests.canary import exercise as canary_exercise
 from tests.corpus import (
     AET,
     Association,
@@ -862,6 +868,42 @@ def _revisions_at(pacs: Orthanc) -> dict[str, Any]:
     }
 
 
+# --- (g) PHI canary ----------------------------------------------------------------------------
+
+#: scales that run the canary (the test scale leaves it to tests/test_phi_canary.py): every
+#: model, the 512 x 512 enhancers included, over longer series than the test's
+PHI_CANARY = {
+    "bench": dict(models=QUICK_MODELS, slices=16),
+    "soak": dict(models=ALL_MODELS, slices=24),
+}
+
+
+def phi_canary(workdir: Path, models: tuple[str, ...], slices: int) -> dict:
+    """Marker studies through storescu, TLS, Orthanc, every command and the error paths; the
+    markers found in what edgeimg wrote outside the DICOM objects (tests/canary.py)."""
+    started = time.monotonic()
+    run, found = canary_exercise(workdir / "phi", workdir / "phi-engines", models, slices)
+    return {
+        "models": list(models),
+        "slices_per_series": slices,
+        "files_searched": found.files,
+        "bytes_searched": found.bytes,
+        "dicom_objects_left_out": found.dicom_skipped,
+        "hits": found.hits[:20],
+        "hit_count": len(found.hits),
+        "spooled_with_markers": run.counts["spooled with markers"],
+        "results_at_pacs": run.counts["results at the PACS"],
+        "exit_codes": run.codes,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _phi_bars(report: dict) -> dict[str, bool]:
+    if "phi_canary" not in report:
+        return {}
+    return {"PHI canary: markers outside the DICOM objects == 0": not report["phi_canary"]["hits"]}
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -885,6 +927,8 @@ def run(scale: str = "bench") -> dict:
         report["attack"] = attack(workdir, settings["legit"], settings["idle"], settings["stalls"])
         report["flood"] = flood(workdir, scale)
         report["slow_restart"] = slow_restart(workdir, SLOW_RESTART_SERIES[scale])
+        if scale in PHI_CANARY:
+            report["phi_canary"] = phi_canary(workdir, **PHI_CANARY[scale])
     report["seconds"] = round(time.monotonic() - started, 1)
     report["bars"] = bars(report)
     return report
@@ -920,6 +964,7 @@ def bars(report: dict) -> dict[str, bool]:
         "hangs == 0": all(part["hangs"] == 0 for part in attacked.values()),
         **flood_bars(report["flood"]),
         **_slow_restart_bars(report["slow_restart"]),
+        **_phi_bars(report),
     }
 
 

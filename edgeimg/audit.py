@@ -3,7 +3,8 @@
 One JSON object per line. The file is opened with O_APPEND and each line goes out in a single
 write() followed by fsync, so lines from threads (and processes) never interleave, a crash loses
 at most the line being written, and earlier lines are never rewritten. Fields named like patient
-identity are refused outright: an audit trail that leaks names would defeat its purpose.
+identity are refused outright: an audit trail that leaks names would defeat its purpose; and
+exception texts in any field are scrubbed of element values (`edgeimg.privacy.scrub`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from edgeimg.privacy import scrub_fields
 
 _PHI_PARTS = ("patient", "birth", "physician", "operatorsname", "accession", "mothers")
 _PHI_NAMES = frozenset({"mrn", "ssn", "name", "dob"})
@@ -47,6 +50,7 @@ def _entry(event: str, fields: dict[str, Any]) -> dict[str, Any]:
     refused = sorted(set(_identifying_names(fields)))
     if refused:
         raise ValueError(f"refusing patient-identifying fields in the audit log: {refused}")
+    fields = scrub_fields(fields)
     return {"time": datetime.now(timezone.utc).isoformat(), "event": event, **fields}
 
 

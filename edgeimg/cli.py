@@ -9,6 +9,7 @@ import click
 from edgeimg import __version__
 from edgeimg.console import warn
 from edgeimg.plugins import PluginError, UnknownName, add_commands, get_registry
+from edgeimg.privacy import capture
 
 CORE_COMMANDS = {
     "plugins": "edgeimg.commands.listing:plugins",
@@ -64,6 +65,7 @@ class EdgeimgGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="edgeimg")
 def cli() -> None:
     """Run trained imaging models next to the scanner: build engines, serve DICOM, send results."""
+    capture()
     registry = get_registry()
     for info in registry.failures:
         warn(f"plugin {info.name!r} is not loaded: {info.error} (see `edgeimg plugins`)")

@@ -27,6 +27,7 @@ from edgeimg.dicom.write import OutputRefused
 from edgeimg.errors import EdgeimgError, internal_error
 from edgeimg.files import dicom_files
 from edgeimg.model import ModelSpec
+from edgeimg.privacy import capture, scrub
 
 
 @dataclass
@@ -99,7 +100,7 @@ def scan(paths: Sequence[Path], spec: ModelSpec) -> Scan:
         try:
             header = read_header(path)
         except DicomInputError as error:
-            result.errors.append({"status": "error", "file": str(path), "error": str(error)})
+            result.errors.append({"status": "error", "file": str(path), "error": scrub(error)})
             continue
         uid = str(header.SOPInstanceUID)
         if uid in first:
@@ -150,8 +151,14 @@ def decoder_pool(workers: int) -> Executor:
     """Worker processes for decoding; forkserver keeps them clear of the engine's threads."""
     context = multiprocessing.get_context("forkserver")
     return ProcessPoolExecutor(
-        max_workers=max(1, workers), mp_context=context, initializer=keep_freed_memory
+        max_workers=max(1, workers), mp_context=context, initializer=start_worker
     )
+
+
+def start_worker() -> None:
+    """A decoding/writing worker's setup: its library warnings and logs are scrubbed events too."""
+    capture()
+    keep_freed_memory()
 
 
 #: glibc mallopt parameters (malloc.h) and the values a decoding worker uses

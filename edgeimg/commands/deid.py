@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgeimg.console import err, out, print_json, warn
+from edgeimg.privacy import describe
 
 KEY_BYTES = 32
 
@@ -168,9 +169,7 @@ def deid(
             except DicomInputError as error:
                 report.failed.append({"source": str(path), "error": error.reason})
             except Exception as error:  # a hostile file must not end the run with a traceback
-                report.failed.append(
-                    {"source": str(path), "error": f"{type(error).__name__}: {error}"}
-                )
+                report.failed.append({"source": str(path), "error": describe(error)})
             progress.advance(task)
     _print(report, key_path, created, as_json)
     sys.exit(1 if report.failed else 0)

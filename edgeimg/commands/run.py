@@ -20,6 +20,7 @@ from rich.table import Table
 
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
+from edgeimg.privacy import scrub
 from edgeimg.results import file_rows, finding, write_lines
 
 STATUSES = ("ok", "skipped", "duplicate", "error")
@@ -249,7 +250,7 @@ def _error_line(job: Any, error: Exception) -> dict[str, Any]:
         "status": "error",
         "series_uid": job.series.uid,
         "file": error.name,
-        "error": str(error),
+        "error": scrub(error),
     }
 
 

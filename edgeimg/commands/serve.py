@@ -20,6 +20,7 @@ from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult
 from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
+from edgeimg.privacy import scrub
 from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
 
 try:
@@ -323,8 +324,10 @@ def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
         def advance(result: SendResult) -> None:
             progress.advance(task)
             if result.error:
-                progress.console.print(f"[red]failed[/] {escape(str(result.path))}: "
-                                       f"{escape(result.error)}", soft_wrap=True)  # fmt: skip
+                reason = escape(scrub(result.error))
+                progress.console.print(
+                    f"[red]failed[/] {escape(str(result.path))}: {reason}", soft_wrap=True
+                )
 
         try:
             results = c_store(peer, files, calling, timeout, advance, fail_fast=True)

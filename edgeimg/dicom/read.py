@@ -40,6 +40,7 @@ from pydicom.uid import (
 )
 
 from edgeimg.errors import EdgeimgError
+from edgeimg.privacy import scrub
 
 __all__ = [
     "DicomInputError",
@@ -83,7 +84,7 @@ class DicomInputError(EdgeimgError):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(name, reason)
         self.name = name
-        self.reason = reason
+        self.reason = scrub(reason)  # values quoted from the file or a library: never in a log
 
     def __str__(self) -> str:
         return f"{self.name}: {self.reason}"

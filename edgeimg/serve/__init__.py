@@ -1,18 +1,15 @@
 """`edgeimg serve`: the DICOM listener, its spool and queue, and the seam to the pipeline.
 
 Events are logged as one JSON object per line on stderr (a readable line on a terminal). They
-carry UIDs, AE titles and hosts only: never patient names or IDs.
+carry UIDs, AE titles and hosts only: never patient names or IDs; library warnings and
+log records come out the same way (`edgeimg.privacy.capture`).
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import threading
-import time
 from typing import Any, Protocol
 
-_log_lock = threading.Lock()
+from edgeimg.privacy import emit
 
 
 class Pipeline(Protocol):
@@ -33,14 +30,8 @@ class NoPipeline:
 
 
 def log(event: str, **fields: Any) -> None:
-    """One status line on stderr: JSON when not a terminal, `event key=value ...` otherwise."""
-    record = {"time": round(time.time(), 3), "event": event, **fields}
-    if sys.stderr.isatty():
-        line = " ".join(
-            [time.strftime("%H:%M:%S"), event, *(f"{k}={v}" for k, v in fields.items())]
-        )
-    else:
-        line = json.dumps(record, default=str)
-    with _log_lock:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+    """One status line on stderr: JSON when not a terminal, `event key=value ...` otherwise.
+
+    Every string field is scrubbed of element values (`edgeimg.privacy.scrub`) on the way.
+    """
+    emit(event, **fields)

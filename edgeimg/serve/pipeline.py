@@ -23,6 +23,7 @@ from edgeimg.durable import atomic_file
 from edgeimg.errors import user_message
 from edgeimg.metrics import percentile
 from edgeimg.net import parse_peer, send
+from edgeimg.privacy import describe
 from edgeimg.results import write_json
 from edgeimg.serve import log
 from edgeimg.serve.queue import Queue
@@ -117,12 +118,12 @@ class Worker:
         try:
             self.warm()
         except Exception as error:  # reported per job again; the listener keeps storing
-            log("engine_failed", error=f"{type(error).__name__}: {error}")
+            log("engine_failed", error=describe(error))
         while not self._stop.is_set():
             try:
                 busy = self.step()
             except Exception as error:  # the queue is the state: log, pause, pick it up again
-                log("worker_error", error=f"{type(error).__name__}: {error}")
+                log("worker_error", error=describe(error))
                 busy = False
             if not busy:
                 self._wake.wait(0.5)
@@ -164,7 +165,7 @@ class Worker:
         try:
             facts = self.facts(series_uid)
         except Exception as error:  # stored instances were validated; this is unexpected
-            log("route_failed", series_uid=series_uid, error=f"{type(error).__name__}: {error}")
+            log("route_failed", series_uid=series_uid, error=describe(error))
             self.queue.add_jobs(series_uid, [])
             return
         models = [model for model, _ in self.routing.models_for(facts)]
@@ -317,7 +318,7 @@ class Worker:
         try:
             self.audit.record(event, **fields)
         except (OSError, ValueError) as error:
-            log("audit_failed", audit_event=event, error=str(error))
+            log("audit_failed", audit_event=event, error=describe(error))
 
 
 def _sop_uid(path: str | Path) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeimg.privacy import scrub
+
 SERIES_STATES = ("received", "complete", "pending", "running", "done", "failed")
 """States in the database; `edgeimg queue` also shows `revised` (done, results superseded)."""
 
@@ -315,7 +317,7 @@ class Queue:
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET state = ?, outputs = ?, error = ?, updated = ? WHERE id = ?",
-                (state, json.dumps(outputs or []), error, now, job_id),
+                (state, json.dumps(outputs or []), error and scrub(error), now, job_id),
             )
             series_uid = db.execute(
                 "SELECT series_uid FROM jobs WHERE id = ?", (job_id,)
@@ -391,7 +393,7 @@ class Queue:
             db.execute(
                 "UPDATE forwards SET state = ?, error = ?, next_try = ?, attempts = attempts + 1,"
                 " updated = ? WHERE id = ?",
-                (state, error, retry_at, time.time(), forward_id),
+                (state, error and scrub(error), retry_at, time.time(), forward_id),
             )
 
     def series_summary(self) -> list[dict[str, Any]]:
