@@ -374,3 +374,17 @@ def test_inputs_that_do_not_fit_are_refused(sources, tmp_path):
 def test_writers_are_registered(kind, function):
     assert load_registry().writer(kind).load() is function
     assert load_registry().writer("json")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_japanese_studies_get_their_outputs(kind, sources, tmp_path):
+    """`\\ISO 2022 IR 87` (an empty first value: the default repertoire) is legal and common in
+    Japan; highdicom refuses the empty value, so the writers spell it out."""
+    name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    for ds in sources:
+        ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+        ds.PatientName = name
+    for path in run(kind, sources, tmp_path):
+        written = pydicom.dcmread(path)
+        assert str(written.PatientName) == name
+        assert dciodvfy_errors(path) == [], path

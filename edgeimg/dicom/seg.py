@@ -15,7 +15,14 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from edgeimg.dicom.frames import Frame, frames_of, slice_spacing
-from edgeimg.dicom.write import MANUFACTURER, check_sources, prepare, refuse, save
+from edgeimg.dicom.write import (
+    MANUFACTURER,
+    character_set,
+    check_sources,
+    prepare,
+    refuse,
+    save,
+)
 from edgeimg.model import ModelSpec
 
 # The model's label codes name what was segmented; this names the kind of thing it is.
@@ -64,6 +71,7 @@ def write_seg(
         software_versions=output.software_versions,
         device_serial_number=output.device_serial_number,
         series_description=output.series_description,
+        specific_character_set=character_set(sources),
     )
     measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     if not measures.get("SliceThickness"):

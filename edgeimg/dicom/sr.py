@@ -39,7 +39,14 @@ from pydicom.sr.codedict import codes
 
 from edgeimg.dicom.frames import Frame, frames_of
 from edgeimg.dicom.library import image_library
-from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
+from edgeimg.dicom.write import (
+    MANUFACTURER,
+    Output,
+    character_set,
+    check_sources,
+    prepare,
+    save,
+)
 from edgeimg.model import ModelSpec
 
 PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
@@ -96,6 +103,7 @@ def write_sr(
         is_final=True,
         series_description=output.series_description,
         previous_versions=list(predecessors) or None,
+        specific_character_set=character_set(sources),
     )
     return save(sr, out_dir, sources)
 

@@ -111,6 +111,20 @@ def _with_type2(ds: Dataset) -> Dataset:
     return filled
 
 
+def character_set(sources: Sequence[Dataset]) -> list[str] | str | None:
+    """The sources' Specific Character Set as highdicom accepts it.
+
+    An empty first value means the default repertoire when code extensions follow (Japanese
+    studies say ``\\ISO 2022 IR 87``); highdicom refuses the empty value, so it is spelled out
+    as ISO 2022 IR 6, which means the same.
+    """
+    value = sources[0].get("SpecificCharacterSet")
+    if value is None or isinstance(value, str):
+        return value or None
+    values = [str(item) or "ISO 2022 IR 6" for item in value]
+    return values if len(values) > 1 else values[0]
+
+
 def prepare(
     kind: str, what: str, sources: Sequence[Dataset], model: ModelSpec, engine_key: str
 ) -> Output:
