@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from edgeimg.dicom.frames import frame_count
+from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.errors import EdgeimgError
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -35,18 +36,7 @@ IMAGE_PIXEL = (
 #: Type 1 (present, not empty) and Type 2 (present) attributes, by what every object shares and
 #: by SOP class; the CT Image IOD stands for the derived images of our CT sources
 COMMON_1 = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality")
-COMMON_2 = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "SeriesNumber",
-)
+COMMON_2 = (*COPIED_TYPE2, "SeriesNumber")
 REQUIRED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     COMPREHENSIVE_3D_SR: (
         (
