@@ -87,11 +87,16 @@ _UID_ROOT = "edgeimg.tests.conformance"
 
 @dataclass(frozen=True)
 class Source:
-    """Files another program wrote; `ct` sources are mutated, the others only run as they are."""
+    """Files another program wrote; `ct` sources are mutated, the others only run as they are.
+
+    A `valid` source is a legal CT input: every model that takes its SOP class (and, for
+    sequence models, its number of frames) must process it as it is.
+    """
 
     id: str
     load: Callable[[Path], list[Dataset]]
     ct: bool = True
+    valid: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,14 +169,14 @@ def _available(tool: str) -> bool:
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("pydicom-CT_small", _pydicom("CT_small.dcm")),
+    Source("pydicom-CT_small", _pydicom("CT_small.dcm"), valid=True),
     Source("pydicom-CT_J2KI", _pydicom("693_J2KI.dcm")),
     Source("pydicom-CT_J2K_pixelrep", _pydicom("J2K_pixelrep_mismatch.dcm")),
-    Source("pydicom-CT2", _pydicom_folder("77654033/CT2")),
+    Source("pydicom-CT2", _pydicom_folder("77654033/CT2"), valid=True),
     Source("pydicom-CT5N", _pydicom_folder("98892001/CT5N")),
-    Source("pynetdicom-CT", _pynetdicom("CTImageStorage.dcm")),
+    Source("pynetdicom-CT", _pynetdicom("CTImageStorage.dcm"), valid=True),
     *(
-        Source(f"dcmtk-{name}", _dcmtk(tool, *options))
+        Source(f"dcmtk-{name}", _dcmtk(tool, *options), valid=True)
         for name, tool, options in (
             ("implicit", "dcmconv", ("+ti",)),
             ("big-endian", "dcmconv", ("+tb",)),
@@ -181,9 +186,9 @@ SOURCES: tuple[Source, ...] = (
         )
         if _available(tool)
     ),
-    Source("synth-single", _synth("single")),
-    Source("synth-enhanced", _synth("enhanced")),
-    Source("synth-legacy", _synth("legacy")),
+    Source("synth-single", _synth("single"), valid=True),
+    Source("synth-enhanced", _synth("enhanced"), valid=True),
+    Source("synth-legacy", _synth("legacy"), valid=True),
     *(
         Source(f"pydicom-{name.removesuffix('.dcm')}", _pydicom(name), ct=False)
         for name in (
@@ -309,12 +314,13 @@ def _shared(ds: Dataset, keyword: str) -> list[Dataset]:
 
 @dataclass
 class Written:
-    """What `write_cases` wrote: every file under its case, and cases that did not apply."""
+    """What `write_cases` wrote: every file under its case, cases that did not apply, and
+    per source its number of files and of frames."""
 
     root: Path
     files: dict[str, list[Path]]
     not_applicable: list[str]
-    sources: dict[str, int]
+    sources: dict[str, tuple[int, int]]
 
 
 def write_cases(root: Path, selected: list[Case]) -> Written:
@@ -325,8 +331,9 @@ def write_cases(root: Path, selected: list[Case]) -> Written:
     with tempfile.TemporaryDirectory() as work:
         for case in selected:
             if case.source.id not in loaded:
-                loaded[case.source.id] = case.source.load(Path(work))
-                written.sources[case.source.id] = len(loaded[case.source.id])
+                found = loaded[case.source.id] = case.source.load(Path(work))
+                frames = sum(int(ds.get("NumberOfFrames") or 1) for ds in found)
+                written.sources[case.source.id] = (len(found), frames)
             datasets = mutate(case, loaded[case.source.id])
             if datasets is None:
                 written.not_applicable.append(case.id)
@@ -338,7 +345,7 @@ def write_cases(root: Path, selected: list[Case]) -> Written:
                 path = folder / f"{index:02d}.dcm"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    ds.save_as(path)
+                    ds.save_as(path, enforce_file_format=True)
                 paths.append(path)
             written.files[case.id] = paths
     return written

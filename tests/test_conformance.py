@@ -27,7 +27,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeimg.cli import cli
-from tests.conformance import Written, cases, write_cases
+from edgeimg.plugins import get_registry
+from tests.conformance import SOURCES, Written, cases, write_cases
 from tests.dciodvfy import dciodvfy_errors
 
 FULL = os.environ.get("EDGEIMG_CONFORMANCE") == "full"
@@ -96,9 +97,15 @@ def check_output(case_id: str, source: Path, output: Path) -> list[str]:
 
 
 def check_row(
-    case_id: str, path: Path, row: dict[str, Any], as_is: dict[str, str], root: Path
+    case_id: str,
+    path: Path,
+    row: dict[str, Any],
+    as_is: dict[str, str],
+    root: Path,
+    must_run: set[str],
 ) -> list[str]:
-    """A refusal must say why in terms of the mutated attribute, unless the source gets it too."""
+    """A refusal must say why in terms of the mutated attribute, unless the source gets it too;
+    a valid source as it is must not be refused at all."""
     status, message = row["status"], _message(row)
     where = f"{case_id}: {path.name} {status}"
     if status in ("ok", "duplicate"):
@@ -107,6 +114,8 @@ def check_row(
         return [f"{where}: refused without a reason"]
     source_id, _, mutation = case_id.partition("--")
     keyword = mutation.rsplit("-", 1)[0]
+    if case_id in must_run:
+        return [f"{where}: a valid CT input was not processed: {message}"]
     if mutation == "as-is" or as_is.get(source_id) == _generic(message, root):
         return []
     if any(name in message.lower() for name in _names(keyword)):
@@ -126,7 +135,9 @@ def check_duplicate(
     return [f"{case_id}: no 'duplicate' row naming {first.name} or {twin.name}; rows {seen}"]
 
 
-def judge(written: Written, done: subprocess.CompletedProcess, out: Path) -> tuple[list, Counter]:
+def judge(
+    written: Written, done: subprocess.CompletedProcess, out: Path, must_run: set[str]
+) -> tuple[list, Counter]:
     """Every problem with one run, each naming its case and file; and the rows' statuses."""
     problems: list[str] = []
     output = done.stdout + done.stderr
@@ -140,12 +151,12 @@ def judge(written: Written, done: subprocess.CompletedProcess, out: Path) -> tup
     if not results.is_file():
         return [*problems, f"no results.jsonl (exit {done.returncode})"], Counter()
     lines = [json.loads(line) for line in results.read_text().splitlines()]
-    found, counts = judge_rows(written, lines, {})
+    found, counts = judge_rows(written, lines, {}, must_run)
     return problems + found, counts
 
 
 def judge_rows(
-    written: Written, lines: list[dict[str, Any]], as_is: dict[str, str]
+    written: Written, lines: list[dict[str, Any]], as_is: dict[str, str], must_run: set[str]
 ) -> tuple[list[str], Counter]:
     """The per-file checks over results.jsonl; `as_is` collects the unmutated sources' refusals."""
     problems: list[str] = []
@@ -164,7 +175,7 @@ def judge_rows(
                 problems.append(f"{case_id}: {path.name} is missing from results.jsonl")
                 continue
             for row in found:
-                problems += check_row(case_id, path, row, as_is, root)
+                problems += check_row(case_id, path, row, as_is, root, must_run)
                 for name in row.get("outputs", []) if row["status"] == "ok" else []:
                     if name not in checked:
                         checked.add(name)
@@ -172,7 +183,9 @@ def judge_rows(
     return problems, Counter(line["status"] for line in lines) + Counter(outputs=len(checked))
 
 
-def pinpoint(model: str, written: Written, engines: Path, out: Path) -> tuple[list, Counter]:
+def pinpoint(
+    model: str, written: Written, engines: Path, out: Path, must_run: set[str]
+) -> tuple[list, Counter]:
     """After the batch died: every case on its own, in this process, naming those that kill it.
 
     The unmutated sources go first, so that their refusals are known when the variants come.
@@ -193,19 +206,33 @@ def pinpoint(model: str, written: Written, engines: Path, out: Path) -> tuple[li
             continue
         results = case_out / "results.jsonl"
         lines = [json.loads(line) for line in results.read_text().splitlines()]
-        found, seen = judge_rows(Written(written.root, {case_id: paths}, [], {}), lines, as_is)
+        alone = Written(written.root, {case_id: paths}, [], {})
+        found, seen = judge_rows(alone, lines, as_is, must_run)
         problems += found
         counts += seen
     return problems, counts
+
+
+def valid_inputs(model: str, written: Written) -> set[str]:
+    """The as-is cases the model must process: valid sources of a SOP class it takes, with
+    enough frames for a sequence model."""
+    spec = get_registry().model(model)
+    need = spec.input.min_length if spec.input.sequence else 1
+    return {
+        f"{source.id}--as-is"
+        for source in SOURCES
+        if source.valid and written.sources.get(source.id, (0, 0))[1] >= need
+    }
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_every_input_is_processed_or_refused_by_name(model, written, engines, tmp_path):
     out = tmp_path / "out"
     done = run_model(model, written, engines, out)
-    problems, counts = judge(written, done, out)
+    must_run = valid_inputs(model, written)
+    problems, counts = judge(written, done, out, must_run)
     if not (out / "results.jsonl").is_file():
-        found, counts = pinpoint(model, written, engines, tmp_path / "each")
+        found, counts = pinpoint(model, written, engines, tmp_path / "each", must_run)
         problems += ["each case on its own:", *found]
     files = sum(len(paths) for paths in written.files.values())
     print(f"\n{model}: {len(written.files)} variants, {files} files, rows {dict(counts)}")

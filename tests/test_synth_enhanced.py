@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from pydicom.uid import EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage
 
 from edgeimg.commands.synth import synth
-from edgeimg.dicom.read import read_header, read_image
+from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import group_series
 from edgeimg.synth.dicom import write_study
 from edgeimg.synth.enhanced import ENHANCED_FILE, legacy_converted
@@ -115,3 +116,16 @@ def test_legacy_converted_reads_like_its_sources(studies, tmp_path):
     assert series.complete and series.slice_spacing == pytest.approx(
         abs(sources[1].position[2] - sources[0].position[2])
     )
+
+
+@pytest.mark.parametrize("keyword", ["RescaleSlope", "RescaleIntercept"])
+def test_a_rescale_that_is_not_one_number_is_refused_by_name(studies, keyword):
+    """Guessing would shift every HU; the file and the attribute are named instead."""
+    path = studies[1] / "series-001" / ENHANCED_FILE
+    ds = pydicom.dcmread(path)
+    transform = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
+    transform[keyword].value = [1, 2]
+    with pytest.raises(DicomInputError, match=rf"^{re.escape(str(path))}: {keyword} .* single"):
+        read_image(ds)
+    transform[keyword].value = None
+    assert read_image(ds).frames.shape == (SLICES, SIZE, SIZE)
