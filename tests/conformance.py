@@ -27,7 +27,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -39,6 +39,7 @@ from pydicom.sequence import Sequence as DicomSequence
 
 from edgeimg.synth.dicom import write_study
 from edgeimg.synth.enhanced import ENHANCED_FILE, legacy_converted
+from tests.dciodvfy import dciodvfy_errors
 
 MACROS = {
     "PixelSpacing": "PixelMeasuresSequence",
@@ -93,8 +94,9 @@ _UID_ROOT = "edgeimg.tests.conformance"
 class Source:
     """Files another program wrote; `ct` sources are mutated, the others only run as they are.
 
-    A `valid` source is a legal CT input: every model that takes its SOP class (and, for
-    sequence models, its number of frames) must process it as it is.
+    A `valid` source is a CT input that every model taking CT must process, as it is and in
+    every variant that dciodvfy still finds conformant (for sequence models: with enough
+    frames).
     """
 
     id: str
@@ -268,17 +270,25 @@ def _multi(ds: Dataset, keyword: str, places: list[Dataset]) -> None:
 
 
 def _perframe(ds: Dataset, keyword: str, places: list[Dataset]) -> None:
-    """Move the attribute into every per-frame group (creating the groups of a classic image)."""
-    element = places[0][keyword]
-    for place in places:
-        del place[keyword]
+    """Into every per-frame group: an enhanced image's shared macro moves there whole (legal);
+    a classic image's top-level attribute goes into per-frame groups made for it."""
+    macro = MACROS[keyword]
+    for group in ds.get("SharedFunctionalGroupsSequence", []):
+        if any(item is place for item in group.get(macro, []) for place in places):
+            item = group[macro].value[0]
+            del group[macro]
+            for frame in ds.PerFrameFunctionalGroupsSequence:
+                setattr(frame, macro, DicomSequence([copy.deepcopy(item)]))
+            return
+    element = ds[keyword]
+    del ds[keyword]
     frames = int(ds.get("NumberOfFrames") or 1)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         ds.PerFrameFunctionalGroupsSequence = DicomSequence([Dataset() for _ in range(frames)])
-    for group in ds.PerFrameFunctionalGroupsSequence:
-        if MACROS[keyword] not in group:
-            setattr(group, MACROS[keyword], DicomSequence([Dataset()]))
-        group[MACROS[keyword]].value[0].add_new(element.tag, element.VR, element.value)
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        if macro not in frame:
+            setattr(frame, macro, DicomSequence([Dataset()]))
+        frame[macro].value[0].add_new(element.tag, element.VR, element.value)
 
 
 _KINDS = {"empty": _empty, "absent": _absent, "multi": _multi, "perframe": _perframe}
@@ -327,6 +337,8 @@ class Written:
     files: dict[str, list[Path]]
     not_applicable: list[str]
     sources: dict[str, tuple[int, int]]
+    conformant: set[str] = field(default_factory=set)
+    """Cases whose every file passes dciodvfy with no errors: legal input, not just readable."""
 
 
 def write_cases(root: Path, selected: list[Case]) -> Written:
@@ -354,4 +366,6 @@ def write_cases(root: Path, selected: list[Case]) -> Written:
                     ds.save_as(path, enforce_file_format=True)
                 paths.append(path)
             written.files[case.id] = paths
+            if not any(dciodvfy_errors(path) for path in paths):
+                written.conformant.add(case.id)
     return written
