@@ -94,9 +94,10 @@ _UID_ROOT = "edgeimg.tests.conformance"
 class Source:
     """Files another program wrote; `ct` sources are mutated, the others only run as they are.
 
-    A `valid` source is a CT input that every model taking CT must process, as it is and in
-    every variant that dciodvfy still finds conformant (for sequence models: with enough
-    frames).
+    A `valid` source is a CT input that every model taking CT must process, as it is (even
+    where dciodvfy finds fault with how another program wrote it, as with highdicom's Legacy
+    Converted Enhanced CT) and in every variant that dciodvfy passes; for sequence models,
+    when it has enough frames.
     """
 
     id: str
