@@ -218,14 +218,15 @@ def _write_series(
     folder = out_dir / series["folder"]
     folder.mkdir(parents=True, exist_ok=True)
     pixels = _stored(hu)
-    if series.get("enhanced"):
+    enhanced = bool(series.get("enhanced"))
+    if enhanced:
         name = f"{series['folder']}/{ENHANCED_FILE}"
         enhanced_dataset(base, phantom, pixels, series).save_as(
             out_dir / name, enforce_file_format=True
         )
     entries = []
     for k in range(hu.shape[0]):
-        if series.get("enhanced"):
+        if enhanced:
             where = {"frame": k + 1, "sop_instance_uid": series["sop_uid"], "file": name}
         else:
             name = f"{series['folder']}/slice-{k + 1:04d}.dcm"
