@@ -7,7 +7,7 @@ highdicom (`srread`, `segread`, `imread`) load; for a refusal, a message naming 
 attribute (or the same refusal as the unmutated source gets), except for a valid CT source and
 its variants that dciodvfy still passes, which must be processed; for a duplicate SOP Instance
 UID, a `duplicate` row naming the file it duplicates. No traceback, and the JSON summary
-printed whatever happened. `make test` runs the sample, `make fuzz` the full table
+printed whatever happened; a folder with nothing to run exits 1. `make test` runs the sample, `make fuzz` the full table
 (EDGEIMG_CONFORMANCE=full).
 """
 
@@ -296,3 +296,22 @@ def test_the_judge_wants_the_attribute_named_and_nothing_identifying(written):
     assert check_row("pydicom-CT_small--SliceThickness-empty", path, row, {}, root, set())
     valid = {"pydicom-CT_small--SliceThickness-empty"}
     assert check_row("pydicom-CT_small--SliceThickness-empty", path, row, {}, root, valid)
+
+
+@pytest.mark.parametrize("content", ["empty", "no-dicom"])
+def test_a_folder_with_nothing_to_run_is_an_error_that_says_what_it_found(
+    content, engines, tmp_path
+):
+    """Issue 14, case 6: exit 1, no traceback, and every file that was there in results.jsonl."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    if content == "no-dicom":
+        (folder / "notes.txt").write_text("not DICOM")
+    out = tmp_path / "out"
+    done = run_model("cnn", Written(folder, {}, [], {}), engines, out)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    json.loads(done.stdout)
+    if content == "no-dicom":
+        rows = _rows_by_file([json.loads(line) for line in (out / "results.jsonl").open()])
+        assert str((folder / "notes.txt").resolve()) in rows
