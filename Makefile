@@ -8,7 +8,8 @@ TORCH ?= torch==2.13.0
 PLUGINS := $(sort $(wildcard plugins/*))
 STAMP := $(VENV)/.edgeimg-installed
 PYTEST_ARGS ?=
-# make fuzz: seconds of fuzzing, split between the read path and the listener
+# make fuzz: seconds of fuzzing, split between the read path and the listener; then the full
+# conformance table (every CT source x every mutation, every model; tests/conformance.py)
 FUZZ_SECONDS ?= 300
 
 .PHONY: install system-deps demo test test-fast bench soak fuzz lint format weights clean
@@ -39,8 +40,9 @@ bench: install system-deps
 soak: install system-deps
 	$(BIN)/python -m benchmarks.reliability --scale soak
 
-fuzz: install
+fuzz: install system-deps
 	EDGEIMG_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -o timeout=0 tests/test_fuzz.py
+	EDGEIMG_CONFORMANCE=full $(BIN)/python -m pytest -q -s -o timeout=0 tests/test_conformance.py
 
 lint: install
 	$(BIN)/ruff check edgeimg plugins tests benchmarks

@@ -57,6 +57,11 @@ def _check_out(path: Path, force: bool) -> None:
     help="Dose of the low-dose copies relative to full dose.",
 )
 @click.option("--noisy", is_flag=True, help="Give the primary series full-dose noise.")
+@click.option(
+    "--enhanced",
+    is_flag=True,
+    help="Write each series as one multi-frame Enhanced CT file (series-NNN/enhanced.dcm).",
+)
 @click.option("--force", is_flag=True, help="Write into OUT even if it is not empty.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def synth(
@@ -68,6 +73,7 @@ def synth(
     low_dose: bool,
     dose_fraction: float,
     noisy: bool,
+    enhanced: bool,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -88,7 +94,9 @@ def synth(
     )
     try:
         with Progress(*columns, console=err, transient=True) as progress:
-            task = progress.add_task("writing slices", total=total)
+            task = progress.add_task(
+                "writing frames" if enhanced else "writing slices", total=total
+            )
             info = write_study(
                 out_dir,
                 series=series,
@@ -98,6 +106,7 @@ def synth(
                 noisy=noisy,
                 pairs=low_dose,
                 dose_fraction=dose_fraction,
+                enhanced=enhanced,
                 progress=lambda n: progress.advance(task, n),
             )
     except OSError as error:

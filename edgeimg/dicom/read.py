@@ -579,7 +579,7 @@ def _modality(ds: Dataset, name: str, arr: np.ndarray, info: _PixelInfo) -> np.n
     else:
         stored = np.array([np.nanmin(arr), np.nanmax(arr)]) if arr.size else np.zeros(2)
 
-    rescale = _rescale_per_frame(ds, info.frames)
+    rescale = _rescale_per_frame(ds, info.frames, name)
     try:
         if rescale is not None:
             slopes = np.array([s for s, _ in rescale], dtype=np.float32)
@@ -605,40 +605,55 @@ def _modality(ds: Dataset, name: str, arr: np.ndarray, info: _PixelInfo) -> np.n
     return out
 
 
-def _rescale_per_frame(ds: Dataset, frames: int) -> list[tuple[float, float]] | None:
-    """(slope, intercept) per frame, or None when no rescale applies (identity or a LUT)."""
+def _rescale_per_frame(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]] | None:
+    """(slope, intercept) per frame, or None when no rescale applies (identity or a LUT).
+
+    Empty values mean the identity; values that are not one number are refused, since a guess
+    would shift every HU the model sees.
+    """
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = _sequence(ds, "PerFrameFunctionalGroupsSequence")
     if len(per_frame) == frames:
-        found = [_frame_rescale(item, shared) for item in per_frame]
+        found = [_frame_rescale(item, shared, name) for item in per_frame]
         if any(f is not None for f in found):
-            top = _rescale_of(ds) or (1.0, 0.0)
+            top = _rescale_of(ds, name) or (1.0, 0.0)
             return [f or top for f in found]
     elif shared is not None:
         item = _first_item(shared, "PixelValueTransformationSequence")
-        found_shared = _rescale_of(item) if item is not None else None
+        found_shared = _rescale_of(item, name) if item is not None else None
         if found_shared is not None:
             return [found_shared] * frames
-    top = _rescale_of(ds)
+    top = _rescale_of(ds, name)
     return [top] * frames if top is not None else None
 
 
-def _frame_rescale(item: Dataset, shared: Dataset | None) -> tuple[float, float] | None:
+def _frame_rescale(item: Dataset, shared: Dataset | None, name: str) -> tuple[float, float] | None:
     for group in (item, shared):
         if group is None:
             continue
         transform = _first_item(group, "PixelValueTransformationSequence")
-        if transform is not None and (found := _rescale_of(transform)) is not None:
+        if transform is not None and (found := _rescale_of(transform, name)) is not None:
             return found
     return None
 
 
-def _rescale_of(ds: Dataset) -> tuple[float, float] | None:
+def _rescale_of(ds: Dataset, name: str) -> tuple[float, float] | None:
     if "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
         return None
-    slope = _float_or_none(_get(ds, "RescaleSlope"))
-    intercept = _float_or_none(_get(ds, "RescaleIntercept"))
-    return (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
+    return (
+        _rescale_value(ds, "RescaleSlope", name, 1.0),
+        _rescale_value(ds, "RescaleIntercept", name, 0.0),
+    )
+
+
+def _rescale_value(ds: Dataset, keyword: str, name: str, default: float) -> float:
+    value = _get(ds, keyword, name)
+    if value is None or value == "":
+        return default
+    number = _float_or_none(value)
+    if number is None:
+        raise DicomInputError(name, f"{keyword} {_short(value)} is not a single finite number")
+    return number
 
 
 def _classic_positions(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -33,7 +33,9 @@ class Series:
     """One series, instances ordered along the slice normal (or by InstanceNumber, file name).
 
     `slice_positions` are the instances' distances (mm) along the slice normal, in order, or
-    None when some instance has no usable position. `issues` are human-readable findings;
+    None when some instance has no usable position. A series of one multi-frame instance
+    (Enhanced or Legacy Converted CT) is checked frame by frame instead: `slice_spacing`, gaps
+    and repeated positions come from its per-frame positions. `issues` are human-readable findings;
     `complete` is False when any of them means the volume cannot be trusted as a whole (gaps,
     two slices at one position, mixed geometry, missing positions). Dropping a re-sent copy of
     an instance is reported but does not make the series incomplete.
@@ -63,6 +65,7 @@ class _Entry:
     pixel_spacing: tuple[float, float] | None
     size: tuple[int, int] | None
     filename: str
+    frame_positions: tuple[tuple[float, float, float] | None, ...] = ()
 
     @property
     def label(self) -> str:
@@ -112,7 +115,11 @@ def _assemble(uid: str, entries: list[_Entry]) -> Series:
             entries = _order_without_positions(entries, issues)
 
     spacing = None
-    if positions is not None and reference is not None:
+    if len(entries) == 1 and reference is not None:
+        spacing, problems = _frame_issues(entries[0], reference)
+        issues.extend(problems)
+        blocking |= bool(problems)
+    elif positions is not None and reference is not None:
         # Gaps are measured among the parallel slices only; a localizer is already reported.
         parallel = [i for i, e in enumerate(entries) if not _tilted(e, reference)]
         if len(parallel) > 1:
@@ -227,6 +234,26 @@ def _fallback_key(entry: _Entry) -> tuple[bool, int, str]:
     return (number is None, number if number is not None else 0, entry.filename)
 
 
+def _frame_issues(entry: _Entry, reference: tuple[float, ...]) -> tuple[float | None, list[str]]:
+    """Spacing, gaps and repeated positions among the frames of one multi-frame instance."""
+    located = [p for p in entry.frame_positions if p is not None]
+    if len(entry.frame_positions) < 2:
+        return None, []
+    if len(located) < len(entry.frame_positions):
+        missing = len(entry.frame_positions) - len(located)
+        return None, [
+            f"missing position: {missing} of {len(entry.frame_positions)} frame(s) of "
+            f"{entry.label} have no usable ImagePositionPatient in their Plane Position Sequence"
+        ]
+    normal = np.cross(reference[:3], reference[3:])
+    order = sorted((float(np.dot(p, normal)), k) for k, p in enumerate(located))
+    frames = [
+        replace(entry, instance_number=None, filename=f"frame {k + 1} of {entry.label}")
+        for _, k in order
+    ]
+    return _spacing_issues(frames, [distance for distance, _ in order])
+
+
 def _spacing_issues(
     entries: list[_Entry], positions: list[float]
 ) -> tuple[float | None, list[str]]:
@@ -274,6 +301,7 @@ def _entry(item: Image | Dataset) -> _Entry:
             pixel_spacing=item.pixel_spacing,
             size=(int(frames.shape[1]), int(frames.shape[2])),
             filename=item.path or "",
+            frame_positions=item.frame_positions,
         )
     if not isinstance(item, Dataset):
         raise TypeError(f"expected Image or pydicom Dataset, got {type(item).__name__}")
@@ -293,6 +321,7 @@ def _entry(item: Image | Dataset) -> _Entry:
         pixel_spacing=geo.pixel_spacing,
         size=(rows, cols) if rows is not None and cols is not None else None,
         filename=filename if isinstance(filename, str) else "",
+        frame_positions=geo.positions,
     )
 
 

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from edgeimg import __version__
+from edgeimg.synth.enhanced import ENHANCED_FILE, enhanced_dataset
 from edgeimg.synth.noise import low_dose
 from edgeimg.synth.phantom import PERSIST_MIN, Phantom, make_phantom
 
@@ -217,17 +218,25 @@ def _write_series(
     folder = out_dir / series["folder"]
     folder.mkdir(parents=True, exist_ok=True)
     pixels = _stored(hu)
+    enhanced = bool(series.get("enhanced"))
+    if enhanced:
+        name = f"{series['folder']}/{ENHANCED_FILE}"
+        enhanced_dataset(base, phantom, pixels, series).save_as(
+            out_dir / name, enforce_file_format=True
+        )
     entries = []
     for k in range(hu.shape[0]):
-        name = f"{series['folder']}/slice-{k + 1:04d}.dcm"
-        ds = _slice_dataset(base, phantom, pixels, k, series)
-        ds.save_as(out_dir / name, enforce_file_format=True)
+        if enhanced:
+            where = {"frame": k + 1, "sop_instance_uid": series["sop_uid"], "file": name}
+        else:
+            name = f"{series['folder']}/slice-{k + 1:04d}.dcm"
+            ds = _slice_dataset(base, phantom, pixels, k, series)
+            ds.save_as(out_dir / name, enforce_file_format=True)
+            where = {"instance_number": k + 1, "sop_instance_uid": ds.SOPInstanceUID, "file": name}
         entries.append(
             {
                 "index": k,
-                "instance_number": k + 1,
-                "sop_instance_uid": ds.SOPInstanceUID,
-                "file": name,
+                **where,
                 "z": float(phantom.positions_z[k]),
                 "label": bool(phantom.slice_labels[k]),
                 "boxes": [list(box) for box in phantom.boxes[k]],
@@ -256,7 +265,7 @@ def _lesions(phantom: Phantom) -> list[dict[str, Any]]:
 
 
 def count_files(series: int, slices: int, pairs: bool) -> int:
-    """How many DICOM files `write_study` writes, for progress bars."""
+    """How many slices `write_study` writes (files, or frames with `enhanced`), for progress."""
     return series * slices * (2 if pairs else 1)
 
 
@@ -271,6 +280,7 @@ def write_study(
     pairs: bool = False,
     dose_fraction: float = 0.25,
     gaps: bool = False,
+    enhanced: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> StudyInfo:
     """Write one synthetic patient and study with `series` CT series, and its ground truth.
@@ -279,7 +289,9 @@ def write_study(
     `ground_truth.json` (see docs/synth.md). `noisy` gives the primary series full-dose
     quantum noise instead of clean pixels; `pairs` also writes `series-NNN-lowdose/`, the same
     phantom at `dose_fraction` of the dose, with its own series UID. `progress` is called with
-    1 after each file. `gaps` drops 1-3 slices inside each series (see `make_phantom`).
+    1 after each slice. `gaps` drops 1-3 slices inside each series (see `make_phantom`).
+    `enhanced` writes each series as one Enhanced CT file, `series-NNN/enhanced.dcm`, frame k
+    being slice k (see edgeimg.synth.enhanced); its UIDs differ from the single-frame study's.
     """
     if series < 1 or slices < PERSIST_MIN or size < 32:
         raise ValueError(f"need series >= 1, slices >= {PERSIST_MIN}, size >= 32")
@@ -287,7 +299,7 @@ def write_study(
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = (seed, size, slices, noisy, gaps)
+    key = (seed, size, slices, noisy, gaps, *(("enhanced",) if enhanced else ()))
     study_uid = _uid(*key, "study")
     base = _study_dataset(seed, study_uid)
     info = StudyInfo(
@@ -335,6 +347,13 @@ def write_study(
                 "description": description,
                 "dose_fraction": dose,
                 "sop_uids": [_uid(*uid_key, "instance", k) for k in range(slices)],
+                "enhanced": enhanced,
+                "sop_uid": _uid(*uid_key, "enhanced"),
+                "irradiation_uid": _uid(*uid_key, "irradiation"),
+                "organization_uid": _uid(*uid_key, "dimensions"),
+                "intercept": INTERCEPT,
+                "date": STUDY_DATE,
+                "time": STUDY_TIME,
             }
             entries = _write_series(out_dir, base, phantom, hu, meta, progress)
             truth["series"].append(
@@ -368,7 +387,7 @@ def write_study(
                     dose_fraction=dose,
                 )
             )
-            info.files += len(entries)
+            info.files += 1 if enhanced else len(entries)
         np.savez_compressed(
             out_dir / mask_file, mask=phantom.lesion_mask, lesion_ids=phantom.lesion_ids
         )
