@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from edgeimg.dicom.frames import frame_count
 from edgeimg.dicom.preprocess import resize, to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
@@ -80,8 +81,9 @@ def accepts(spec: ModelSpec, series: Series, headers: Sequence[Dataset]) -> str 
     unsupported = sorted(classes - set(spec.sop_classes))
     if spec.sop_classes and unsupported:
         return f"SOP class {unsupported[0]} is not one the model takes"
-    if spec.input.sequence and len(headers) < spec.input.min_length:
-        return f"{len(headers)} slices; the model needs at least {spec.input.min_length}"
+    slices = sum(frame_count(header) for header in headers)
+    if spec.input.sequence and slices < spec.input.min_length:
+        return f"{slices} slices; the model needs at least {spec.input.min_length}"
     return None
 
 

@@ -21,11 +21,12 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 
 from edgeimg.dicom.derived_frames import (
+    FUNCTIONAL_GROUPS,
     mark_frames_derived,
     rescales,
     source_reference,
 )
-from edgeimg.dicom.frames import frame_count, is_multiframe
+from edgeimg.dicom.frames import frame_count, is_multiframe, single_int
 from edgeimg.dicom.output_gate import REQUIRED
 from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
 from edgeimg.model import ModelSpec
@@ -93,18 +94,25 @@ def _derived(source: Dataset, images: np.ndarray, output: Output, now: datetime)
         ds.pop(keyword, None)
     for tag in [tag for tag in ds.keys() if tag.group & 0xFF00 in (0x5000, 0x6000)]:
         del ds[tag]  # curves and overlays are drawn on the source's pixels
+    if not is_multiframe(source):  # functional groups are no part of a single-frame IOD
+        for keyword in FUNCTIONAL_GROUPS:
+            ds.pop(keyword, None)
     _identify(ds, source, output, now)
     _reference(ds, source, output, now)
     _set_pixels(ds, images, rescales(ds))
     for keyword in REQUIRED.get(str(ds.SOPClassUID), ((), ()))[1]:
         if keyword not in ds:  # Type 2 the source left out: present and empty, as the IOD asks
             setattr(ds, keyword, None)
+    named = "Laterality" in ds or "ImageLaterality" in ds or ds.get("BodyPartExamined")
+    if not (named or is_multiframe(ds)):  # enhanced images name anatomy per frame
+        ds.Laterality = None  # Type 2C: with no body part named, a paired one cannot be ruled out
     return ds
 
 
 def _identify(ds: Dataset, source: Dataset, output: Output, now: datetime) -> None:
     """A new instance of the source's SOP class, in a new series of the source study."""
     ds.SOPInstanceUID = output.uids.instance(source.SOPInstanceUID)
+    ds.InstanceNumber = single_int(source.get("InstanceNumber"))
     ds.SeriesInstanceUID = output.uids.series
     ds.SeriesNumber = output.series_number
     ds.SeriesDescription = output.series_description

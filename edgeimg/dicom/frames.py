@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from edgeimg.dicom.read import geometry
 
@@ -49,9 +50,20 @@ def frame_count(ds: Dataset) -> int:
         return 1
 
 
+def single_int(value: object) -> int | None:
+    """One integer, or None for an empty, multi-valued or malformed value."""
+    if value is None or value == "" or isinstance(value, list | tuple | MultiValue):
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
 def is_multiframe(ds: Dataset) -> bool:
-    """Whether frames of `ds` must be referenced by number (it has functional groups)."""
-    return "PerFrameFunctionalGroupsSequence" in ds or frame_count(ds) > 1
+    """Whether frames of `ds` are referenced by number: its IOD has the Multi-frame module
+    (NumberOfFrames), as every enhanced image does; a classic image is referenced whole."""
+    return "NumberOfFrames" in ds
 
 
 def frames_of(ds: Dataset) -> list[Frame]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from edgeimg.dicom.frames import frame_count
@@ -21,6 +22,9 @@ from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.errors import EdgeimgError
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_CT = "1.2.840.10008.5.1.4.1.1.2.2"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 IMAGE_PIXEL = (
     "Rows",
@@ -75,18 +79,39 @@ REQUIRED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         ("ContentDescription", "ContentDate", "ContentTime"),
     ),
-    "1.2.840.10008.5.1.4.1.1.2": (
-        ("ImageType", "RescaleIntercept", "RescaleSlope", *IMAGE_PIXEL),
-        ("InstanceNumber", "KVP", "AcquisitionNumber"),
+    CT: (
+        ("ImageType", "FrameOfReferenceUID", "RescaleIntercept", "RescaleSlope", *IMAGE_PIXEL),
+        ("InstanceNumber", "KVP", "AcquisitionNumber", "SliceThickness"),
     ),
+    **dict.fromkeys(
+        (ENHANCED_CT, LEGACY_CT),
+        (
+            ("ImageType", "FrameOfReferenceUID", "NumberOfFrames", "ContentDate", "ContentTime",
+             "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", *IMAGE_PIXEL),
+            ("InstanceNumber",),
+        ),
+    ),
+}  # fmt: skip
+#: functional group macros: their attributes (all Type 1 where the macro is present; Slice
+#: Thickness where the image has a frame of reference) and how many values each takes
+MACROS = {
+    "PixelMeasuresSequence": (("PixelSpacing", 2), ("SliceThickness", 1)),
+    "PlaneOrientationSequence": (("ImageOrientationPatient", 6),),
+    "PlanePositionSequence": (("ImagePositionPatient", 3),),
+    "PixelValueTransformationSequence": (("RescaleIntercept", 1), ("RescaleSlope", 1)),
+    "FrameVOILUTSequence": (("WindowCenter", 0), ("WindowWidth", 0)),
 }
+#: top-level attributes that take one value or a fixed number of them (0: one or more)
+MULTIPLICITY = (
+    ("InstanceNumber", 1),
+    *MACROS["PixelMeasuresSequence"],
+    *MACROS["PlaneOrientationSequence"],
+    *MACROS["PlanePositionSequence"],
+    *MACROS["PixelValueTransformationSequence"],
+)
 #: Image Plane module (CT, MR, PT images): Type 1 where the IOD includes it
 IMAGE_PLANE = ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient")
-PLANE_IODS = {
-    "1.2.840.10008.5.1.4.1.1.2",
-    "1.2.840.10008.5.1.4.1.1.4",
-    "1.2.840.10008.5.1.4.1.1.128",
-}
+PLANE_IODS = {CT, "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128"}
 
 
 class GateRefused(ValueError, EdgeimgError):
@@ -112,9 +137,15 @@ def problems_of(ds: Dataset, sources: Sequence[Dataset]) -> Iterator[str]:
             yield f"{keyword} is not a valid UID"
     if sop_class in PLANE_IODS:
         yield from _required(ds, IMAGE_PLANE, ())
-        yield from _plane(ds, "")
+    yield from _multiplicity(ds, MULTIPLICITY, "")
+    yield from _plane(ds, "")
     if sop_class == SEG:
         yield from _seg_geometry(ds)
+    yield from _functional_groups(ds)
+    if str(ds.get("PatientIdentityRemoved", "")).upper() == "YES" and not (
+        ds.get("DeidentificationMethod") or ds.get("DeidentificationMethodCodeSequence")
+    ):
+        yield "DeidentificationMethod (Type 1C) is missing: PatientIdentityRemoved is YES"
     yield from _pixels(ds)
     yield from _references(ds, sources)
 
@@ -134,9 +165,9 @@ def _plane(item: Dataset, where: str) -> Iterator[str]:
     """Orientation as two orthogonal unit vectors, positive pixel spacing, finite positions."""
     orientation = item.get("ImageOrientationPatient")
     if orientation is not None and not orientation == "":
-        cosines = np.asarray([float(v) for v in orientation], dtype=float)
-        if cosines.shape != (6,):
-            yield f"{where}ImageOrientationPatient has {cosines.size} values, expected 6"
+        cosines = _numbers(orientation)
+        if cosines is None or cosines.shape != (6,):
+            yield f"{where}ImageOrientationPatient is not six numbers"
         else:
             row, col = cosines[:3], cosines[3:]
             if not (
@@ -147,14 +178,57 @@ def _plane(item: Dataset, where: str) -> Iterator[str]:
                 yield f"{where}ImageOrientationPatient is not two orthogonal unit vectors"
     spacing = item.get("PixelSpacing")
     if spacing is not None and not spacing == "":
-        values = [float(v) for v in spacing]
-        if len(values) != 2 or min(values) <= 0:
+        values = _numbers(spacing)
+        if values is None or len(values) != 2 or min(values) <= 0:
             yield f"{where}PixelSpacing must be two positive numbers"
     position = item.get("ImagePositionPatient")
     if position is not None and not position == "":
-        values = [float(v) for v in position]
-        if len(values) != 3 or not np.isfinite(values).all():
+        values = _numbers(position)
+        if values is None or len(values) != 3 or not np.isfinite(values).all():
             yield f"{where}ImagePositionPatient must be three finite numbers"
+
+
+def _multiplicity(item: Dataset, expected: Sequence[tuple[str, int]], where: str) -> Iterator[str]:
+    """Attributes that are present hold as many values as their definition says."""
+    for keyword, count in expected:
+        value = item.get(keyword)
+        if value is None or value == "":
+            continue
+        found = len(_values(value))
+        if (count and found != count) or (not count and found < 1):
+            yield f"{where}{keyword} has {found} value(s), expected {count or 'one or more'}"
+
+
+def _functional_groups(ds: Dataset) -> Iterator[str]:
+    """Every macro in the shared and per-frame groups holds its attributes, with values."""
+    with_reference = "FrameOfReferenceUID" in ds
+    groups = [("shared ", item) for item in ds.get("SharedFunctionalGroupsSequence") or []]
+    groups += [
+        (f"frame {number} ", item)
+        for number, item in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or [], start=1)
+    ]
+    for where, group in groups:
+        for macro, attributes in MACROS.items():
+            for item in group.get(macro) or []:
+                needed = [k for k, _ in attributes if k != "SliceThickness" or with_reference]
+                for problem in _required(item, needed, ()):
+                    yield f"{where}{macro}: {problem}"
+                    return
+                yield from _multiplicity(item, attributes, f"{where}{macro}: ")
+                yield from _plane(item, where)
+
+
+def _values(value: object) -> list:
+    """A value as a list of its values (a single value is a list of one)."""
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
+def _numbers(value: object) -> np.ndarray | None:
+    """The values as floats, or None when one is not a number."""
+    try:
+        return np.asarray([float(v) for v in _values(value)], dtype=float)
+    except (TypeError, ValueError):
+        return None
 
 
 def _seg_geometry(ds: Dataset) -> Iterator[str]:

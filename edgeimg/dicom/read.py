@@ -227,12 +227,13 @@ def geometry(ds: Dataset) -> Geometry:
     if spacing is None:
         spacing = _floats(_get(ds, "PixelSpacing"), 2)
 
+    positions: tuple = ()
     if per_frame:
         positions = tuple(
             _floats(_functional(item, shared, "PlanePositionSequence", "ImagePositionPatient"), 3)
             for item in per_frame
         )
-    else:
+    if not per_frame or (frames == 1 and positions[0] is None):
         positions = _classic_positions(ds, frames, orientation)
     return Geometry(positions=positions, orientation=orientation, pixel_spacing=spacing)
 

@@ -7,6 +7,7 @@ model that works at a smaller size.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import highdicom as hd
@@ -14,7 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from edgeimg.dicom.frames import Frame, frames_of, slice_spacing
+from edgeimg.dicom.frames import Frame, frames_of, is_multiframe, slice_spacing
 from edgeimg.dicom.write import (
     MANUFACTURER,
     character_set,
@@ -53,7 +54,7 @@ def write_seg(
     Mask k lies on source frame k: `sources[k]` for single-frame images, or frame k + 1 of a
     single multi-frame source (enhanced CT).
     """
-    sources = check_sources(sources, one_series=True)
+    sources = [_shared_geometry(ds) for ds in check_sources(sources, one_series=True)]
     masks = _checked(masks, sources, len(model.labels))
     thickness = _checked_geometry([frame for ds in sources for frame in frames_of(ds)])
     output = prepare("seg", "SEG", sources, model, engine_key)
@@ -77,6 +78,42 @@ def write_seg(
     if not measures.get("SliceThickness"):
         measures.SliceThickness = thickness  # highdicom copies the source's, empty or not
     return save(seg, out_dir, sources)
+
+
+SHARED_MACROS = {
+    "PixelMeasuresSequence": "PixelSpacing",
+    "PlaneOrientationSequence": "ImageOrientationPatient",
+}
+
+
+def _shared_geometry(ds: Dataset) -> Dataset:
+    """The source as highdicom reads it: a multi-frame one whose pixel measures or orientation
+    sit in every frame's group, with one value for all, as the equivalent image with them
+    shared; a classic one without functional groups, which are no part of its IOD."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    missing = [m for m in SHARED_MACROS if per_frame and not (shared and m in shared[0])]
+    if not is_multiframe(ds):  # a classic image is read from its top level only
+        if not per_frame and not shared:
+            return ds
+        ds = copy.deepcopy(ds)
+        for keyword in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+            ds.pop(keyword, None)
+        return ds
+    if not missing:
+        return ds
+    ds = copy.deepcopy(ds)
+    if not shared:
+        ds.SharedFunctionalGroupsSequence = [Dataset()]
+    for macro in missing:
+        values = [item.get(macro) for item in ds.PerFrameFunctionalGroupsSequence]
+        if any(value is None for value in values) or any(v != values[0] for v in values):
+            why = f"differs between frames or is missing from some ({macro}); a SEG needs one"
+            raise refuse(ds, SHARED_MACROS[macro], why)
+        ds.SharedFunctionalGroupsSequence[0][macro] = ds.PerFrameFunctionalGroupsSequence[0][macro]
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            del item[macro]
+    return ds
 
 
 def _checked_geometry(frames: list[Frame]) -> float:

@@ -125,6 +125,14 @@ def character_set(sources: Sequence[Dataset]) -> list[str] | str | None:
     return values if len(values) > 1 else values[0]
 
 
+def _series_number(ds: Dataset) -> int:
+    """The source's series number, 0 where it is empty or not one integer (it is Type 2)."""
+    try:
+        return max(int(ds.get("SeriesNumber") or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def prepare(
     kind: str, what: str, sources: Sequence[Dataset], model: ModelSpec, engine_key: str
 ) -> Output:
@@ -134,14 +142,36 @@ def prepare(
     uids = output_uids(
         kind, (ds.SOPInstanceUID for ds in sources), model.name, model.version, engine_key
     )
-    source_number = min(int(getattr(ds, "SeriesNumber", None) or 0) for ds in sources)
+    source_number = min(_series_number(ds) for ds in sources)
     number = min(source_number + SERIES_OFFSETS[kind], _MAX_IS)
     return Output(uids, number, series_description(model, what), model, engine_key)
+
+
+DEID_METHODS = ("DeidentificationMethod", "DeidentificationMethodCodeSequence")
+#: what an output says when its source was de-identified by a method it does not name
+UNSTATED_METHOD = "source de-identified; method not stated in the source"
+
+
+def _state_deidentification(dataset: Dataset, sources: Sequence[Dataset]) -> None:
+    """An output that says Patient Identity Removed YES must name a method (Type 1C), as its
+    source should have: copy the source's, or say the source did not give one."""
+    if str(dataset.get("PatientIdentityRemoved", "")).upper() != "YES":
+        return
+    if any(dataset.get(keyword) for keyword in DEID_METHODS):
+        return
+    for source in sources:
+        found = {keyword: source.get(keyword) for keyword in DEID_METHODS if source.get(keyword)}
+        if found:
+            for keyword, value in found.items():
+                setattr(dataset, keyword, value)
+            return
+    dataset.DeidentificationMethod = UNSTATED_METHOD
 
 
 def save(dataset: Dataset, out_dir: Path, sources: Sequence[Dataset]) -> Path:
     """Gate `dataset`, then write it to out_dir/<SOPInstanceUID>.dcm durably (temp file, fsync,
     rename): an object that fails the gate never reaches the folder the forwarder reads."""
+    _state_deidentification(dataset, sources)
     check_output(dataset, sources)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
