@@ -58,7 +58,12 @@ def legacy_enhanced_series(root: Path) -> tuple[Path, int]:
     return write_legacy_enhanced(root, slices=12, size=128, seed=11), 1
 
 
-@pytest.mark.parametrize("make_series", [classic_series, legacy_enhanced_series])
+def enhanced_series(root: Path) -> tuple[Path, int]:
+    write_study(root, series=1, slices=12, size=128, seed=11, enhanced=True)
+    return root / "series-001", 1
+
+
+@pytest.mark.parametrize("make_series", [classic_series, legacy_enhanced_series, enhanced_series])
 def test_series_to_sr_and_seg_at_the_pacs(make_series, pacs, engines, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEIMG_ENGINES", str(engines))
     folder, instances = make_series(tmp_path / "study")
