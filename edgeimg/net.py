@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE
@@ -73,7 +74,8 @@ def parse_peer(text: str) -> Peer:
     return Peer(aet, host, int(port_text))
 
 
-def _client(calling: str, timeout: float) -> AE:
+def client(calling: str, timeout: float) -> AE:
+    """An AE calling as `calling`, every timeout set to `timeout`."""
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
@@ -82,9 +84,9 @@ def _client(calling: str, timeout: float) -> AE:
 
 def echo(peer: Peer, calling: str = DEFAULT_CALLING_AET, timeout: float = 10) -> tuple[bool, str]:
     """C-ECHO `peer`; returns (ok, one-line result). `NetworkError` if there is no association."""
-    ae = _client(calling, timeout)
+    ae = client(calling, timeout)
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = _associate(ae, peer, timeout)
+    assoc = associate(ae, peer, timeout)
     try:
         status = assoc.send_c_echo()
     finally:
@@ -95,9 +97,10 @@ def echo(peer: Peer, calling: str = DEFAULT_CALLING_AET, timeout: float = 10) ->
     return code == 0, f"C-ECHO {peer}: status 0x{code:04X}"
 
 
-def _associate(ae: AE, peer: Peer, timeout: float) -> Association:
-    """An established association with `peer` (Nagle off), or `NetworkError` saying why not."""
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet)
+def associate(ae: AE, peer: Peer, timeout: float, **options: Any) -> Association:
+    """An established association with `peer` (Nagle off), or `NetworkError` saying why not;
+    `options` go to pynetdicom's `AE.associate` (ext_neg, evt_handlers)."""
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, **options)
     if assoc.is_established:
         no_delay(assoc)
         return assoc
@@ -198,12 +201,12 @@ def _send_batch(
     progress: Callable[[SendResult], None],
     fail_fast: bool,
 ) -> list[SendResult]:
-    ae = _client(calling, timeout)
+    ae = client(calling, timeout)
     for sop_class, syntax in sorted({context for _, context in batch}):
         ae.add_requested_context(sop_class, syntax)
     results = []
     try:
-        assoc = _associate(ae, peer, timeout)
+        assoc = associate(ae, peer, timeout)
     except NetworkError as error:
         if fail_fast:
             raise

@@ -10,11 +10,13 @@ the demo start their own Orthanc: a temp directory, loopback ports, no plugins, 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -30,6 +32,7 @@ __all__ = ["Orthanc", "OrthancError"]
 T = TypeVar("T")
 HOST = "127.0.0.1"
 FALLBACK_EXECUTABLE = "/usr/sbin/Orthanc"  # the Debian package installs it outside a user's PATH
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # orthanc-dicomweb
 START_ATTEMPTS = 3  # a free port found by binding port 0 can be taken before Orthanc binds it
 
 
@@ -59,20 +62,45 @@ class Orthanc:
     directory removed on exit, so no test sees another's instances.
     """
 
-    def __init__(self, aet: str = "PACS", *, startup_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        aet: str = "PACS",
+        *,
+        startup_timeout: float = 20.0,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+        dicomweb: bool = False,
+        tls_pem: Path | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
+        """`modalities`: C-MOVE destinations by name, (AET, host, port). `dicomweb` loads the
+        DICOMweb plugin at /dicom-web/; `tls_pem` (certificate and key in one PEM) serves HTTPS;
+        `users` turns on HTTP basic authentication."""
         self._aet = aet
         self._startup_timeout = startup_timeout
+        self._modalities = {name: list(entry) for name, entry in (modalities or {}).items()}
+        self._dicomweb = dicomweb
+        self._tls_pem = tls_pem
+        self._users = users or {}
         self._process: subprocess.Popen[bytes] | None = None
         self._directory: Path | None = None
         self._port = 0
         self._http_port = 0
 
     @staticmethod
-    def available() -> str | None:
-        """None when Orthanc can be run here, else why not (a pytest skip reason)."""
+    def available(dicomweb: bool = False) -> str | None:
+        """None when Orthanc (with its DICOMweb plugin if asked) can be run here, else why not
+        (a pytest skip reason)."""
         if _executable() is None:
             return "Orthanc not found: apt-get install orthanc"
+        if dicomweb and not DICOMWEB_PLUGIN.is_file():
+            return "Orthanc's DICOMweb plugin not found: apt-get install orthanc-dicomweb"
         return None
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb base URL (http, or https with `tls_pem`)."""
+        scheme = "https" if self._tls_pem else "http"
+        return f"{scheme}://{HOST}:{self._http_port}/dicom-web"
 
     @property
     def aet(self) -> str:
@@ -120,7 +148,7 @@ class Orthanc:
 
     def start(self) -> None:
         """Write a config, launch Orthanc and wait until its REST API answers."""
-        reason = self.available()
+        reason = self.available(self._dicomweb)
         if reason:
             raise OrthancError(reason)
         if self._process is not None:
@@ -157,12 +185,16 @@ class Orthanc:
             "StorageDirectory": str(directory / "storage"),
             "IndexDirectory": str(directory / "index"),
             "TemporaryDirectory": str(directory / "tmp"),
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if self._dicomweb else [],
+            "DicomWeb": {"Enable": self._dicomweb, "Root": "/dicom-web/"},
+            "SslEnabled": self._tls_pem is not None,
+            "SslCertificate": str(self._tls_pem or ""),
             "LuaScripts": [],
             "HttpServerEnabled": True,
             "HttpPort": self._http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self._users),
+            "RegisteredUsers": self._users,
             "DicomServerEnabled": True,
             "DicomAet": self._aet,
             "DicomPort": self._port,
@@ -170,7 +202,7 @@ class Orthanc:
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowStore": True,
             "UnknownSopClassAccepted": True,
-            "DicomModalities": {},
+            "DicomModalities": self._modalities,
             "OrthancPeers": {},
             "OverwriteInstances": False,
             "StorageCompression": False,
@@ -234,14 +266,22 @@ class Orthanc:
         if self._http_port == 0:
             raise OrthancError("Orthanc is not started")
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        for user, password in list(self._users.items())[:1]:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        scheme = "https" if self._tls_pem else "http"
         request = urllib.request.Request(
-            f"http://{HOST}:{self._http_port}{path}",
+            f"{scheme}://{HOST}:{self._http_port}{path}",
             data=data,
             method="GET" if data is None else "POST",
-            headers={"Content-Type": "application/json"} if data is not None else {},
+            headers=headers,
         )
+        # our own loopback server, whose certificate the tests make: the REST helper does not
+        # check it (the clients under test do)
+        context = ssl._create_unverified_context() if self._tls_pem else None
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from edgeimg.commands.source import fetch_inputs, source_options
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
 from edgeimg.privacy import scrub
@@ -43,7 +44,7 @@ def _progress(disable: bool) -> Progress:
 
 @click.command()
 @click.argument("name")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out",
     "out_dir",
@@ -72,6 +73,7 @@ def _progress(disable: bool) -> Progress:
 @click.option("--preview", is_flag=True, help="Also write a PNG per result for a quick look.")
 @click.option("--features", is_flag=True, help="Also write per-slice embeddings (.npy + CSV).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
+@source_options
 def run(
     name: str,
     paths: tuple[Path, ...],
@@ -84,15 +86,18 @@ def run(
     preview: bool,
     features: bool,
     as_json: bool,
+    **source: Any,
 ) -> None:
-    """Run model NAME over DICOM files or folders (recursively); write results to --out."""
+    """Run model NAME over DICOM files or folders (recursively), or over what --from a PACS
+    matches --query; write results to --out."""
     from edgeimg.inference import scan
 
     spec = get_registry().model(name)
     extras = _extras(spec, preview, features)
     batch_run = _Run(name, out_dir, as_json, time.perf_counter())
-    found = scan(list(paths), spec)
-    batch_run.lines += [*found.errors, *found.skipped, *found.duplicates]
+    inputs, not_retrieved = fetch_inputs(paths, source, as_json)
+    found = scan(inputs, spec)
+    batch_run.lines += [*not_retrieved, *found.errors, *found.skipped, *found.duplicates]
     for job in found.jobs:
         if job.skip is not None:
             batch_run.lines.append(_skipped(job))
