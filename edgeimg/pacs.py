@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -69,17 +68,15 @@ class Orthanc:
         startup_timeout: float = 20.0,
         modalities: dict[str, tuple[str, str, int]] | None = None,
         dicomweb: bool = False,
-        tls_pem: Path | None = None,
         users: dict[str, str] | None = None,
     ) -> None:
         """`modalities`: C-MOVE destinations by name, (AET, host, port). `dicomweb` loads the
-        DICOMweb plugin at /dicom-web/; `tls_pem` (certificate and key in one PEM) serves HTTPS;
-        `users` turns on HTTP basic authentication."""
+        DICOMweb plugin at /dicom-web/; `users` turns on HTTP basic authentication. (No HTTPS:
+        Debian's Orthanc 1.10 crashes on its first TLS request; tests put a TLS proxy in front.)"""
         self._aet = aet
         self._startup_timeout = startup_timeout
         self._modalities = {name: list(entry) for name, entry in (modalities or {}).items()}
         self._dicomweb = dicomweb
-        self._tls_pem = tls_pem
         self._users = users or {}
         self._process: subprocess.Popen[bytes] | None = None
         self._directory: Path | None = None
@@ -98,9 +95,8 @@ class Orthanc:
 
     @property
     def dicomweb_url(self) -> str:
-        """The DICOMweb base URL (http, or https with `tls_pem`)."""
-        scheme = "https" if self._tls_pem else "http"
-        return f"{scheme}://{HOST}:{self._http_port}/dicom-web"
+        """The DICOMweb base URL."""
+        return f"http://{HOST}:{self._http_port}/dicom-web"
 
     @property
     def aet(self) -> str:
@@ -187,8 +183,6 @@ class Orthanc:
             "TemporaryDirectory": str(directory / "tmp"),
             "Plugins": [str(DICOMWEB_PLUGIN)] if self._dicomweb else [],
             "DicomWeb": {"Enable": self._dicomweb, "Root": "/dicom-web/"},
-            "SslEnabled": self._tls_pem is not None,
-            "SslCertificate": str(self._tls_pem or ""),
             "LuaScripts": [],
             "HttpServerEnabled": True,
             "HttpPort": self._http_port,
@@ -270,18 +264,14 @@ class Orthanc:
         for user, password in list(self._users.items())[:1]:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        scheme = "https" if self._tls_pem else "http"
         request = urllib.request.Request(
-            f"{scheme}://{HOST}:{self._http_port}{path}",
+            f"http://{HOST}:{self._http_port}{path}",
             data=data,
             method="GET" if data is None else "POST",
             headers=headers,
         )
-        # our own loopback server, whose certificate the tests make: the REST helper does not
-        # check it (the clients under test do)
-        context = ssl._create_unverified_context() if self._tls_pem else None
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")

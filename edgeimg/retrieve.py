@@ -215,7 +215,7 @@ def retrieve(
                 error = _c_move(peer, match, calling, timeout)
             if error is not None:
                 received = sink.written - before
-                result.failures.append(_failure(peer, match, error, received))
+                result.failures.append(failure_line(str(peer), match, error, received))
     finally:
         if server is not None:
             server.shutdown()
@@ -223,8 +223,9 @@ def retrieve(
     return result
 
 
-def _failure(peer: Peer, match: Match, error: str, received: int) -> dict[str, Any]:
-    line = {"status": "error", "study_uid": match.study_uid, "file": f"{peer} {match.label}"}
+def failure_line(source: str, match: Match, error: str, received: int) -> dict[str, Any]:
+    """run's error line for a match that did not (fully) arrive from `source`."""
+    line = {"status": "error", "study_uid": match.study_uid, "file": f"{source} {match.label}"}
     if match.series_uid:
         line["series_uid"] = match.series_uid
     line["error"] = f"retrieve failed: {error}" + (

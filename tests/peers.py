@@ -120,3 +120,61 @@ def orthanc_rest(http_port: int, path: str, body: bytes, method: str = "POST") -
     request = urllib.request.Request(url, data=body, method=method)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"{}")
+
+
+class TlsProxy:
+    """HTTPS in front of a loopback HTTP server, as nginx fronts a hospital's Orthanc (Debian's
+    Orthanc 1.10 crashes on its own first TLS request). Bytes pass through unchanged."""
+
+    def __init__(self, cert: Path, key: Path, target_port: int) -> None:
+        import ssl
+        import threading
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.handshakes_failed = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import ssl
+        import threading
+
+        try:
+            client = self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):  # a client that does not trust us hangs up here
+            self.handshakes_failed += 1
+            conn.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (source, sink):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)

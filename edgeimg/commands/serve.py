@@ -36,10 +36,17 @@ DEID_KEY = "deid.key"
 def _peer(ctx: click.Context, param: click.Parameter, value: Any):
     try:
         if isinstance(value, tuple):
-            return [parse_peer(item) for item in value]
+            return [_destination(item) for item in value]
         return parse_peer(value)
-    except PeerError as error:
+    except (PeerError, ValueError) as error:
         raise click.BadParameter(str(error)) from None
+
+
+def _destination(text: str) -> Any:
+    """A `--forward`: `AET@HOST:PORT`, or a DICOMweb base URL (STOW-RS)."""
+    from edgeimg.dicomweb import check_url, is_url
+
+    return check_url(text) if is_url(text) else parse_peer(text)
 
 
 ROUTING_TABLES = ("destination", "route")
@@ -110,7 +117,11 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--model", "models", multiple=True, help="Model to run on complete series.")
 @click.option(
-    "--forward", "forwards", multiple=True, callback=_peer, help="Send results to AET@HOST:PORT."
+    "--forward",
+    "forwards",
+    multiple=True,
+    callback=_peer,
+    help="Send results to AET@HOST:PORT (C-STORE) or https://HOST/dicom-web (STOW-RS).",
 )
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
@@ -177,7 +188,11 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--tls-cert", type=_FILE, help="PEM certificate: serve DICOM over TLS 1.2+ only.")
 @click.option("--tls-key", type=_FILE, help="PEM private key for --tls-cert.")
-@click.option("--tls-ca", type=_FILE, help="Require client certificates signed by this CA.")
+@click.option(
+    "--tls-ca",
+    type=_FILE,
+    help="Require client certificates signed by this CA; and trust it for https --forward.",
+)
 @click.option(
     "--timeout",
     default=60.0,
@@ -198,8 +213,9 @@ def serve(ctx: click.Context, **options: Any) -> None:
     from edgeimg.serve.routing import Routing
     from edgeimg.serve.security import SecurityError, parse_allow, server_tls_context
 
+    tls_ca = str(options["tls_ca"]) if options["tls_ca"] else None
     routing = ctx.meta.get(_ROUTING, Routing()).with_flags(
-        options["models"], [str(peer) for peer in options["forwards"]]
+        options["models"], [str(peer) for peer in options["forwards"]], tls_ca
     )
     for name in routing.models:
         try:
@@ -213,14 +229,16 @@ def serve(ctx: click.Context, **options: Any) -> None:
             if not (options["tls_cert"] and options["tls_key"]):
                 raise SecurityError("--tls-cert and --tls-key go together")
             tls = server_tls_context(options["tls_cert"], options["tls_key"], options["tls_ca"])
-        elif options["tls_ca"]:
-            raise SecurityError("--tls-ca needs --tls-cert and --tls-key")
+        elif options["tls_ca"] and not any(
+            str(f).startswith("https:") for f in options["forwards"]
+        ):
+            raise SecurityError("--tls-ca needs --tls-cert and --tls-key, or an https --forward")
     except SecurityError as error:
         raise click.UsageError(str(error)) from None
     config = ServeConfig(
         aet=options["aet"], port=options["port"], host=options["host"], spool=options["spool"],
         models=routing.models,
-        forwards=[parse_peer(d.peer) for d in routing.destinations.values()], allow=allow,
+        forwards=[d.peer for d in routing.destinations.values()], allow=allow,
         series_timeout=options["series_timeout"],
         complete_on_release=options["complete_on_release"],
         max_associations=options["max_associations"], min_free_mb=options["min_free_mb"],

@@ -86,10 +86,13 @@ def fetch_inputs(
 def _fetch(
     source: str, keys: dict[str, str], folder: Path, options: dict[str, Any], quiet: bool
 ) -> list[dict[str, Any]]:
-    if source.startswith(("http://", "https://")):
-        from edgeimg import dicomweb
+    from edgeimg import dicomweb
 
-        client = dicomweb.Client.from_url(source, ca=options["tls_ca"])
+    if dicomweb.is_url(source):
+        try:
+            client = dicomweb.Client.from_url(source, ca=options["tls_ca"])
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--from") from None
         with _Progress(quiet) as progress:
             return dicomweb.fetch(client, keys, folder, progress=progress.start)
     from edgeimg.net import PeerError, parse_peer

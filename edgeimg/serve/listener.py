@@ -85,7 +85,7 @@ class ServeConfig:
     host: str = "0.0.0.0"
     spool: Path = Path("spool")
     models: list[str] = field(default_factory=list)
-    forwards: list[Peer] = field(default_factory=list)
+    forwards: list[Peer | str] = field(default_factory=list)
     allow: list[AllowEntry] = field(default_factory=list)
     series_timeout: float = 10
     complete_on_release: bool = False

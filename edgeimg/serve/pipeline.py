@@ -22,10 +22,10 @@ from edgeimg.audit import AuditLog
 from edgeimg.durable import atomic_file
 from edgeimg.errors import user_message
 from edgeimg.metrics import percentile
-from edgeimg.net import parse_peer, send
 from edgeimg.privacy import describe
 from edgeimg.results import write_json
 from edgeimg.serve import log
+from edgeimg.serve.deliver import deliver
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.routing import Destination, Routing, SeriesFacts
 
@@ -271,7 +271,8 @@ class Worker:
         return target
 
     def _forward(self, name: str, forwards: list[dict[str, Any]]) -> None:
-        """C-STORE due results to one destination in one association; back off on failure."""
+        """Send due results to one destination (one association or STOW-RS request); back off
+        on failure."""
         destination = self.routing.destinations.get(name)
         if destination is None:  # the config changed since the forward was queued
             error = f"destination {name!r} is not configured"
@@ -279,8 +280,7 @@ class Worker:
                 self.queue.finish_forward(forward["id"], "failed", error=error)
             log("forward_failed", destination=name, error="not configured", count=len(forwards))
             return
-        results = send(parse_peer(destination.peer), [f["path"] for f in forwards],
-                       calling=self.calling_aet)  # fmt: skip
+        results = deliver(destination, [f["path"] for f in forwards], self.calling_aet)
         by_path = {str(result.path): result for result in results}
         delivered: list[dict[str, Any]] = []
         for forward in forwards:

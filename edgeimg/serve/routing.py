@@ -4,7 +4,8 @@ Pure data and matching, so the rules can be checked (and tested) without a netwo
 
     [[destination]]
     name = "pacs"
-    peer = "ORTHANC@127.0.0.1:4242"
+    peer = "ORTHANC@127.0.0.1:4242"  # or a DICOMweb base URL, https://host/dicom-web (STOW-RS)
+    tls_ca = "ca.pem"            # an https peer's certificate is checked against this CA
     deid = false                 # true, or {retain_uids = true, clean_descriptors = true}
 
     [[route]]
@@ -16,8 +17,8 @@ Pure data and matching, so the rules can be checked (and tested) without a netwo
     max_slices = 2000
     destinations = ["pacs"]      # default: every destination
 
-`--model NAME` is a route without filters to every destination; `--forward AET@HOST:PORT` is a
-destination named after its address, without de-identification.
+`--model NAME` is a route without filters to every destination; `--forward AET@HOST:PORT` (or a
+DICOMweb URL) is a destination named after its address, without de-identification.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ class DeidSettings:
 
 @dataclass(frozen=True)
 class Destination:
-    """Where results go: `peer` is `AET@HOST:PORT`; `deid` set means de-identify first."""
+    """Where results go: `peer` is `AET@HOST:PORT` or a DICOMweb base URL (checked against
+    `tls_ca` when https); `deid` set means de-identify first."""
 
     name: str
     peer: str
     deid: DeidSettings | None = None
+    tls_ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,14 @@ class Routing:
         """Where `model`'s outputs for this series go (none when no route of it matches)."""
         return dict(self.models_for(facts)).get(model, [])
 
-    def with_flags(self, models: Iterable[str], forwards: Iterable[str]) -> Routing:
-        """Add `--model` (a route for everything, to every destination) and `--forward`."""
+    def with_flags(
+        self, models: Iterable[str], forwards: Iterable[str], tls_ca: str | None = None
+    ) -> Routing:
+        """Add `--model` (a route for everything, to every destination) and `--forward`
+        (an https one verified against `tls_ca`)."""
         destinations = dict(self.destinations)
         for peer in forwards:
-            destinations.setdefault(peer, Destination(peer, peer))
+            destinations.setdefault(peer, Destination(peer, peer, tls_ca=tls_ca))
         routes = [*self.routes, *(Route(model) for model in models)]
         return Routing(tuple(dict.fromkeys(routes)), destinations)
 
@@ -156,18 +162,21 @@ def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], where: str) ->
 
 
 def _destination(table: Mapping[str, Any], where: str) -> Destination:
+    from edgeimg.dicomweb import check_url, is_url
     from edgeimg.net import PeerError, parse_peer
 
-    _check_keys(table, ("name", "peer", "deid"), where)
+    _check_keys(table, ("name", "peer", "deid", "tls_ca"), where)
     name = _required_string(table, "name", where)
     if not _NAME.match(name):
         raise RoutingError(f"{where}: name {name!r} must be letters, digits, '_', '.', '-'")
     peer_text = _required_string(table, "peer", where)
     try:
-        peer = str(parse_peer(peer_text))
-    except PeerError as error:
+        peer = check_url(peer_text) if is_url(peer_text) else str(parse_peer(peer_text))
+    except (PeerError, ValueError) as error:
         raise RoutingError(f"{where}: peer: {error}") from None
-    return Destination(name, peer, _deid(table.get("deid", False), f"{where}: deid"))
+    tls_ca = _required_string(table, "tls_ca", where) if "tls_ca" in table else None
+    deid = _deid(table.get("deid", False), f"{where}: deid")
+    return Destination(name, peer, deid, tls_ca)
 
 
 def _deid(value: Any, where: str) -> DeidSettings | None:

@@ -1,0 +1,16 @@
+"""Sending results to a destination of either kind: C-STORE to `AET@HOST:PORT`, or STOW-RS to a
+DICOMweb base URL. Both answer one `SendResult` per file, so the forwarder's retry, backoff and
+queue reporting are the same for each."""
+
+from __future__ import annotations
+
+from edgeimg.dicomweb import Client, is_url, stow
+from edgeimg.net import SendResult, parse_peer, send
+from edgeimg.serve.routing import Destination
+
+
+def deliver(destination: Destination, paths: list[str], calling: str) -> list[SendResult]:
+    """Send `paths` to `destination` in one association or one STOW-RS request."""
+    if is_url(destination.peer):
+        return stow(Client.from_url(destination.peer, ca=destination.tls_ca), paths)
+    return send(parse_peer(destination.peer), paths, calling=calling)
