@@ -15,6 +15,7 @@ from edgeimg.cli import cli
 from edgeimg.dicomweb import TOKEN_ENV, Client, check_url
 from edgeimg.net import parse_peer, send
 from edgeimg.pacs import Orthanc
+from edgeimg.serve.routing import Destination, RoutingError, parse_routing
 from edgeimg.synth.dicom import write_study
 from tests.peers import TlsProxy, free_port, start_serve, stop
 
@@ -76,6 +77,27 @@ def test_credentials_are_refused_in_the_url():
         check_url("https://me:hunter2@pacs.example/dicom-web")
     assert "hunter2" not in str(caught.value)
     assert check_url("https://pacs.example/dicom-web/") == "https://pacs.example/dicom-web"
+
+
+def test_a_routing_destination_may_be_a_dicomweb_url_with_its_own_ca():
+    table = {"destination": [{"name": "web", "peer": "https://pacs.example/dicom-web/",
+                              "tls_ca": "ca.pem"}]}  # fmt: skip
+    assert parse_routing(table, "serve.toml").destinations["web"] == Destination(
+        "web", "https://pacs.example/dicom-web", tls_ca="ca.pem"
+    )
+    table["destination"][0]["peer"] = "https://me:hunter2@pacs.example/dicom-web"
+    with pytest.raises(RoutingError, match="credentials do not go in the URL") as caught:
+        parse_routing(table, "serve.toml")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_serve_tls_ca_alone_needs_an_https_forward(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read before the options are checked")
+    done = CliRunner().invoke(cli, ["serve", "--aet", "EDGEIMG", "--tls-ca", str(ca),
+                                    "--forward", "PACS@127.0.0.1:104"])  # fmt: skip
+    assert done.exit_code == 2
+    assert "--tls-ca needs --tls-cert and --tls-key, or an https --forward" in done.output
 
 
 def test_a_bearer_token_from_the_environment_goes_in_the_header(monkeypatch):
