@@ -42,6 +42,8 @@ _STATUSES = {
     0xB000: "some sub-operations failed",
     0xFE00: "cancelled",
 }
+#: what a C-MOVE failure most often means: the peer could not open an association to us
+_MOVE_HINT = " (does the peer know our AE title {aet}, and can it reach that host and port?)"
 METHODS = ("auto", "get", "move")
 
 
@@ -198,7 +200,8 @@ def retrieve(
     `move_port` as `calling` (`move`), or C-GET unless the peer does not offer it (`auto`).
 
     `progress(match, expected)` is called as each match starts and returns what to call per
-    instance stored. `NetworkError` when the peer cannot be reached at all.
+    instance stored. `NetworkError` when the peer cannot be reached at all; one that goes
+    away part way fails the matches left, each with the reason.
     """
     folder.mkdir(parents=True, exist_ok=True)
     sink = _Sink(folder, {match.study_uid for match in matches})
@@ -209,10 +212,13 @@ def retrieve(
         for match in matches:
             sink.on_stored = progress(match, match.instances) if progress else lambda: None
             before = sink.written
-            if server is None:
-                error = _c_get(peer, match, sink, calling, timeout)
-            else:
-                error = _c_move(peer, match, calling, timeout)
+            try:
+                if server is None:
+                    error = _c_get(peer, match, sink, calling, timeout)
+                else:
+                    error = _c_move(peer, match, calling, timeout)
+            except NetworkError as lost:  # the peer went away after the C-FIND: list the rest
+                error = str(lost)
             if error is not None:
                 received = sink.written - before
                 result.failures.append(failure_line(str(peer), match, error, received))
@@ -304,9 +310,7 @@ def _c_move(peer: Peer, match: Match, calling: str, timeout: float) -> str | Non
     try:
         responses = assoc.send_c_move(_retrieve_identifier(match), calling, MoveModel)
         error = _final(responses, "C-MOVE")
-        if error and not assoc.is_established:  # Orthanc drops the association, for one
-            error += f" (does the peer know our AE title {calling} and its host and port?)"
-        return error
+        return error + _MOVE_HINT.format(aet=calling) if error else None
     finally:
         if assoc.is_established:
             assoc.release()
@@ -324,7 +328,7 @@ def _final(responses: Iterable[tuple[Any, Any]], service: str) -> str | None:
         return None
     if code == 0x0000:
         return f"{service}: {failed} instance(s) failed"
-    detail = _STATUSES.get(code, "failed")
+    detail = _STATUSES.get(code, "unable to process" if code >> 12 == 0xC else "failed")
     count = f", {failed} instance(s) failed" if failed else ""
     return f"{service}: status 0x{code:04X} {detail}{count}"
 

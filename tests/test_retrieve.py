@@ -93,12 +93,14 @@ def test_an_unreachable_peer_is_one_line_naming_it():
 
 @pytest.mark.integration
 @needs_orthanc
-@pytest.mark.parametrize("method", ["get", "move"])
+@pytest.mark.parametrize("method", ["auto", "get", "move"])
 def test_run_processes_a_study_that_exists_only_in_orthanc(method, pacs, engines, tmp_path):
+    """auto without --move-port can only succeed by C-GET (Orthanc could not reach a free port)."""
     study = pacs.studies[0]
     out = tmp_path / "out"
+    move = ["--move-port", str(pacs.move_port)] if method != "auto" else []
     done = run("cnn", "--from", pacs.address, "--query", f"StudyInstanceUID={study}",
-               "--retrieve", method, "--move-port", str(pacs.move_port), "--out", str(out),
+               "--retrieve", method, *move, "--out", str(out),
                "--engines-dir", str(engines), "--json")  # fmt: skip
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
@@ -119,6 +121,7 @@ def test_a_date_range_matches_one_study_and_a_failed_retrieve_is_listed(pacs, en
     assert done.exit_code == 1, done.output
     (failure,) = json.loads(done.stdout)["failures"]
     assert failure["study_uid"] == pacs.studies[0]
-    assert failure["error"].startswith("retrieve failed: C-MOVE")
+    assert failure["error"].startswith("retrieve failed: C-MOVE: status 0x")
+    assert "does the peer know our AE title STRANGER" in failure["error"]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert rows == [failure]
