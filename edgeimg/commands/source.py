@@ -19,8 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgeimg.console import err
 from edgeimg.net import DEFAULT_CALLING_AET
 
-SOURCE_OPTIONS = ("source", "query", "retrieve", "calling_aet", "move_port", "tls_ca")
-
 
 def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The `--from` group of options (their values reach the command as keyword arguments)."""
@@ -32,8 +30,8 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="C-FIND/QIDO-RS match with --from: a DICOM keyword and a value or "
                           "range (StudyDate=20260101-20260131, Modality=CT); repeatable."),
         click.option("--retrieve", type=click.Choice(["auto", "get", "move"]), default="auto",
-                     show_default=True, help="With a DICOM peer: C-GET, C-MOVE to us, or C-GET "
-                                             "where the peer offers it."),
+                     show_default=True, help="With a DICOM peer: get (C-GET), move (C-MOVE to "
+                                             "our store SCP), or auto: C-GET where offered."),
         click.option("--aet", "calling_aet", default=DEFAULT_CALLING_AET, show_default=True,
                      help="Our AE title with a DICOM peer (also the C-MOVE destination)."),
         click.option("--move-port", default=0, type=click.IntRange(0, 65535),
