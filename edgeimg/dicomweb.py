@@ -26,6 +26,8 @@ _FAILED_SOP_SEQUENCE = "00081198"
 _REFERENCED_SOP_UID = "00081155"
 _FAILURE_REASON = "00081197"
 TIMEOUT = 60.0
+#: instances per STOW-RS request: dicomweb-client builds each request body in memory
+STOW_BATCH = 32
 
 
 def is_url(text: str) -> bool:
@@ -54,6 +56,7 @@ class Client:
 
     url: str
     web: Any
+    session: Any
 
     @classmethod
     def from_url(cls, url: str, ca: Path | str | None = None, timeout: float = TIMEOUT) -> Client:
@@ -71,7 +74,13 @@ class Client:
             session.headers["Authorization"] = f"Bearer {token}"
         elif os.environ.get(USER_ENV):
             session.auth = (os.environ[USER_ENV], os.environ.get(PASSWORD_ENV, ""))
-        return cls(url, DICOMwebClient(url, session=session, timeout=timeout))
+        return cls(url, DICOMwebClient(url, session=session, timeout=timeout), session)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.session.close()
 
     def fail(self, error: Exception, doing: str) -> NetworkError:
         """One line naming the peer and what went wrong, without headers or credentials."""
@@ -110,12 +119,20 @@ def _reason(error: Exception) -> str:
 
 
 def stow(client: Client, paths: Iterable[str | Path]) -> list[SendResult]:
-    """STOW-RS the files to the peer in one request; one result per file, shaped like C-STORE's
-    (status 0 stored; None with the reason when not), so the forwarder treats both alike."""
+    """STOW-RS the files to the peer, STOW_BATCH to a request; one result per file, shaped like
+    C-STORE's (status 0 stored; None with the reason when not), so the forwarder treats both
+    alike."""
+    paths = [Path(path) for path in paths]
+    results: dict[Path, SendResult] = {}
+    for start in range(0, len(paths), STOW_BATCH):
+        results.update(_stow_batch(client, paths[start : start + STOW_BATCH]))
+    return [results[path] for path in paths]
+
+
+def _stow_batch(client: Client, paths: list[Path]) -> dict[Path, SendResult]:
     from pydicom import dcmread
 
-    paths = [Path(path) for path in paths]
-    datasets, by_uid, results = [], {}, {}
+    results, datasets, by_uid = {}, [], {}
     for path in paths:
         try:
             ds = dcmread(path)
@@ -124,19 +141,20 @@ def stow(client: Client, paths: Iterable[str | Path]) -> list[SendResult]:
             continue
         datasets.append(ds)
         by_uid[str(ds.SOPInstanceUID)] = path
-    if datasets:
-        try:
-            answer = client.web.store_instances(datasets)
-        except Exception as error:
-            reason = str(client.fail(error, "STOW-RS"))
-            return [results.get(path) or SendResult(path, None, reason) for path in paths]
-        failed = _failed(answer)
-        for uid, path in by_uid.items():
-            if uid in failed:
-                results[path] = SendResult(path, None, f"STOW-RS refused it: {failed[uid]}")
-            else:
-                results[path] = SendResult(path, 0x0000)
-    return [results[path] for path in paths]
+    if not datasets:
+        return results
+    try:
+        answer = client.web.store_instances(datasets)
+    except Exception as error:
+        reason = str(client.fail(error, "STOW-RS"))
+        return {**results, **{path: SendResult(path, None, reason) for path in by_uid.values()}}
+    failed = _failed(answer)
+    for uid, path in by_uid.items():
+        if uid in failed:
+            results[path] = SendResult(path, None, f"STOW-RS refused it: {failed[uid]}")
+        else:
+            results[path] = SendResult(path, 0x0000)
+    return results
 
 
 def _failed(answer: Any) -> dict[str, str]:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 from click.testing import CliRunner
 
+from edgeimg import dicomweb
 from edgeimg.cli import cli
 from edgeimg.dicomweb import TOKEN_ENV, Client, check_url
 from edgeimg.net import parse_peer, send
@@ -103,7 +105,24 @@ def test_serve_tls_ca_alone_needs_an_https_forward(tmp_path):
 def test_a_bearer_token_from_the_environment_goes_in_the_header(monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "tok-123")
     client = Client.from_url("https://pacs.example/dicom-web")
-    assert client.web._session.headers["Authorization"] == "Bearer tok-123"
+    assert client.session.headers["Authorization"] == "Bearer tok-123"
+
+
+@pytest.mark.integration
+@needs_dicomweb
+def test_stow_answers_per_file_in_batches(pacs, credentials, tmp_path, monkeypatch):
+    monkeypatch.setattr(dicomweb, "STOW_BATCH", 2)
+    write_study(tmp_path / "study", series=1, slices=4, size=32, seed=10)
+    files = sorted((tmp_path / "study").rglob("*.dcm"))
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"not DICOM")
+    with Client.from_url(pacs.dicomweb_url) as client:
+        results = dicomweb.stow(client, [*files, broken])
+    assert [r.path for r in results] == [*files, broken]
+    assert [r.ok for r in results] == [True] * 4 + [False]
+    assert results[-1].error.startswith("not a readable DICOM file")
+    for path in files:
+        assert pacs.find(sop_instance_uid=str(pydicom.dcmread(path).SOPInstanceUID))
 
 
 @pytest.mark.integration

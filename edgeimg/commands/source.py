@@ -91,7 +91,7 @@ def _fetch(
             client = dicomweb.Client.from_url(source, ca=options["tls_ca"])
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="--from") from None
-        with _Progress(quiet) as progress:
+        with client, _Progress(quiet) as progress:
             return dicomweb.fetch(client, keys, folder, progress=progress.start)
     from edgeimg.net import PeerError, parse_peer
     from edgeimg.retrieve import find, retrieve

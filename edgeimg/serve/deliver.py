@@ -12,5 +12,6 @@ from edgeimg.serve.routing import Destination
 def deliver(destination: Destination, paths: list[str], calling: str) -> list[SendResult]:
     """Send `paths` to `destination` in one association or one STOW-RS request."""
     if is_url(destination.peer):
-        return stow(Client.from_url(destination.peer, ca=destination.tls_ca), paths)
+        with Client.from_url(destination.peer, ca=destination.tls_ca) as client:
+            return stow(client, paths)
     return send(parse_peer(destination.peer), paths, calling=calling)
