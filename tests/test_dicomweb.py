@@ -81,11 +81,15 @@ def test_credentials_are_refused_in_the_url():
     assert check_url("https://pacs.example/dicom-web/") == "https://pacs.example/dicom-web"
 
 
-def test_a_routing_destination_may_be_a_dicomweb_url_with_its_own_ca():
+def test_a_routing_destination_may_be_a_dicomweb_url_with_its_own_ca(tmp_path):
+    ca = tmp_path / "ca.pem"
     table = {"destination": [{"name": "web", "peer": "https://pacs.example/dicom-web/",
-                              "tls_ca": "ca.pem"}]}  # fmt: skip
+                              "tls_ca": str(ca)}]}  # fmt: skip
+    with pytest.raises(RoutingError, match="tls_ca .* is not a file"):
+        parse_routing(table, "serve.toml")
+    ca.write_text("a CA")
     assert parse_routing(table, "serve.toml").destinations["web"] == Destination(
-        "web", "https://pacs.example/dicom-web", tls_ca="ca.pem"
+        "web", "https://pacs.example/dicom-web", tls_ca=str(ca)
     )
     table["destination"][0]["peer"] = "https://me:hunter2@pacs.example/dicom-web"
     with pytest.raises(RoutingError, match="credentials do not go in the URL") as caught:

@@ -271,8 +271,8 @@ class Worker:
         return target
 
     def _forward(self, name: str, forwards: list[dict[str, Any]]) -> None:
-        """Send due results to one destination (one association or STOW-RS request); back off
-        on failure."""
+        """Send due results to one destination (one association, or STOW-RS requests); back
+        off on failure."""
         destination = self.routing.destinations.get(name)
         if destination is None:  # the config changed since the forward was queued
             error = f"destination {name!r} is not configured"

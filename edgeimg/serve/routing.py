@@ -23,6 +23,7 @@ DICOMweb URL) is a destination named after its address, without de-identificatio
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -175,6 +176,8 @@ def _destination(table: Mapping[str, Any], where: str) -> Destination:
     except (PeerError, ValueError) as error:
         raise RoutingError(f"{where}: peer: {error}") from None
     tls_ca = _required_string(table, "tls_ca", where) if "tls_ca" in table else None
+    if tls_ca is not None and not os.path.isfile(tls_ca):
+        raise RoutingError(f"{where}: tls_ca {tls_ca!r} is not a file")
     deid = _deid(table.get("deid", False), f"{where}: deid")
     return Destination(name, peer, deid, tls_ca)
 
