@@ -135,9 +135,10 @@ def test_run_from_dicomweb_by_qido_and_wado(pacs, https, tls, credentials, engin
     study = tmp_path / "study"
     write_study(study, series=1, slices=4, size=64, seed=8)
     assert all(result.ok for result in send(parse_peer(pacs.address), [study]))
-    modality_ct = "Modality=CT"
+    study_uid = pydicom.dcmread(next(study.rglob("*.dcm"))).StudyInstanceUID
     out = tmp_path / "out"
-    args = ["run", "cnn", "--from", https, "--query", modality_ct,
+    args = ["run", "cnn", "--from", https, "--query", f"StudyInstanceUID={study_uid}",
+            "--query", "Modality=CT",
             "--out", str(out), "--engines-dir", str(engines), "--json"]  # fmt: skip
     done = CliRunner().invoke(cli, [*args, "--tls-ca", str(tls[2])], catch_exceptions=False)
     assert done.exit_code == 0, done.output
