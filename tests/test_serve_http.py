@@ -4,6 +4,7 @@ parser, the probes, the token, and the status page in headless Chromium with a P
 from __future__ import annotations
 
 import base64
+import io
 import os
 import shutil
 import signal
@@ -14,10 +15,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
+from edgeimg.inference import Decoded
+from edgeimg.plugins import get_registry
+from edgeimg.preview import render_slice, thumbnail
 from edgeimg.serve.http import (
     HttpSettingError,
     authorized,
@@ -94,6 +101,21 @@ def test_page_escapes_and_keeps_identity_out_unless_asked() -> None:
         assert "&lt;script&gt;x&lt;/script&gt;" in page and "lesion &amp; &lt;i&gt;" in page
     assert "Doe" not in pages[False] and "ID-77" not in pages[False]
     assert "&lt;b&gt;Doe^Jane&lt;/b&gt;" in pages[True] and "ID-77" in pages[True]
+
+
+def test_preview_shows_the_slice_the_model_found_most_on(tmp_path) -> None:
+    spec = get_registry().model("cnn")
+    decoded = [
+        Decoded(
+            tmp_path / f"{i}.dcm", Dataset(), np.full((1, 1, 32, 32), i / 4, np.float32), 32, 32
+        )
+        for i in range(3)
+    ]
+    items = [{"probability": p, "label": int(p > 0.5)} for p in (0.2, 0.9, 0.4)]
+    png = thumbnail(spec, decoded, items)
+    shown = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    expected = np.asarray(render_slice(decoded[1], items[1], "cnn").convert("L"))
+    assert png.startswith(b"\x89PNG") and np.array_equal(shown, expected)
 
 
 def test_throughput_keeps_one_hour_by_minute() -> None:
@@ -302,6 +324,8 @@ def test_token_guards_a_listener_beyond_loopback(tmp_path) -> None:
                           env=without)  # fmt: skip
     assert refused.returncode == 2 and "needs a token" in refused.stderr
     assert "Traceback" not in refused.stderr
+    alone = run_edgeimg("serve", *common, "--port", str(port), "--http-show-phi")
+    assert alone.returncode == 2 and "--http-show-phi needs --http" in alone.stderr
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEIMG_HTTP_TOKEN", SECRET)
         server = start_serve(*common, "--http", f"0.0.0.0:{http_port}", port=port, cwd=tmp_path)

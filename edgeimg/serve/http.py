@@ -156,10 +156,12 @@ class StatusServer:
             self._server.shutdown()
             self._thread.join(timeout=5)
         self._server.server_close()
+        self._server.status.queue.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = 10  # seconds a silent client keeps its thread
 
     def version_string(self) -> str:
         return "edgeimg"
