@@ -218,8 +218,11 @@ def served(engines, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served_phi(engines, tmp_path_factory):
+    def delivered(samples: dict) -> bool:
+        return value(samples, "edgeimg_end_to_end_seconds_count", model="cnn") >= 1
+
     tmp = tmp_path_factory.mktemp("http-phi")
-    yield from _serve_and_send(engines, tmp, "--http-show-phi", until=_job_done)
+    yield from _serve_and_send(engines, tmp, "--http-show-phi", until=delivered)
 
 
 @pytest.mark.integration

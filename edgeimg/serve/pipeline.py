@@ -223,11 +223,11 @@ class Worker:
         state = "done" if outputs or not skipped else "skipped"
         reasons = "; ".join(skipped) or None
         self.queue.finish_job(job["id"], state, outputs=outputs, error=reasons, inputs=len(paths))
-        self.metrics.job_finished(model, state, seconds)
         if shown is not None:
             self._observed(job, inferencer.spec, *shown, instances=len(paths), seconds=seconds)
         if state == "done" and not (outputs and destinations):
             self._delivered(job["id"])
+        self.metrics.job_finished(model, state, seconds)  # last: what it counts is recorded
         if state == "done":
             with self._durations_lock:
                 self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)
