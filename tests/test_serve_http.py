@@ -181,8 +181,10 @@ def _serve_and_send(engines: Path, tmp: Path, *flags: str, until) -> Served:
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for_port(http_port)
-        for aet in ("INTRUDER", "SCANNER"):  # one refused, one accepted
-            subprocess.run(["echoscu", "-aet", aet, "-aec", "EDGEIMG", "127.0.0.1", str(port)],
+        # refused by the allow list, refused by called AE title, accepted
+        for calling, called in (("INTRUDER", "EDGEIMG"), ("SCANNER", "ELSEWHERE"),
+                                ("SCANNER", "EDGEIMG")):  # fmt: skip
+            subprocess.run(["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
                            capture_output=True, timeout=30)  # fmt: skip
         subprocess.run(["storescu", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1",
                         str(port), *files], check=True, capture_output=True,
@@ -240,7 +242,9 @@ def test_metrics_count_what_was_sent(served) -> None:
         samples, "edgeimg_received_bytes_total"
     )
     assert value(samples, "edgeimg_associations_accepted_total") == 2  # echo and store
-    assert value(samples, "edgeimg_associations_refused_total", reason="not allowed") == 1
+    refused = {dict(labels)["reason"]: count for (name, labels), count in samples.items()
+               if name == "edgeimg_associations_refused_total"}  # fmt: skip
+    assert refused == {"not allowed": 1, "called AE title": 1}
     assert value(samples, "edgeimg_associations_open") == 0
     assert value(samples, "edgeimg_queue_instances") == n
     assert value(samples, "edgeimg_queue_series", state="done") == 1

@@ -114,7 +114,7 @@ class Worker:
             engine = load_engine(name, backend=self.backend, precision=self.precision,
                                  engines_dir=self.engines_dir, build=True)  # fmt: skip
             self._inferencers[name] = Inferencer(get_registry().model(name), engine)
-            self.metrics.engine_ready(name, engine.manifest, engine.key)
+            self.metrics.engine_ready(name, getattr(engine, "manifest", {}), engine.key)
             log("engine_ready", model=name, engine=engine.key)
         return self._inferencers[name]
 
