@@ -179,13 +179,6 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 @click.option("--tls-key", type=_FILE, help="PEM private key for --tls-cert.")
 @click.option("--tls-ca", type=_FILE, help="Require client certificates signed by this CA.")
 @click.option(
-    "--timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(1),
-    help="Seconds an idle or stalled peer keeps its slot.",
-)
-@click.option(
     "--http",
     "http_address",
     metavar="[HOST:]PORT",
@@ -201,6 +194,13 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     "--http-show-phi",
     is_flag=True,
     help="Show patient name, ID, birth date and accession number on the status page.",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds an idle or stalled peer keeps its slot.",
 )
 @click.pass_context
 def serve(ctx: click.Context, **options: Any) -> None:

@@ -241,25 +241,6 @@ class Worker:
                     supersedes=supersedes)  # fmt: skip
         self._wake.set()
 
-    def _observed(self, job: dict[str, Any], spec: Any, decoded: list[Any], result: Any,
-                  instances: int, seconds: float) -> None:  # fmt: skip
-        """Tell the metrics (and so the status page) what a job found."""
-        from edgeimg.preview import thumbnail
-        from edgeimg.results import finding
-
-        entry = SeriesResult(job=job["id"], series_uid=job["series_uid"], model=spec.name,
-                             state="done", finding=finding(result.line["results"]),
-                             instances=instances, finished=time.time(),
-                             seconds=seconds)  # fmt: skip
-        self.metrics.series_result(entry, decoded[0].header,
-                                   lambda: thumbnail(spec, decoded, result.items))  # fmt: skip
-
-    def _delivered(self, job_id: int) -> None:
-        """Observe the end-to-end latency once every result of the job has been delivered."""
-        delivery = self.queue.delivery(job_id)
-        if delivery is not None and delivery["undelivered"] == 0:
-            self.metrics.delivered(delivery["model"], delivery["last_received"])
-
     def _superseded(self, job: dict[str, Any]) -> list[Any]:
         """Headers of the results `job` supersedes; one whose file is gone is logged and left
         out (the new result is still made, it just cannot name that one)."""
@@ -345,6 +326,25 @@ class Worker:
                         deid=destination.deid is not None,
                         jobs=sorted({f["job_id"] for f in delivered}),
                         sop_instance_uids=[_sop_uid(f["path"]) for f in delivered])  # fmt: skip
+
+    def _observed(self, job: dict[str, Any], spec: Any, decoded: list[Any], result: Any,
+                  instances: int, seconds: float) -> None:  # fmt: skip
+        """Tell the metrics (and so the status page) what a job found."""
+        from edgeimg.preview import thumbnail
+        from edgeimg.results import finding
+
+        entry = SeriesResult(job=job["id"], series_uid=job["series_uid"], model=spec.name,
+                             state="done", finding=finding(result.line["results"]),
+                             instances=instances, finished=time.time(),
+                             seconds=seconds)  # fmt: skip
+        self.metrics.series_result(entry, decoded[0].header,
+                                   lambda: thumbnail(spec, decoded, result.items))  # fmt: skip
+
+    def _delivered(self, job_id: int) -> None:
+        """Observe the end-to-end latency once every result of the job has been delivered."""
+        delivery = self.queue.delivery(job_id)
+        if delivery is not None and delivery["undelivered"] == 0:
+            self.metrics.delivered(delivery["model"], delivery["last_received"])
 
     def _audit(self, event: str, **fields: Any) -> None:
         """Record to the audit log when there is one; a failing audit write is logged, and the
