@@ -31,7 +31,9 @@ from edgeimg.serve.http import (
     check_token,
     loopback_only,
     parse_address,
+    status_server,
 )
+from edgeimg.serve.listener import Listener, ServeConfig
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics, Throughput
 from edgeimg.serve.page import render_page
 from tests.canary import STUDIES, TOKEN, make_studies
@@ -127,6 +129,29 @@ def test_throughput_keeps_one_hour_by_minute() -> None:
     counts = throughput.per_minute(now=start + 60 * 59)
     assert len(counts) == 60 and counts[0] == 3 and counts[-1] == 5 and sum(counts) == 8
     assert sum(throughput.per_minute(now=start + 60 * 60)) == 5  # the first minute has aged out
+
+
+def test_readiness_follows_the_listener_and_the_disk(tmp_path) -> None:
+    config = ServeConfig(aet="EDGE", port=0, host="127.0.0.1", spool=tmp_path / "spool",
+                         min_free_mb=0)  # fmt: skip
+    listener = Listener(config)
+    server = status_server(("127.0.0.1", 0), None, listener, {})
+    base = "http://{}:{}".format(*server.start())
+    try:
+        status, _, body = get(f"{base}/readyz")
+        assert status == 503 and b'"listener": false' in body  # not yet accepting
+        listener.start()
+        assert get(f"{base}/readyz")[0] == 200
+        listener.spool.min_free = 1 << 62  # the disk now below the watermark: A700 for all
+        status, _, body = get(f"{base}/readyz")
+        assert status == 503 and b'"spool_space": false' in body
+        listener.spool.min_free = 0
+        listener.stop(drain_timeout=1)
+        assert get(f"{base}/readyz")[0] == 503 and get(f"{base}/healthz")[0] == 200
+    finally:
+        listener.stop(drain_timeout=1)
+        server.stop()
+    assert list((tmp_path / "spool" / "incoming").iterdir()) == []  # the probe's writes went
 
 
 def get(url: str, token: str | None = None, scheme: str = "Bearer") -> tuple[int, dict, bytes]:
