@@ -43,9 +43,11 @@ class Throughput:
     def add(self, count: int = 1, now: float | None = None) -> None:
         minute = int((time.time() if now is None else now) // 60)
         with self._lock:
-            self._counts[minute] = self._counts.get(minute, 0) + count
-            for old in [m for m in self._counts if m <= minute - self.minutes]:
-                del self._counts[old]
+            if minute not in self._counts:  # a new minute: forget those past the hour
+                for old in [m for m in self._counts if m <= minute - self.minutes]:
+                    del self._counts[old]
+                self._counts[minute] = 0
+            self._counts[minute] += count
 
     def per_minute(self, now: float | None = None) -> list[int]:
         """Counts of the last `minutes` minutes, oldest first, this minute last."""
