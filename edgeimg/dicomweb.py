@@ -26,6 +26,7 @@ _FAILED_SOP_SEQUENCE = "00081198"
 _REFERENCED_SOP_UID = "00081155"
 _FAILURE_REASON = "00081197"
 TIMEOUT = 60.0
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 #: instances per STOW-RS request: dicomweb-client builds each request body in memory
 STOW_BATCH = 32
 
@@ -47,6 +48,9 @@ def check_url(text: str) -> str:
         )
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r}: a base URL has no query or fragment")
+    credentials = os.environ.get(TOKEN_ENV) or os.environ.get(USER_ENV)
+    if parts.scheme == "http" and credentials and parts.hostname not in _LOOPBACK:
+        raise ValueError(f"{text!r}: credentials would cross the network in clear; use https")
     return text.rstrip("/")
 
 

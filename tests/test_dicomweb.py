@@ -81,6 +81,15 @@ def test_credentials_are_refused_in_the_url():
     assert check_url("https://pacs.example/dicom-web/") == "https://pacs.example/dicom-web"
 
 
+def test_credentials_do_not_go_over_plain_http_beyond_loopback(monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, "tok-123")
+    with pytest.raises(ValueError, match="credentials would cross the network in clear"):
+        check_url("http://pacs.example/dicom-web")
+    assert check_url("http://127.0.0.1:8042/dicom-web") == "http://127.0.0.1:8042/dicom-web"
+    monkeypatch.delenv(TOKEN_ENV)
+    assert check_url("http://pacs.example/dicom-web") == "http://pacs.example/dicom-web"
+
+
 def test_a_routing_destination_may_be_a_dicomweb_url_with_its_own_ca(tmp_path):
     ca = tmp_path / "ca.pem"
     table = {"destination": [{"name": "web", "peer": "https://pacs.example/dicom-web/",
