@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeimg.commands.deid import load_or_create_key
+from edgeimg.commands.options import triton_option
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
 from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
@@ -114,6 +115,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
+@triton_option
 @click.option(
     "--precision",
     default="fp32",
