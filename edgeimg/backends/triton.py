@@ -246,7 +246,8 @@ class TritonBackend(Backend):
             )
         target = job.out_dir / self.engine_file
         record = {"triton": str(client.target), "model": remote.name,
-                  "max_batch_size": remote.max_batch, "parameters": remote.parameters}  # fmt: skip
+                  "max_batch_size": remote.max_batch,
+                  "parameters": {k: remote.parameters[k] for k in identity.PARAMETERS}}  # fmt: skip
         target.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return target
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -368,9 +369,9 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     db = _open_queue(spool)
-    series, failures = db.series_summary(), db.failures()
+    series, failures, waiting = db.series_summary(), db.failures(), db.waiting()
     if as_json:
-        print_json({"series": series, "failures": failures})
+        print_json({"series": series, "failures": failures, "waiting": waiting})
         return
     table = Table(title=f"edgeimg queue ({spool})")
     for column in ("series", "modality", "instances", "state", "jobs", "forwards"):
@@ -379,6 +380,11 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
         table.add_row(item["series_uid"], item["modality"] or "", str(item["instances"]),
                       item["state"], _states(item["jobs"]), _states(item["forwards"]))  # fmt: skip
     out.print(table)
+    for job in waiting:
+        due = max(0.0, job["next_try"] - time.time())
+        reason = escape(str(job["reason"]))
+        out.print(f"[yellow]waiting[/] job:{job['id']} {job['model']} {job['series_uid']}: "
+                  f"{reason} (next try in {due:.0f} s)", soft_wrap=True)  # fmt: skip
     for failure in failures:
         out.print(f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
                   f"{escape(str(failure['error']))}  (edgeimg queue retry "
