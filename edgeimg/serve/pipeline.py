@@ -203,7 +203,8 @@ class Worker:
                 lines.append({**line, "supersedes": supersedes})
                 outputs.extend(written)
             # One write once every series ran: a job retried after an outage adds no duplicates.
-            write_lines(lines, self.results_dir)
+            if lines:
+                write_lines(lines, self.results_dir)
             # Forwards are queued before the job is marked done: a crash in between re-runs
             # the job, and add_forwards does not queue the same output twice.
             destinations = self.routing.destinations_for(model, self.facts(job["series_uid"]))
