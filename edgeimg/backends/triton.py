@@ -175,9 +175,12 @@ class RemoteModel:
 class TritonRunner:
     """Batches go to the server as one request each (split only past its max_batch_size)."""
 
-    def __init__(self, client: TritonClient, remote: RemoteModel) -> None:
+    def __init__(
+        self, client: TritonClient, remote: RemoteModel, scalars: list[str] | tuple = ()
+    ) -> None:
         self.client = client
         self.remote = remote
+        self.scalars = set(scalars)
         self.inputs = [name for name, _ in remote.signature["inputs"]]
         self.outputs = [name for name, _ in remote.signature["outputs"]]
 
@@ -188,9 +191,12 @@ class TritonRunner:
                               tuple(a[start:start + step] for a in arrays), self.outputs)
             for start in range(0, len(arrays[0]), step)
         ]  # fmt: skip
-        if len(parts) == 1:
-            return parts[0]
-        return tuple(np.concatenate(chunks) for chunks in zip(*parts, strict=True))
+        outputs = parts[0] if len(parts) == 1 else tuple(
+            np.concatenate(chunks) for chunks in zip(*parts, strict=True))  # fmt: skip
+        return tuple(
+            array.reshape(len(array)) if name in self.scalars else array
+            for name, array in zip(self.outputs, outputs, strict=True)
+        )
 
 
 class TritonBackend(Backend):
@@ -239,7 +245,8 @@ class TritonBackend(Backend):
         if remote.parameters["edgeimg_precision"] != job.precision:
             raise EngineError(f"{where} runs {remote.parameters['edgeimg_precision']}, "
                               f"asked for {job.precision}; refused")  # fmt: skip
-        expected = identity.signature(onnx_io(job.onnx_path))
+        graph = onnx_io(job.onnx_path)
+        expected = identity.signature(graph)
         if remote.signature != expected:
             raise EngineError(
                 f"{where} takes and gives {remote.signature}, the model {expected}; refused"
@@ -247,6 +254,7 @@ class TritonBackend(Backend):
         target = job.out_dir / self.engine_file
         record = {"triton": str(client.target), "model": remote.name,
                   "max_batch_size": remote.max_batch,
+                  "scalar_outputs": identity.scalar_outputs(graph),
                   "parameters": {k: remote.parameters[k] for k in identity.PARAMETERS}}  # fmt: skip
         target.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return target
@@ -261,7 +269,7 @@ class TritonBackend(Backend):
                 f"triton at {client.target}, model {remote.name!r} now runs engine "
                 f"{remote.parameters.get('edgeimg_key')}, verified was {key}; build again"
             )
-        return TritonRunner(client, remote)
+        return TritonRunner(client, remote, record["scalar_outputs"])
 
 
 @hookimpl

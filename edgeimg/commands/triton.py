@@ -96,8 +96,8 @@ def host(
         host(engines, ports, ready)
     except KeyboardInterrupt:
         pass
-    except Exception as error:  # PyTriton's own failures (a port taken, the server died)
-        from edgeimg.errors import user_message
-
-        err.print(f"[red]error:[/] {escape(user_message(error, 'running tritonserver'))}")
+    except Exception as error:  # PyTriton's own failures (a port taken, a model refused)
+        # Their text is about the server and model configs (no DICOM reaches this point).
+        text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        err.print(f"[red]error:[/] tritonserver failed: {escape(text)}", soft_wrap=True)
         raise SystemExit(1) from None

@@ -47,6 +47,7 @@ def library_path() -> str:
 def infer_function(engine: Engine) -> Callable[[list[Any]], list[dict[str, np.ndarray]]]:
     """Triton's merged requests → one engine call per input shape → each request's slice."""
     names, outputs = engine.input_names, engine.output_names
+    scalars = set(identity.scalar_outputs(engine.manifest))
 
     def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
         groups: dict[tuple, list[int]] = {}
@@ -61,9 +62,11 @@ def infer_function(engine: Engine) -> Callable[[list[Any]], list[dict[str, np.nd
             for i in members:
                 size = len(requests[i][names[0]])
                 answers[i] = {
-                    n: np.ascontiguousarray(r[start : start + size], dtype=np.float32)
+                    n: np.ascontiguousarray(
+                        r[start : start + size].reshape(size, 1) if n in scalars
+                        else r[start : start + size], dtype=np.float32)
                     for n, r in zip(outputs, results, strict=True)
-                }
+                }  # fmt: skip
                 start += size
         return answers
 

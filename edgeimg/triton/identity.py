@@ -28,8 +28,14 @@ def identity(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def dims(shape: list[Any]) -> list[int]:
-    """Triton dims of an ONNX shape: the batch axis dropped, named (dynamic) axes as -1."""
-    return [d if isinstance(d, int) and d > 0 else -1 for d in shape[1:]]
+    """Triton dims of an ONNX shape: the batch axis dropped, named (dynamic) axes as -1; one
+    value per item is dims [1] (Triton wants dims; an exported config reshapes it to [])."""
+    return [d if isinstance(d, int) and d > 0 else -1 for d in shape[1:]] or [1]
+
+
+def scalar_outputs(manifest: dict[str, Any]) -> list[str]:
+    """Outputs with one value per item: Triton may hand them back as [batch, 1]."""
+    return [item["name"] for item in manifest["outputs"] if len(item["shape"]) == 1]
 
 
 def signature(manifest: dict[str, Any]) -> dict[str, list[tuple[str, list[int]]]]:

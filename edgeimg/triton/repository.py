@@ -78,6 +78,8 @@ def model_config(manifest: dict[str, Any], platform: str, device: str) -> str:
         for name, dims in tensors:
             tensor = kind.add(name=name, data_type=getattr(pb, identity.DATA_TYPE))
             tensor.dims.extend(dims)
+            if name in identity.scalar_outputs(manifest):
+                tensor.reshape.SetInParent()  # dims [1] is [] in the graph
     kind = pb.ModelInstanceGroup.KIND_GPU if device == "gpu" else pb.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(kind=kind, count=1)
     config.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
