@@ -102,6 +102,16 @@ class TritonClient:
                               model, as_json=True)["config"]  # fmt: skip
         return self._call("reading the model config", self.client.get_model_config, model)
 
+    def version(self, model: str) -> str:
+        """The newest version the server has loaded (requests are pinned to it)."""
+        if self.target.protocol == "grpc":
+            metadata = self._call("reading the model metadata", self.client.get_model_metadata,
+                                  model, as_json=True)  # fmt: skip
+        else:
+            metadata = self._call("reading the model metadata", self.client.get_model_metadata,
+                                  model)  # fmt: skip
+        return max(metadata.get("versions") or ["1"], key=int)
+
     def statistics(self, model: str) -> dict[str, Any]:
         """Triton's inference statistics of the model (counts of requests and executions)."""
         if self.target.protocol == "grpc":
@@ -110,7 +120,12 @@ class TritonClient:
         return self._call("reading statistics", self.client.get_inference_statistics, model)
 
     def infer(
-        self, model: str, names: list[str], arrays: tuple[np.ndarray, ...], outputs: list[str]
+        self,
+        model: str,
+        version: str,
+        names: list[str],
+        arrays: tuple[np.ndarray, ...],
+        outputs: list[str],
     ) -> tuple[np.ndarray, ...]:
         inputs = []
         for name, array in zip(names, arrays, strict=True):
@@ -118,8 +133,8 @@ class TritonClient:
             item.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
             inputs.append(item)
         wanted = [self.module.InferRequestedOutput(name) for name in outputs]
-        result = self._call(f"inference on {model!r}", self.client.infer, model, inputs,
-                            outputs=wanted)  # fmt: skip
+        result = self._call(f"inference on {model!r} version {version}", self.client.infer,
+                            model, inputs, model_version=version, outputs=wanted)  # fmt: skip
         return tuple(result.as_numpy(name) for name in outputs)
 
 
@@ -128,6 +143,7 @@ class RemoteModel:
     """A model as the server describes it."""
 
     name: str
+    version: str
     signature: dict[str, list[tuple[str, list[int]]]]
     types: set[str]
     max_batch: int
@@ -145,7 +161,9 @@ class RemoteModel:
             for kind, key in (("inputs", "input"), ("outputs", "output"))
         }
         types = {t.get("data_type", "") for key in ("input", "output") for t in config.get(key, [])}
-        return cls(name, signature, types, int(config.get("max_batch_size", 0)), parameters)
+        version = client.version(name)
+        return cls(name, version, signature, types, int(config.get("max_batch_size", 0)),
+                   parameters)  # fmt: skip
 
     def check(self, client: TritonClient, spec: Any) -> None:
         """Refuse a remote model that is not an edgeimg engine of these weights."""
@@ -173,7 +191,9 @@ class RemoteModel:
 
 
 class TritonRunner:
-    """Batches go to the server as one request each (split only past its max_batch_size)."""
+    """Batches go to the server as one request each (split only past its max_batch_size), to
+    the version that was checked: once the server unloads it, requests fail as offline, and
+    `serve` opens (and verifies) the engine again."""
 
     def __init__(
         self, client: TritonClient, remote: RemoteModel, scalars: list[str] | tuple = ()
@@ -187,7 +207,7 @@ class TritonRunner:
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         step = self.remote.max_batch
         parts = [
-            self.client.infer(self.remote.name, self.inputs,
+            self.client.infer(self.remote.name, self.remote.version, self.inputs,
                               tuple(a[start:start + step] for a in arrays), self.outputs)
             for start in range(0, len(arrays[0]), step)
         ]  # fmt: skip
