@@ -29,7 +29,7 @@ def _fail(message: str, status: int) -> None:
 
 
 @contextmanager
-def _engine_errors() -> Iterator[None]:
+def engine_errors() -> Iterator[None]:
     """Known failures become one line on stderr and a meaningful exit status, not a traceback."""
     try:
         yield
@@ -87,7 +87,7 @@ def build_engine_command(
     """Export NAME to ONNX, calibrate (INT8), compile, verify against torch and store."""
     from edgeimg.engine.build import build_engine
 
-    with _engine_errors(), err.status("building engine") as status:
+    with engine_errors(), err.status("building engine") as status:
         result = build_engine(
             name,
             backend,
@@ -214,7 +214,7 @@ def bench(
     """Measure NAME on each backend and precision side by side, against torch FP32 eager."""
     from edgeimg.engine.bench import bench as run_bench
 
-    with _engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
+    with engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
         report = run_bench(name, _csv(backends), _csv(precisions), batch, seconds, engines_dir)
     if as_json:
         print_json(report)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from edgeimg.commands.engines import _engine_errors, engines_dir_option, json_option
+from edgeimg.commands.engines import engine_errors, engines_dir_option, json_option
 from edgeimg.console import err, out, print_json
 from edgeimg.engine.build import PRECISIONS
 
@@ -40,7 +40,7 @@ def export_triton(
 
     root = store.engines_root(engines_dir)
     repo.mkdir(parents=True, exist_ok=True)
-    with _engine_errors():
+    with engine_errors():
         exported = [export_model(name, repo, precision, device, root) for name in names]
     if as_json:
         print_json({"repo": str(repo), "models": [item.as_dict() for item in exported]})
@@ -81,7 +81,7 @@ def host(
     except ImportError:
         err.print("[red]error:[/] edgeimg host needs nvidia-pytriton (pip install nvidia-pytriton)")
         raise SystemExit(2) from None
-    with _engine_errors():
+    with engine_errors():
         engines = [load_engine(name, backend, precision, engines_dir) for name in names]
     ports = Ports(http_port, grpc_port, metrics_port, address)
 
