@@ -212,6 +212,23 @@ def _statistics(client) -> dict[str, int]:
 
 
 @pytest.mark.integration
+def test_build_over_http_verifies_and_other_weights_are_refused(host, engines):
+    import dataclasses
+
+    from edgeimg.plugins import get_registry
+
+    args = ["build-engine", "cnn", "--backend", "triton", "--engines-dir", str(engines),
+            "--triton", f"http://127.0.0.1:{host.ports['http']}"]  # fmt: skip
+    built = json.loads(cli_run(*args, "--json").stdout)
+    assert built["backend"] == "triton" and built["verification"]["passed"]
+    registry = get_registry()
+    registry.models["cnn"] = dataclasses.replace(registry.model("cnn"), version="9.9.9")
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    assert "runs model_version '0.1.0', this box has '9.9.9'; refused" in refused.output
+
+
+@pytest.mark.integration
 def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(host, engines, tmp_path,
                                                                  monkeypatch):  # fmt: skip
     from edgeimg.commands.serve import tomllib
@@ -258,3 +275,24 @@ def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(host, engines, 
         assert pacs.queue.totals()["instances"] == 1  # the SR arrived once
     lines = (tmp_path / "spool" / "results" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "protocol", "tls"),
+    [("h:8001", "grpc", False), ("grpcs://h:8001", "grpc", True),
+     ("http://h:8000", "http", False), ("https://10.0.0.1:443", "http", True)],
+)  # fmt: skip
+def test_target_forms(text, protocol, tls):
+    from edgeimg.backends.triton import parse_target
+
+    target = parse_target(text)
+    assert (target.protocol, target.tls) == (protocol, tls) and parse_target(str(target)) == target
+
+
+@pytest.mark.parametrize("text", ["h", "h:port", "ftp://h:1", ":8001"])
+def test_bad_targets_are_refused(text):
+    from edgeimg.backends.triton import parse_target
+    from edgeimg.engine.errors import EngineError
+
+    with pytest.raises(EngineError, match="HOST:PORT"):
+        parse_target(text)
