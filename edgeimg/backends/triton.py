@@ -289,7 +289,7 @@ class TritonBackend(Backend):
                 f"triton at {client.target}, model {remote.name!r} now runs engine "
                 f"{remote.parameters.get('edgeimg_key')}, verified was {key}; build again"
             )
-        return TritonRunner(client, remote, record["scalar_outputs"])
+        return TritonRunner(client, remote, record.get("scalar_outputs", ()))
 
 
 @hookimpl
