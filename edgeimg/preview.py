@@ -10,6 +10,7 @@ Previews are for review only; the DICOM outputs are the results.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -212,3 +213,28 @@ def write_previews(
         write_preview(source, item, spec, out_dir, frame)
         for (source, frame), item in zip(frames, items, strict=True)
     ]
+
+
+def _salience(item: dict[str, Any]) -> float:
+    """How much a model found on one slice: its probability, mask area, boxes or anomaly."""
+    if "mask" in item:
+        return float(np.count_nonzero(item["mask"]))
+    for key in ("probability", "anomaly_score"):
+        if isinstance(item.get(key), int | float | np.number):
+            return float(item[key])
+    return float(len(item.get("boxes") or ()))
+
+
+def thumbnail(spec: ModelSpec, decoded: list[Decoded], items: list[dict[str, Any]]) -> bytes:
+    """One PNG for a series result (the status page's preview): the slice the model found the
+    most on, or the strip for a sequence model. Pixels and results only; no header text."""
+    if spec.input.sequence:
+        image = render_series(decoded, items[0], spec.name)
+    else:
+        frames = [(source, frame) for source in decoded for frame in range(len(source.inputs))]
+        index = max(range(len(items)), key=lambda i: _salience(items[i]))
+        source, frame = frames[index]
+        image = render_slice(source, items[index], spec.name, frame)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -2,6 +2,8 @@
 # Installs the real DICOM peers the tests use (dcmtk, dicom3tools, Orthanc) when missing.
 # As root on Debian/Ubuntu it uses apt-get; otherwise it says how, and those tests skip.
 missing=""
+# Chromium loads the status page of `serve --http` in its test (a screenshot).
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$missing chromium"
 command -v storescu >/dev/null 2>&1 || missing="$missing dcmtk"
 command -v dciodvfy >/dev/null 2>&1 || missing="$missing dicom3tools"
 command -v Orthanc >/dev/null 2>&1 || missing="$missing orthanc"

@@ -182,6 +182,23 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 @click.option("--tls-key", type=_FILE, help="PEM private key for --tls-cert.")
 @click.option("--tls-ca", type=_FILE, help="Require client certificates signed by this CA.")
 @click.option(
+    "--http",
+    "http_address",
+    metavar="[HOST:]PORT",
+    help="Serve /metrics, /healthz, /readyz and a status page (loopback unless HOST is given).",
+)
+@click.option(
+    "--http-token",
+    envvar="EDGEIMG_HTTP_TOKEN",
+    show_envvar=True,
+    help="Bearer token for --http; required when HOST is not loopback (16+ characters).",
+)
+@click.option(
+    "--http-show-phi",
+    is_flag=True,
+    help="Show patient name, ID, birth date and accession number on the status page.",
+)
+@click.option(
     "--timeout",
     default=60.0,
     show_default=True,
@@ -197,6 +214,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
     """
     from edgeimg.audit import AuditLog
     from edgeimg.serve.listener import Listener, ServeConfig
+    from edgeimg.serve.metrics import ServeMetrics
     from edgeimg.serve.pipeline import Worker
     from edgeimg.serve.routing import Routing
     from edgeimg.serve.security import SecurityError, parse_allow, server_tls_context
@@ -220,6 +238,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
             raise SecurityError("--tls-ca needs --tls-cert and --tls-key")
     except SecurityError as error:
         raise click.UsageError(str(error)) from None
+    http_address = _http_settings(options)
     config = ServeConfig(
         aet=options["aet"], port=options["port"], host=options["host"], spool=options["spool"],
         models=routing.models,
@@ -231,7 +250,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
         network_timeout=options["timeout"], artim=options["artim"],
         pending_total=options["max_pending"], pending_per_host=options["max_pending_per_host"],
     )  # fmt: skip
-    listener = Listener(config)
+    metrics = ServeMetrics(previews=http_address is not None, show_phi=options["http_show_phi"])
+    listener = Listener(config, metrics=metrics)
     deid_key = None
     if any(destination.deid for destination in routing.destinations.values()):
         deid_key = load_or_create_key(listener.spool.root / DEID_KEY)[0]
@@ -239,11 +259,23 @@ def serve(ctx: click.Context, **options: Any) -> None:
     listener.audit = audit
     worker = Worker(listener.queue, listener.spool.root / "results", routing,
                     backend=options["backend"], precision=options["precision"],
-                    calling_aet=config.aet, audit=audit, deid_key=deid_key)  # fmt: skip
+                    calling_aet=config.aet, audit=audit, deid_key=deid_key,
+                    metrics=metrics)  # fmt: skip
     listener.pipeline = worker
+    http = None
+    if http_address is not None:
+        try:
+            http = _start_http(http_address, options["http_token"], listener, routing, config.aet)
+        except OSError as error:
+            audit.close()
+            raise click.ClickException(
+                "cannot listen on --http {}:{}: {}".format(*http_address, error)
+            ) from None
     try:
         host, port = listener.start()
     except OSError as error:
+        if http is not None:
+            http.stop()
         audit.close()
         raise click.ClickException(
             f"cannot listen on {config.host}:{config.port}: {error}"
@@ -259,7 +291,35 @@ def serve(ctx: click.Context, **options: Any) -> None:
             pass
     listener.stop()
     worker.stop()
+    if http is not None:
+        http.stop()
     audit.close()
+
+
+def _http_settings(options: dict[str, Any]) -> tuple[str, int] | None:
+    """The --http address, checked with its token before anything binds (usage errors)."""
+    from edgeimg.serve.http import HttpSettingError, check_token, parse_address
+
+    if options["http_address"] is None:
+        if options["http_show_phi"]:
+            raise click.UsageError("--http-show-phi needs --http")
+        return None
+    try:
+        address = parse_address(options["http_address"])
+        check_token(address[0], options["http_token"])
+    except HttpSettingError as error:
+        raise click.UsageError(str(error)) from None
+    return address
+
+
+def _start_http(address: tuple[str, int], token: str | None, listener: Any, routing: Any,
+                aet: str) -> Any:  # fmt: skip
+    from edgeimg.serve.http import status_server
+
+    destinations = {name: d.peer for name, d in routing.destinations.items()}
+    server = status_server(address, token, listener, destinations, f"edgeimg serve {aet}")
+    server.start()
+    return server
 
 
 def _live(stop: threading.Event, listener: Any, worker: Any, title: str) -> None:

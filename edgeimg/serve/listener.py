@@ -33,6 +33,7 @@ from edgeimg.net import Peer
 from edgeimg.serve import NoPipeline, Pipeline, log
 from edgeimg.serve import pynetdicom_adapter as adapter
 from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL, Pending
+from edgeimg.serve.metrics import ServeMetrics
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
 from edgeimg.serve.security import AllowEntry, is_allowed
 from edgeimg.serve.spool import DiskFull, Spool, Staged
@@ -107,13 +108,18 @@ class Listener:
     """Owns the AE, the server thread and the series-completion watcher."""
 
     def __init__(
-        self, config: ServeConfig, pipeline: Pipeline | None = None, spool: Spool | None = None
+        self,
+        config: ServeConfig,
+        pipeline: Pipeline | None = None,
+        spool: Spool | None = None,
+        metrics: ServeMetrics | None = None,
     ) -> None:
         self.config = config
         self.pipeline = pipeline or NoPipeline()
         self.spool = spool or Spool(config.spool, config.min_free_mb)
         self.queue = Queue(self.spool.queue_path)
         self.audit: Any = None  # an edgeimg.audit.AuditLog, set by `edgeimg serve`
+        self.metrics = metrics or ServeMetrics()
         self._commits = GroupCommit(self.queue)
         # Each instance is checked and hashed here while it is written, and renamed while its
         # row commits.
@@ -125,6 +131,7 @@ class Listener:
         self._seen_lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
+        self._acceptor: threading.Thread | None = None
         self.pending: Pending | None = None
         self._watcher: threading.Thread | None = None
         self.ae = self._make_ae()
@@ -161,6 +168,8 @@ class Listener:
         self.recover()
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ESTABLISHED, lambda event: self.metrics.association()),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_released),
@@ -179,12 +188,18 @@ class Listener:
             evt_handlers=handlers,
         )
         self._server = server
-        threading.Thread(target=server.serve_forever, name="edgeimg-accept", daemon=True).start()
+        self._acceptor = threading.Thread(target=server.serve_forever, name="edgeimg-accept",
+                                          daemon=True)  # fmt: skip
+        self._acceptor.start()
         self._watcher = threading.Thread(target=self._watch, name="edgeimg-series", daemon=True)
         self._watcher.start()
         host, port = server.server_address[:2]
         log("listening", aet=self.config.aet, host=host, port=port, tls=self.config.tls is not None)
         return host, port
+
+    def accepting(self) -> bool:
+        """Bound and serving: what a readiness probe asks first."""
+        return self._server is not None and self._acceptor is not None and self._acceptor.is_alive()
 
     def stop(self, drain_timeout: float = 30) -> bool:
         """Stop accepting, let in-flight associations finish; True if all finished in time."""
@@ -240,6 +255,7 @@ class Listener:
         refusal = _refusal(request) if allowed else (3, "not allowed")
         if refusal:
             log("association_rejected", calling_aet=calling, host=host, reason=refusal[1])
+            self.metrics.association(refused=refusal[1])
             adapter.reject(event.assoc, refusal[0])
             return
         called = request.called_ae_title.strip()
@@ -248,6 +264,11 @@ class Listener:
                 reason="called AE title")  # fmt: skip
             return
         log("association", calling_aet=calling, host=host)
+
+    def _on_rejected(self, event: Event) -> None:
+        """pynetdicom's own rejections: a wrong called AE title, or no association slot free."""
+        called = event.assoc.requestor.primitive.called_ae_title.strip()
+        self.metrics.association(refused="called AE title" if called != self.config.aet else "busy")
 
     def _on_released(self, event: Event) -> None:
         self._end(event, released=True)
@@ -277,13 +298,17 @@ class Listener:
         except Rejected as rejected:
             log("store_failed", sop_uid=sop_uid, calling_aet=calling, host=host,
                 status=f"0x{rejected.status:04X}", reason=rejected.reason)  # fmt: skip
-            return _status(rejected.status, rejected.reason)
+            return self._respond(event, rejected.status, rejected.reason)
         except Exception as error:
             log("store_error", sop_uid=sop_uid, calling_aet=calling, error=repr(error))
-            return _status(OUT_OF_RESOURCES, "internal error while storing")
+            return self._respond(event, OUT_OF_RESOURCES, "internal error while storing")
         with self._seen_lock:
             self._seen.setdefault(id(assoc), set()).add(instance.series_uid)
-        return _status(SUCCESS)
+        return self._respond(event, SUCCESS)
+
+    def _respond(self, event: Event, code: int, comment: str | None = None) -> Dataset:
+        self.metrics.response(code, _dataset_size(event))
+        return _status(code, comment)
 
     def _ingest(self, event: Event, calling: str, host: str) -> Instance:
         """Check, write, commit; raises `Rejected` with the PS3.4 status otherwise.
@@ -316,6 +341,7 @@ class Listener:
                                     host)  # fmt: skip
             placed = self._publisher.submit(self.spool.place, staged, path)
             complete = self._commit(instance, path, placed)
+        self.metrics.instance_stored(size)
         log("stored", sop_uid=sop_uid, series_uid=instance.series_uid,
             study_uid=instance.study_uid, calling_aet=calling, host=host, size=size)  # fmt: skip
         self._audit(instance, duplicate=False)
@@ -598,6 +624,15 @@ def _expected_count(ds: Dataset) -> int | None:
         if 0 < value < 100_000:
             return value
     return None
+
+
+def _dataset_size(event: Event) -> int:
+    """Bytes of the received dataset, without copying them."""
+    try:
+        with event.request.DataSet.getbuffer() as view:
+            return view.nbytes
+    except (AttributeError, ValueError):
+        return 0
 
 
 def _status(code: int, comment: str | None = None) -> Dataset:

@@ -27,6 +27,7 @@ from edgeimg.net import parse_peer, send
 from edgeimg.privacy import describe
 from edgeimg.results import write_lines
 from edgeimg.serve import log
+from edgeimg.serve.metrics import SeriesResult, ServeMetrics
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.routing import Destination, Routing, SeriesFacts
 
@@ -54,6 +55,7 @@ class Worker:
         audit: AuditLog | None = None,
         deid_key: bytes | None = None,
         deid_dir: Path | None = None,
+        metrics: ServeMetrics | None = None,
     ) -> None:
         if deid_key is None and any(d.deid for d in routing.destinations.values()):
             raise ValueError("a de-identifying destination needs a deid_key")
@@ -69,6 +71,7 @@ class Worker:
         self.audit = audit
         self.deid_key = deid_key
         self.deid_dir = Path(deid_dir) if deid_dir else self.results_dir.parent / "deid"
+        self.metrics = metrics or ServeMetrics()
         self._inferencers: dict[str, Any] = {}
         self._durations: dict[str, deque[float]] = {}
         self._durations_lock = threading.Lock()
@@ -114,6 +117,7 @@ class Worker:
             engine = load_engine(name, backend=self.backend, precision=self.precision,
                                  engines_dir=self.engines_dir, build=True)  # fmt: skip
             self._inferencers[name] = Inferencer(get_registry().model(name), engine)
+            self.metrics.engine_ready(name, getattr(engine, "manifest", {}), engine.key)
             log("engine_ready", model=name, engine=engine.key)
         return self._inferencers[name]
 
@@ -192,12 +196,14 @@ class Worker:
             outputs: list[str] = []
             lines: list[dict[str, Any]] = []
             skipped = []
+            shown = None
             for series_job in found.jobs:
                 if series_job.skip:
                     skipped.append(series_job.skip)
                     continue
                 decoded = _decode(series_job.paths, inferencer.spec)
                 result = inferencer.infer_series(series_job, decoded)
+                shown = (decoded, result)
                 written = write_outputs(producer, decoded, result.items, self.results_dir / model)
                 line = {**result.line, "outputs": written, "job": job["id"]}
                 lines.append({**line, "supersedes": supersedes})
@@ -217,6 +223,7 @@ class Worker:
         except Exception as error:  # one bad series must not stop the worker
             message = user_message(error, f"running {model}")
             self.queue.finish_job(job["id"], "failed", error=message)
+            self.metrics.job_finished(model, "failed", time.perf_counter() - started)
             log("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
                 error=message)  # fmt: skip
             self._audit("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
@@ -226,6 +233,11 @@ class Worker:
         state = "done" if outputs or not skipped else "skipped"
         reasons = "; ".join(skipped) or None
         self.queue.finish_job(job["id"], state, outputs=outputs, error=reasons, inputs=len(paths))
+        if shown is not None:
+            self._observed(job, inferencer.spec, *shown, instances=len(paths), seconds=seconds)
+        if state == "done" and not (outputs and destinations):
+            self._delivered(job["id"])
+        self.metrics.job_finished(model, state, seconds)  # last: what it counts is recorded
         if state == "done":
             with self._durations_lock:
                 self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)
@@ -306,6 +318,7 @@ class Worker:
             result = by_path[str(forward["path"])]
             if result.ok:
                 self.queue.finish_forward(forward["id"], "done")
+                self.metrics.forward(name, "delivered")
                 delivered.append(forward)
                 log("forwarded", forward=forward["id"], destination=name)
                 continue
@@ -313,6 +326,7 @@ class Worker:
             attempts = forward["attempts"] + 1
             if attempts >= self.max_attempts:
                 self.queue.finish_forward(forward["id"], "failed", error=error)
+                self.metrics.forward(name, "failed", error)
                 log("forward_failed", forward=forward["id"], destination=name,
                     error=error, attempts=attempts)  # fmt: skip
                 self._audit("forward_failed", destination=name, peer=destination.peer,
@@ -321,13 +335,35 @@ class Worker:
                 continue
             retry_at = time.time() + self.backoff * 2 ** (attempts - 1)
             self.queue.finish_forward(forward["id"], "pending", error=error, retry_at=retry_at)
+            self.metrics.forward(name, "retry", error)
             log("forward_retry", forward=forward["id"], destination=name, error=error,
                 attempts=attempts, retry_in=round(retry_at - time.time(), 1))  # fmt: skip
+        for job_id in sorted({f["job_id"] for f in delivered}):
+            self._delivered(job_id)
         if delivered:
             self._audit("forwarded", destination=name, peer=destination.peer,
                         deid=destination.deid is not None,
                         jobs=sorted({f["job_id"] for f in delivered}),
                         sop_instance_uids=[_sop_uid(f["path"]) for f in delivered])  # fmt: skip
+
+    def _observed(self, job: dict[str, Any], spec: Any, decoded: list[Any], result: Any,
+                  instances: int, seconds: float) -> None:  # fmt: skip
+        """Tell the metrics (and so the status page) what a job found."""
+        from edgeimg.preview import thumbnail
+        from edgeimg.results import finding
+
+        entry = SeriesResult(job=job["id"], series_uid=job["series_uid"], model=spec.name,
+                             state="done", finding=finding(result.line["results"]),
+                             instances=instances, finished=time.time(),
+                             seconds=seconds)  # fmt: skip
+        self.metrics.series_result(entry, decoded[0].header,
+                                   lambda: thumbnail(spec, decoded, result.items))  # fmt: skip
+
+    def _delivered(self, job_id: int) -> None:
+        """Observe the end-to-end latency once every result of the job has been delivered."""
+        delivery = self.queue.delivery(job_id)
+        if delivery is not None and delivery["undelivered"] == 0:
+            self.metrics.delivered(delivery["model"], delivery["last_received"])
 
     def _audit(self, event: str, **fields: Any) -> None:
         """Record to the audit log when there is one; a failing audit write is logged, and the

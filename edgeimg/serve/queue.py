@@ -422,6 +422,34 @@ class Queue:
                 (state, error and scrub(error), retry_at, time.time(), forward_id),
             )
 
+    def delivery(self, job_id: int) -> dict[str, Any] | None:
+        """A job's model, its series' last arrival and its forwards not yet done (latency)."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT j.model, s.last_received, (SELECT COUNT(*) FROM forwards f WHERE"
+                " f.job_id = j.id AND f.state != 'done') AS undelivered FROM jobs j JOIN series s"
+                " ON s.uid = j.series_uid WHERE j.id = ?",
+                (job_id,),
+            )
+            .fetchone()
+        )
+        return dict(row) if row else None
+
+    def forwards_by_destination(self) -> dict[str, dict[str, int]]:
+        """Forward counts by destination and state (the status page's destinations)."""
+        counts: dict[str, dict[str, int]] = {}
+        rows = self._db().execute(
+            "SELECT destination, state, COUNT(*) FROM forwards GROUP BY destination, state"
+        )
+        for destination, state, count in rows:
+            counts.setdefault(destination, {})[state] = count
+        return counts
+
+    def ping(self) -> None:
+        """Raise sqlite3.Error unless the database answers a read (readiness probes)."""
+        self._db().execute("SELECT 1 FROM series LIMIT 1").fetchall()
+
     def series_summary(self) -> list[dict[str, Any]]:
         """Every series with its durable instance count and job/forward counts by state.
 
