@@ -27,6 +27,8 @@ CORE_COMMANDS = {
     "send": "edgeimg.commands.serve:send",
     "queue": "edgeimg.commands.serve:queue",
     "deid": "edgeimg.commands.deid:deid",
+    "export-triton": "edgeimg.commands.triton:export_triton",
+    "host": "edgeimg.commands.triton:host",
 }
 
 

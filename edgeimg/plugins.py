@@ -22,6 +22,7 @@ DEFAULT_PLUGINS = (
     "edgeimg.backends.onnxruntime",
     "edgeimg.backends.torch",
     "edgeimg.backends.tensorrt",
+    "edgeimg.backends.triton",
     "edgeimg.writers",
 )
 ENTRY_POINT_GROUP = "edgeimg"

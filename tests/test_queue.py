@@ -282,3 +282,22 @@ def test_an_instance_that_arrives_while_the_job_runs_reopens_the_series(tmp_path
         queue.finish_job(job["id"], "done", outputs=["/r/new.dcm"], inputs=2)
     [series] = queue.series_summary()
     assert (series["state"], series["revision"]) == ("revised", 1)  # no reopening again
+
+
+def test_a_deferred_job_waits_pending_until_its_next_try(tmp_path):
+    queue = Queue(tmp_path / "q.sqlite")
+    queue.add_instance(_instance("1.1", expected=1))
+    assert queue.claim_series() == ["1.2.3"]
+    queue.add_jobs("1.2.3", ["cnn"])
+    job = queue.next_job()
+    queue.defer_job(job["id"], "triton at grpc://10.0.0.9:8001: unreachable", time.time() + 60)
+    assert queue.next_job() is None  # not before its next try
+    assert queue.totals()["jobs"] == {"pending": 1} and queue.totals()["series"] == {"pending": 1}
+    assert queue.claim_series() == []  # the series keeps its one job
+    (waiting,) = queue.waiting()
+    assert waiting["model"] == "cnn" and "10.0.0.9:8001" in waiting["reason"]
+    queue.defer_job(job["id"], "still down", time.time() - 1)
+    again = queue.next_job()
+    assert again["id"] == job["id"] and again["attempts"] == 2
+    queue.finish_job(job["id"], "done", outputs=["/r/sr.dcm"], inputs=1)
+    assert queue.waiting() == [] and queue.totals()["series"] == {"done": 1}

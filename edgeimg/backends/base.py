@@ -108,6 +108,10 @@ class Backend:
         """The facts an engine from this backend depends on (part of the cache key)."""
         return {"cpu": cpu_model(), "jetpack": jetpack_release()}
 
+    def device_for(self, spec: ModelSpec) -> dict[str, Any]:
+        """The device facts for one model's engine (a remote backend adds the remote model)."""
+        return self.device()
+
     def compile(self, job: CompileJob) -> Path:
         """Write the engine file for `job` into job.out_dir and return its path."""
         raise NotImplementedError

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeimg.backends.base import BackendUnavailable
+from edgeimg.commands.options import triton_option
 from edgeimg.console import err, out, print_json
 from edgeimg.engine import store
 from edgeimg.engine.build import PRECISIONS
@@ -28,7 +29,7 @@ def _fail(message: str, status: int) -> None:
 
 
 @contextmanager
-def _engine_errors() -> Iterator[None]:
+def engine_errors() -> Iterator[None]:
     """Known failures become one line on stderr and a meaningful exit status, not a traceback."""
     try:
         yield
@@ -56,7 +57,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
     "--backend",
     default="auto",
     show_default=True,
-    help="onnxruntime, torch, tensorrt or a plugin's; auto: the best one available here "
+    help="onnxruntime, torch, tensorrt, triton or a plugin's; auto: the best one available here "
     "(tensorrt > onnxruntime > torch).",
 )
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
@@ -70,6 +71,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @engines_dir_option
 @click.option("--force", is_flag=True, help="Rebuild even when a cached engine matches.")
 @click.option("--no-verify", is_flag=True, help="Skip verification against torch FP32.")
+@triton_option
 @json_option
 def build_engine_command(
     name: str,
@@ -85,7 +87,7 @@ def build_engine_command(
     """Export NAME to ONNX, calibrate (INT8), compile, verify against torch and store."""
     from edgeimg.engine.build import build_engine
 
-    with _engine_errors(), err.status("building engine") as status:
+    with engine_errors(), err.status("building engine") as status:
         result = build_engine(
             name,
             backend,
@@ -198,6 +200,7 @@ def verify_command(root: Path, as_json: bool) -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
 @engines_dir_option
+@triton_option
 @json_option
 def bench(
     name: str,
@@ -211,7 +214,7 @@ def bench(
     """Measure NAME on each backend and precision side by side, against torch FP32 eager."""
     from edgeimg.engine.bench import bench as run_bench
 
-    with _engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
+    with engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
         report = run_bench(name, _csv(backends), _csv(precisions), batch, seconds, engines_dir)
     if as_json:
         print_json(report)

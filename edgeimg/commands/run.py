@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from edgeimg.commands.options import triton_option
 from edgeimg.commands.source import fetch_inputs, source_options
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
@@ -54,6 +55,7 @@ def _progress(disable: bool) -> Progress:
     help="Where DICOM outputs and results.jsonl go.",
 )
 @click.option("--backend", default="auto", show_default=True, help="Engine backend.")
+@triton_option
 @click.option(
     "--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"])
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeimg.commands.deid import load_or_create_key
+from edgeimg.commands.options import triton_option
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
 from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
@@ -125,6 +127,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
+@triton_option
 @click.option(
     "--precision",
     default="fp32",
@@ -444,9 +447,9 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     db = _open_queue(spool)
-    series, failures = db.series_summary(), db.failures()
+    series, failures, waiting = db.series_summary(), db.failures(), db.waiting()
     if as_json:
-        print_json({"series": series, "failures": failures})
+        print_json({"series": series, "failures": failures, "waiting": waiting})
         return
     table = Table(title=f"edgeimg queue ({spool})")
     for column in ("series", "modality", "instances", "state", "jobs", "forwards"):
@@ -455,6 +458,11 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
         table.add_row(item["series_uid"], item["modality"] or "", str(item["instances"]),
                       item["state"], _states(item["jobs"]), _states(item["forwards"]))  # fmt: skip
     out.print(table)
+    for job in waiting:
+        due = max(0.0, job["next_try"] - time.time())
+        reason = escape(str(job["reason"]))
+        out.print(f"[yellow]waiting[/] job:{job['id']} {job['model']} {job['series_uid']}: "
+                  f"{reason} (next try in {due:.0f} s)", soft_wrap=True)  # fmt: skip
     for failure in failures:
         out.print(f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
                   f"{escape(str(failure['error']))}  (edgeimg queue retry "

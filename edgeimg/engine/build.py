@@ -69,7 +69,7 @@ def resolve_backend(name: str, precision: str) -> Backend:
     raise BackendUnavailable(f"no backend can build {precision} here ({'; '.join(reasons)})")
 
 
-def _io(onnx_path: Path) -> dict[str, list[dict[str, Any]]]:
+def onnx_io(onnx_path: Path) -> dict[str, list[dict[str, Any]]]:
     """Input and output names and shapes (symbolic axes by name) as the ONNX declares them."""
     import onnx
 
@@ -174,7 +174,7 @@ def _build_into(plan: _Plan, directory: Path, verify: bool, say: Callable[[str],
         "precision": plan.precision,
         "device": plan.device,
         "profiles": {n: [list(s) for s in shapes] for n, shapes in plan.profiles.items()},
-        **_io(source),
+        **onnx_io(source),
         "calibration": {
             "source": plan.calibration,
             "paths": [str(p) for p in plan.calib],
@@ -225,7 +225,7 @@ def build_engine(
         weights,
         onnx_bytes,
         shape_profiles(impl, max_batch),
-        chosen.device(),
+        chosen.device_for(spec),
         calib_paths,
         calibration.fingerprint(calib_paths) if precision == "int8" else None,
         max_batch,

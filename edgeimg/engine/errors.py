@@ -15,3 +15,8 @@ class VerificationFailed(EngineError):
 
 class EngineNotFound(EngineError):
     """No valid engine for this model, backend, precision and device; says how to build one."""
+
+
+class EngineOffline(EngineError):
+    """A remote engine cannot be reached now (server down, model not loaded): `run` stops with
+    this one line; `serve` keeps the job pending and tries again later."""

@@ -37,7 +37,9 @@ class Engine:
         return tuple(self.runner.run(*arrays))
 
 
-def _matches(manifest: dict[str, Any], spec: Any, backend: Backend, precision: str) -> bool:
+def _matches(
+    manifest: dict[str, Any], spec: Any, backend: Backend, precision: str, device: dict[str, Any]
+) -> bool:
     """Built for this model version and weights, this backend version, precision and device."""
     weights = spec.weights_path()
     return (
@@ -46,7 +48,7 @@ def _matches(manifest: dict[str, Any], spec: Any, backend: Backend, precision: s
         and manifest.get("backend") == backend.name
         and manifest.get("backend_version") == backend.version()
         and manifest.get("precision") == precision
-        and manifest.get("device") == backend.device()
+        and manifest.get("device") == device
         and weights is not None
         and weights.is_file()
         and manifest.get("weights_sha256") == sha256_file(weights)
@@ -58,9 +60,10 @@ def find_engine(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The newest intact, verified engine that matches; None when there is none."""
     found = []
+    device = backend.device_for(spec)
     for directory in store.engine_dirs(root, spec.name):
         manifest = store.read_manifest(directory)
-        if manifest is None or not _matches(manifest, spec, backend, precision):
+        if manifest is None or not _matches(manifest, spec, backend, precision, device):
             continue
         if manifest.get("verification", {}).get("verified") and not store.check(
             directory, manifest

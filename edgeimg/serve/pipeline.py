@@ -20,10 +20,11 @@ from typing import Any
 
 from edgeimg.audit import AuditLog
 from edgeimg.durable import atomic_file
+from edgeimg.engine.errors import EngineOffline
 from edgeimg.errors import user_message
 from edgeimg.metrics import percentile
 from edgeimg.privacy import describe
-from edgeimg.results import write_json
+from edgeimg.results import write_lines
 from edgeimg.serve import log
 from edgeimg.serve.deliver import deliver
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics
@@ -32,6 +33,8 @@ from edgeimg.serve.routing import Destination, Routing, SeriesFacts
 
 LATENCY_WINDOW = 500
 """Job durations kept per model for the p50/p95 the status view shows."""
+MAX_WAIT = 60.0
+"""Longest pause, in seconds, between tries of a job whose engine is offline."""
 
 
 class Worker:
@@ -191,6 +194,7 @@ class Worker:
             paths = [Path(p) for p in self.queue.series_paths(job["series_uid"])]
             found = scan(paths, inferencer.spec)
             outputs: list[str] = []
+            lines: list[dict[str, Any]] = []
             skipped = []
             shown = None
             for series_job in found.jobs:
@@ -202,14 +206,20 @@ class Worker:
                 shown = (decoded, result)
                 written = write_outputs(producer, decoded, result.items, self.results_dir / model)
                 line = {**result.line, "outputs": written, "job": job["id"]}
-                write_json({**line, "supersedes": supersedes}, self.results_dir)
+                lines.append({**line, "supersedes": supersedes})
                 outputs.extend(written)
+            # One write once every series ran: a job retried after an outage adds no duplicates.
+            if lines:
+                write_lines(lines, self.results_dir)
             # Forwards are queued before the job is marked done: a crash in between re-runs
             # the job, and add_forwards does not queue the same output twice.
             destinations = self.routing.destinations_for(model, self.facts(job["series_uid"]))
             for destination in destinations:
                 sent = [self._prepare(destination, Path(p), model) for p in outputs]
                 self.queue.add_forwards(job["id"], [destination.name], [str(p) for p in sent])
+        except EngineOffline as error:  # a remote engine is down: wait for it, never fail
+            self._wait(job, str(error))
+            return
         except Exception as error:  # one bad series must not stop the worker
             message = user_message(error, f"running {model}")
             self.queue.finish_job(job["id"], "failed", error=message)
@@ -240,6 +250,15 @@ class Worker:
                     destinations=[d.name for d in destinations],
                     supersedes=supersedes)  # fmt: skip
         self._wake.set()
+
+    def _wait(self, job: dict[str, Any], reason: str) -> None:
+        """Back off (doubling up to MAX_WAIT) and open the engine afresh on the next try, so a
+        server that comes back with another engine is checked (and verified) again."""
+        self._inferencers.pop(job["model"], None)
+        delay = min(MAX_WAIT, self.backoff * 2 ** min(job["attempts"] - 1, 10))
+        self.queue.defer_job(job["id"], reason, time.time() + delay)
+        log("job_waiting", job=job["id"], model=job["model"], series_uid=job["series_uid"],
+            reason=reason, retry_in=round(delay, 1))  # fmt: skip
 
     def _superseded(self, job: dict[str, Any]) -> list[Any]:
         """Headers of the results `job` supersedes; one whose file is gone is logged and left

@@ -76,6 +76,7 @@ _ADDED_COLUMNS = (
     ("series", "revision", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "supersedes", "INTEGER REFERENCES jobs(id)"),
     ("series", "stale", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "next_try", "REAL NOT NULL DEFAULT 0"),
 )
 # Whether a series (the row being updated) has results a new one would supersede.
 _HAS_RESULT = "EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = series.uid AND j.state = 'done')"
@@ -287,7 +288,8 @@ class Queue:
         now = time.time()
         with self._transaction() as db:
             row = db.execute(
-                "SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+                "SELECT * FROM jobs WHERE state = 'pending' AND next_try <= ? ORDER BY id LIMIT 1",
+                (now,),
             ).fetchone()
             if row is None:
                 return None
@@ -298,6 +300,30 @@ class Queue:
             )
             _set_state(db, "series", "uid", row["series_uid"], "running", now)
         return {**dict(row), "state": "running", "attempts": row["attempts"] + 1}
+
+    def defer_job(self, job_id: int, reason: str, retry_at: float) -> None:
+        """Put a claimed job back to wait for its engine (a remote server that is down): it
+        stays pending, not failed, and `waiting` says what it waits for."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'pending', error = ?, next_try = ?, updated = ?"
+                " WHERE id = ?",
+                (scrub(reason), retry_at, now, job_id),
+            )
+            db.execute(
+                "UPDATE series SET state = 'pending', updated = ? WHERE uid ="
+                " (SELECT series_uid FROM jobs WHERE id = ?)",
+                (now, job_id),
+            )
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """Pending jobs that were put back to wait, with the reason and their next try."""
+        rows = self._db().execute(
+            "SELECT id, series_uid, model, error AS reason, next_try, attempts FROM jobs"
+            " WHERE state = 'pending' AND error IS NOT NULL ORDER BY id"
+        )
+        return [dict(row) for row in rows]
 
     def finish_job(
         self,

@@ -1,0 +1,30 @@
+"""Options shared by several command modules."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def _set_target(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--triton wins over $EDGEIMG_TRITON for this process (and the threads serve starts)."""
+    if value:
+        from edgeimg.backends.triton import ENV_TARGET, parse_target
+        from edgeimg.engine.errors import EngineError
+
+        try:
+            parse_target(value)
+        except EngineError as error:
+            raise click.BadParameter(str(error)) from None
+        os.environ[ENV_TARGET] = value
+
+
+triton_option = click.option(
+    "--triton",
+    metavar="HOST:PORT",
+    expose_value=False,
+    callback=_set_target,
+    help="Triton server for --backend triton: HOST:PORT (gRPC), http://, grpcs:// or https:// "
+    "(default: $EDGEIMG_TRITON).",
+)
