@@ -89,11 +89,26 @@ def _bind(triton: Any, engine: Engine) -> None:
         outputs=[Tensor(name=n, dtype=np.float32, shape=tuple(d)) for n, d in signature["outputs"]],
         config=config,
     )
-    # PyTriton has no public way to add config parameters: its model config is built once and
-    # cached, so the identity joins the backend parameters it writes (this one place only).
-    for model in triton._model_manager.models:
-        if model.model_name == manifest["model"]:
-            model._get_triton_model_config().backend_parameters.update(identity.identity(manifest))
+    publish_parameters(triton, manifest["model"], identity.identity(manifest))
+
+
+def publish_parameters(triton: Any, model_name: str, parameters: dict[str, str]) -> None:
+    """Add `parameters` to the config PyTriton writes for `model_name`.
+
+    PyTriton has no public way to add config parameters: its model config is built once and
+    cached, so they join the backend parameters it writes. This is the one place that reaches
+    into PyTriton's internals (pinned to 0.7.x in pyproject; tests/test_pytriton_fence.py).
+    """
+    try:
+        models = [m for m in triton._model_manager.models if m.model_name == model_name]
+        for model in models:
+            model._get_triton_model_config().backend_parameters.update(parameters)
+    except AttributeError as error:
+        raise RuntimeError(
+            f"this nvidia-pytriton is not the one edgeimg host was written for (0.7.x): {error}"
+        ) from None
+    if not models:
+        raise RuntimeError(f"PyTriton did not bind model {model_name!r}")
 
 
 def _stop_on_sigterm() -> None:
