@@ -74,10 +74,11 @@ def install(site_dir, cls: str = "Tiny", metric: str = "", requires: str = ">=1,
         PLUGIN.format(cls=cls, metric=metric, requires=requires),
     )
     (site_dir / "tiny_model.py").write_text(MODEL)
+    for module in ("tiny_plugin", "tiny_model"):
+        sys.modules.pop(module, None)
 
 
 def weights_file(site_dir, tmp_path):
-    sys.modules.pop("tiny_model", None)
     import tiny_model
     from safetensors.torch import save_file
 
