@@ -28,6 +28,7 @@ CORE_COMMANDS = {
     "send": "edgeimg.commands.serve:send",
     "queue": "edgeimg.commands.serve:queue",
     "deid": "edgeimg.commands.deid:deid",
+    "plugin": "edgeimg.commands.plugin:plugin",
 }
 
 
