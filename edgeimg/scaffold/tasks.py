@@ -144,10 +144,11 @@ SEQUENCE = Task(
     + '''
 
 class Network(nn.Module):
-    """A per-slice CNN encoder, then a GRU over the slice axis that stops at each series' end.
+    """A per-slice CNN encoder, then a GRU over the slice axis, max-pooled over real slices.
 
-    Input (N, L, 1, H, W); shorter series end in sdk.PAD slices. Outputs the series logit (N,)
-    and per-slice logits (N, L) from the encoder alone (an auxiliary target).
+    Input (N, L, 1, H, W); shorter series end in sdk.PAD slices, which the pooling masks. Outputs
+    the series logit (N,) and per-slice logits (N, L) from the encoder alone (an auxiliary
+    target that trains the encoder quickly).
     """
 
     def __init__(self, width: int = 16) -> None:
@@ -160,13 +161,12 @@ class Network(nn.Module):
         self.head = nn.Linear(width * 2, 1)
 
     def forward(self, series: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, steps = series.shape[:2]
-        lengths = sdk.real_lengths(series)
-        features = self.encoder(series.flatten(0, 1)).unflatten(0, (batch, steps))
-        states, _ = self.gru(features)
-        last = (lengths - 1).clamp(min=0).view(batch, 1, 1).expand(-1, 1, states.shape[-1])
-        series_logit = self.head(states.gather(1, last)[:, 0])[:, 0]
-        return series_logit, self.slice_head(features)[..., 0]
+        steps = torch.arange(series.shape[1], device=series.device).unsqueeze(0)
+        valid = steps < sdk.real_lengths(series).unsqueeze(1)
+        features = self.encoder(series.flatten(0, 1)).reshape(*series.shape[:2], -1)
+        states = self.gru(features)[0]
+        pooled = states.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=1)
+        return self.head(pooled).squeeze(-1), self.slice_head(features).squeeze(-1)
 ''',
 )
 
