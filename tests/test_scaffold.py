@@ -31,6 +31,22 @@ def test_example_plugin_is_what_the_scaffold_writes():
     assert shipped == files, "regenerate: edgeimg plugin new hello --dir /tmp, copy to docs"
 
 
+DOC_EXAMPLES = {
+    "classify": "hello",
+    "segment": "lesion-mask",
+    "detect": "lesion-box",
+    "sequence": "persist",
+    "enhance": "denoise",
+}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_docs_show_what_the_scaffold_writes_for_each_task(task):
+    name = DOC_EXAMPLES[task]
+    model = render(name, task)[f"edgeimg_{name.replace('-', '_')}/model.py"]
+    assert model in (ROOT / "docs" / "plugins.md").read_text()
+
+
 @pytest.mark.parametrize("task", list(TASKS))
 def test_scaffold_declares_build_system_packages_and_entry_point(task):
     pyproject = render("demo", task)["pyproject.toml"]

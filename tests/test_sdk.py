@@ -126,6 +126,13 @@ def test_importing_the_sdk_does_not_import_torch():
     assert done.stdout.strip() == "False", done.stderr
 
 
+def test_every_sdk_name_resolves():
+    from edgeimg import sdk
+
+    missing = [name for name in sdk.__all__ if getattr(sdk, name, None) is None]
+    assert not missing
+
+
 def test_every_task_has_a_base_that_provides_all_but_build():
     from edgeimg import sdk
     from edgeimg.implementation import provides

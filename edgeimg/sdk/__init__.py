@@ -28,6 +28,9 @@ the spec names a metric) `train`; `heldout` and `metrics` `evaluate` and `build-
 `postprocess` `run` and `serve`. A method left out is a one-line ContractError naming the
 method, the command and the base class that provides it.
 
+Backends and writers are plugins too: subclass `Backend` and register it with
+`register_backends`; register a `Writer` with `register_writers`.
+
 A plugin declares the SDK versions it was written for as `SDK_REQUIRES = ">=1,<2"` in the module
 its entry point names; edgeimg refuses a plugin whose range excludes SDK_VERSION.
 """
@@ -94,6 +97,8 @@ _LAZY = {
     "edgeimg.metrics_image": ("psnr", "ssim", "enhancement_metrics"),
     "edgeimg.synth": ("make_phantom", "make_slices", "low_dose"),
     "edgeimg.training": ("predict", "save_checkpoint", "train", "evaluate"),
+    "edgeimg.backends.base": ("Backend", "BackendUnavailable", "CompileJob", "Runner"),
+    "edgeimg.writers": ("Writer",),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
