@@ -108,7 +108,9 @@ def test_scaffolded_plugin_trains_builds_and_runs(task, study, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verification"]["verified"]
     out = tmp_path / "out"
-    done = run_edgeimg("run", name, str(study), *common, "--out", str(out), "--json", env=env)
+    done = run_edgeimg(
+        "run", name, str(study), *common, "--out", str(out), "--workers", "0", "--json", env=env
+    )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     written = [Path(p) for line in lines for p in line.get("outputs", []) if p.endswith(".dcm")]

@@ -41,7 +41,7 @@ CLASSIFY = Task(
     input="sdk.InputSpec(size=(64, 64))",
     outputs='("sr", "json")',
     metric="auc",
-    sizes="train_size, val_size, heldout_size = 512, 128, 128",
+    sizes="train_size, val_size, heldout_size = 512, 64, 64",
     forward_shape="(batch, 1)",
     network=_CONV
     + '''
@@ -72,7 +72,7 @@ SEGMENT = Task(
     input="sdk.InputSpec(size=(64, 64))",
     outputs='("seg", "json")',
     metric="dice",
-    sizes="train_size, val_size, heldout_size = 512, 128, 128",
+    sizes="train_size, val_size, heldout_size = 512, 64, 64",
     forward_shape="(batch, 1, 64, 64)",
     network=_CONV
     + '''
@@ -108,7 +108,7 @@ DETECT = Task(
     input="sdk.InputSpec(size=(64, 64))",
     outputs='("sr", "json")',
     metric="map50",
-    sizes="train_size, val_size, heldout_size = 512, 128, 128",
+    sizes="train_size, val_size, heldout_size = 512, 64, 64",
     forward_shape="(batch, 5, 32, 32)",
     network=_CONV
     + '''

@@ -39,7 +39,7 @@ class HelloModel(sdk.SliceClassifier):
     epochs = 4
     batch_size = 16
     learning_rate = 3e-3
-    train_size, val_size, heldout_size = 512, 128, 128
+    train_size, val_size, heldout_size = 512, 64, 64
 
     def build(self) -> nn.Module:
         return Network()
