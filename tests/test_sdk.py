@@ -180,6 +180,32 @@ def test_build_engine_without_heldout_names_method_command_and_base(site_dir, tm
     assert "edgeimg.sdk.SliceClassifier" in line
 
 
+def test_run_without_heldout_names_method_command_and_base(site_dir, tmp_path):
+    install(site_dir, cls="Bare")
+    weights = weights_file(site_dir, tmp_path)
+    study = tmp_path / "study"
+    synth = run_edgeimg("synth", str(study), "--series", "1", "--slices", "4", "--size", "32")
+    assert synth.returncode == 0, synth.stderr
+    done = run_edgeimg(
+        "run", "tiny", str(study), "--weights", str(weights), "--backend", "onnxruntime",
+        "--engines-dir", str(tmp_path / "engines"), "--out", str(tmp_path / "out"),
+        "--workers", "0", "--json",
+    )  # fmt: skip
+    line = one_line_error(done)
+    assert "heldout()" in line and "`edgeimg run` needs it" in line
+
+
+def test_serve_weights_name_their_model(site_dir, tmp_path):
+    install(site_dir)
+    weights = weights_file(site_dir, tmp_path)
+    serve = ("serve", "--aet", "EDGE", "--port", "0", "--spool", str(tmp_path / "spool"))
+    two = run_edgeimg(*serve, "--model", "tiny", "--model", "cnn", "--weights", str(weights))
+    assert two.returncode == 2 and "give NAME=FILE when serving more than one model" in two.stderr
+    other = run_edgeimg(*serve, "--model", "tiny", "--weights", f"cnn={weights}")
+    assert other.returncode == 2 and "'cnn' is not a served --model" in other.stderr
+    assert "Traceback" not in two.stderr + other.stderr
+
+
 def test_a_base_class_and_build_is_enough_to_train_and_build(site_dir, tmp_path):
     install(site_dir, metric="auc")
     weights = tmp_path / "tiny.safetensors"
