@@ -31,6 +31,20 @@ def test_example_plugin_is_what_the_scaffold_writes():
     assert shipped == files, "regenerate: edgeimg plugin new hello --dir /tmp, copy to docs"
 
 
+def test_example_plugin_passes_its_own_tests():
+    env = dict(os.environ, PYTHONPATH=str(EXAMPLE), PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
 DOC_EXAMPLES = {
     "classify": "hello",
     "segment": "lesion-mask",
