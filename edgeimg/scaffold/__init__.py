@@ -156,7 +156,7 @@ def test_one_training_step_metrics_and_postprocess():
 README = """\
 # $dist
 
-An [edgeimg](https://github.com/) model plugin: $summary (task `$spec_task`, SDK base class
+An edgeimg model plugin: $summary (task `$spec_task`, SDK base class
 `edgeimg.sdk.$base`). Written by `edgeimg plugin new $name --task $task`.
 
 ```sh
