@@ -156,8 +156,8 @@ def test_one_training_step_metrics_and_postprocess():
 README = """\
 # $dist
 
-An edgeimg model plugin: $summary (task `$spec_task`, SDK base class
-`edgeimg.sdk.$base`). Written by `edgeimg plugin new $name --task $task`.
+$summary. An edgeimg model plugin for task `$spec_task` on the SDK base
+class `edgeimg.sdk.$base`, written by `edgeimg plugin new $name --task $task`.
 
 ```sh
 pip install -e .                      # registers the model with edgeimg
