@@ -1,9 +1,17 @@
 """The plugin SDK: what plugins may import, and the contract errors a plugin author meets.
 
-Each of the failures of issue #19 is here with the message a user now gets: no --weights option,
-a traceback for a missing `datasets()` and `heldout()`, having to copy a built-in plugin's code,
-a spec without a metric choosing "best" on minus the training loss (the scaffold's pyproject is
-checked in test_scaffold.py), plus SDK version refusal.
+The failures of issue #19, each with the message a user now gets:
+1. build-engine had no way to pass weights: test_build_engine_without_weights_says_to_pass_weights
+   (and --weights on run/serve: test_run_without_heldout..., test_serve_weights_name_their_model);
+2. train on a plugin without datasets(): test_train_without_datasets_names_method_command_and_base;
+3. build-engine/run without heldout(): test_build_engine_without_heldout...,
+   test_run_without_heldout...;
+4. having to copy a built-in plugin's code:
+   test_a_base_class_and_build_is_enough_to_train_and_build;
+5. a spec without a metric choosing "best" on minus the training loss:
+   test_a_spec_without_metric_keeps_the_lowest_validation_loss;
+6. a pyproject without [build-system] or packages: test_scaffold.py (declares_build_system).
+Plus SDK version refusal and the import rule for the built-in plugins.
 """
 
 from __future__ import annotations
