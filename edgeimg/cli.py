@@ -8,6 +8,7 @@ import click
 
 from edgeimg import __version__
 from edgeimg.console import warn
+from edgeimg.errors import ContractError
 from edgeimg.plugins import PluginError, UnknownName, add_commands, get_registry
 from edgeimg.privacy import capture
 
@@ -29,6 +30,7 @@ CORE_COMMANDS = {
     "deid": "edgeimg.commands.deid:deid",
     "export-triton": "edgeimg.commands.triton:export_triton",
     "host": "edgeimg.commands.triton:host",
+    "plugin": "edgeimg.commands.plugin:plugin",
 }
 
 
@@ -59,7 +61,7 @@ class EdgeimgGroup(click.Group):
             return super().invoke(ctx)
         except UnknownName as error:
             raise click.UsageError(str(error), ctx) from None
-        except PluginError as error:
+        except (PluginError, ContractError) as error:
             raise click.ClickException(str(error)) from None
 
 

@@ -16,6 +16,11 @@ class EdgeimgError(Exception):
     """An error whose text is ours: it names files, UIDs and attributes, never their values."""
 
 
+class ContractError(EdgeimgError):
+    """A plugin's implementation lacks a method a command needs; says which, who needs it, and
+    which SDK base class provides it (see edgeimg.implementation.missing)."""
+
+
 def user_message(error: BaseException, doing: str) -> str:
     """Our own text for our errors; type and place for anything else (see `internal_error`)."""
     return str(error) if isinstance(error, EdgeimgError) else internal_error(error, doing)

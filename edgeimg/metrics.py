@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logits to probabilities in float64 (no overflow warnings for large logits)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
 def percentile(values: list[float], percent: float) -> float:
     """Nearest-rank percentile (an observed value; with 5 values p95 is the largest)."""
     ranked = sorted(values)

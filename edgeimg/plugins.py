@@ -51,9 +51,22 @@ class PluginInfo:
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    #: the SDK versions the plugin declares (`SDK_REQUIRES`), None when it declares none
+    sdk_requires: str | None = None
+
+    @property
+    def sdk(self) -> str:
+        """Compatibility with this edgeimg's SDK as `edgeimg plugins` shows it."""
+        if self.default:
+            return "built-in"
+        if self.sdk_requires is None:
+            return "undeclared"
+        return "ok" if sdk_compatible(self.sdk_requires) else "incompatible"
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "sdk_requires": self.sdk_requires,
+            "sdk": self.sdk,
             "name": self.name,
             "default": self.default,
             "module": self.module,
@@ -112,6 +125,35 @@ def new_manager() -> pluggy.PluginManager:
     return manager
 
 
+def sdk_compatible(requires: str) -> bool:
+    """Whether SDK_VERSION satisfies a plugin's `SDK_REQUIRES` (a PEP 440 range like ">=1,<2")."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from edgeimg.sdk import SDK_VERSION
+
+    try:
+        return SpecifierSet(requires).contains(SDK_VERSION)
+    except InvalidSpecifier:
+        return False
+
+
+def _check_sdk(info: PluginInfo, plugin: object) -> bool:
+    """Record the plugin's SDK range; False (with a one-line error) when this SDK is outside it."""
+    from edgeimg.sdk import SDK_VERSION
+
+    requires = getattr(plugin, "SDK_REQUIRES", None)
+    if requires is None:
+        return True
+    info.sdk_requires = str(requires)
+    if sdk_compatible(info.sdk_requires):
+        return True
+    info.error = (
+        f"built for edgeimg SDK {info.sdk_requires}, this edgeimg has SDK {SDK_VERSION}; "
+        "install a release of the plugin for this SDK"
+    )
+    return False
+
+
 def _wanted(name: str, allow: set[str] | None, deny: set[str] | None) -> bool:
     return (allow is None or name in allow) and not (deny and name in deny)
 
@@ -141,9 +183,12 @@ def _register_entry_points(
         )
         registry.plugins[entry_point.name] = info
         try:
-            registry.manager.register(entry_point.load(), name=entry_point.name)
+            plugin = entry_point.load()
         except Exception as error:  # a broken plugin must not break the others
             info.error = f"failed to import: {_describe(error)}"
+            continue
+        if _check_sdk(info, plugin):
+            registry.manager.register(plugin, name=entry_point.name)
 
 
 def _collect(registry: Registry) -> None:

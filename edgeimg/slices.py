@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from edgeimg.datasets import SliceData, split, synthetic
-from edgeimg.implementation import ModelImplementation
+from edgeimg.implementation import ModelImplementation, missing
 
 HELDOUT_STREAM = 7919
 """Mixed into the seed so a held-out set never repeats training data drawn from the same seed."""
@@ -36,11 +36,11 @@ class SliceModel(ModelImplementation):
 
     def target(self, data: SliceData) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The training target(s) for these slices, batch axis first."""
-        raise NotImplementedError
+        raise missing(self, "target")
 
     def read_folder(self, data_dir: Path) -> SliceData:
         """Slices from a user's DICOM folder (the family decides which layout it reads)."""
-        raise NotImplementedError
+        raise missing(self, "read_folder")
 
     def _dataset(self, data: SliceData) -> Dataset:
         targets = self.target(data)

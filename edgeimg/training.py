@@ -27,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from edgeimg.console import err
+from edgeimg.errors import ContractError
+from edgeimg.implementation import provides
 
 if TYPE_CHECKING:
     from edgeimg.implementation import ModelImplementation
@@ -105,6 +107,48 @@ def predict(
     return [np.concatenate(o) for o in outputs], [np.concatenate(t) for t in targets]
 
 
+@torch.no_grad()
+def validation_loss(
+    implementation: ModelImplementation, network: torch.nn.Module, dataset: Dataset
+) -> float:
+    """Mean `loss()` over the validation set in eval mode: what a spec without a metric keeps."""
+    network.eval()
+    total, count = 0.0, 0
+    loader = DataLoader(dataset, batch_size=implementation.batch_size, shuffle=False)
+    for inputs, *targets in loader:
+        loss = implementation.loss(network(inputs), _unwrap(targets))
+        total += float(loss) * len(inputs)
+        count += len(inputs)
+    return total / max(count, 1)
+
+
+def score_epoch(
+    spec: ModelSpec,
+    implementation: ModelImplementation,
+    network: torch.nn.Module,
+    dataset: Dataset,
+) -> tuple[float, dict[str, float]]:
+    """(value to maximise, validation metrics) after an epoch.
+
+    With `spec.metric`, the value is that metric of `metrics()`; without one it is minus the
+    mean validation loss, which is also reported as `val_loss`.
+    """
+    metrics: dict[str, float] = {}
+    if spec.metric or provides(implementation, "metrics"):
+        outputs, targets = predict(network, dataset)
+        metrics = dict(implementation.metrics(outputs, targets))
+    if not spec.metric:
+        metrics["val_loss"] = validation_loss(implementation, network, dataset)
+        return -metrics["val_loss"], metrics
+    if spec.metric not in metrics:
+        names = ", ".join(sorted(metrics)) or "none"
+        raise ContractError(
+            f"model {spec.name!r} names metric {spec.metric!r} but metrics() returns {names}; "
+            "fix ModelSpec.metric or metrics()"
+        )
+    return float(metrics[spec.metric]), metrics
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -158,7 +202,7 @@ def train(
 
     Deterministic for a seed: same seed, same data, same weights. `limit` caps the training and
     validation sets (quick checks and tests). The kept checkpoint is the epoch with the best
-    validation value of `spec.metric`.
+    validation value of `spec.metric`, or the lowest validation loss for a spec without one.
     """
     implementation = implementation_for(spec)
     epochs = epochs if epochs is not None else implementation.epochs
@@ -202,15 +246,14 @@ def train(
                     logged[key] = logged.get(key, 0.0) + value
                 running = logged["loss"]
                 bar.update(task, advance=1, loss=f"{running / step:.4f}")
-            outputs, targets = predict(network, val_set)
-            metrics = implementation.metrics(outputs, targets)
-            value = metrics.get(spec.metric, -float(running))
+            value, metrics = score_epoch(spec, implementation, network, val_set)
             losses = {key: value / len(loader) for key, value in logged.items()}
             history.append({"epoch": epoch, **losses, **metrics})
             if value > best_value:
                 best_value, best_epoch, best_metrics = value, epoch, metrics
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
-            summary = f"val {spec.metric or 'loss'} {value:.4f} (best {best_value:.4f})"
+            shown, best = (value, best_value) if spec.metric else (-value, -best_value)
+            summary = f"val {spec.metric or 'loss'} {shown:.4f} (best {best:.4f})"
             bar.update(task, metric=summary)
             if progress:
                 bar.console.print(
@@ -262,7 +305,10 @@ def load_network(spec: ModelSpec, weights: Path | None = None) -> torch.nn.Modul
     """The spec's network in eval mode with its weights: the shipped ones unless given others."""
     path = Path(weights) if weights is not None else spec.weights_path()
     if path is None:
-        raise WeightsNotFound(f"model {spec.name!r} ships no weights; pass a weights file")
+        raise WeightsNotFound(
+            f"model {spec.name!r} ships no weights; pass --weights FILE "
+            f"(make one with `edgeimg train {spec.name} --out FILE`)"
+        )
     if not path.is_file():
         raise WeightsNotFound(
             f"no weights for model {spec.name!r} at {path}; "

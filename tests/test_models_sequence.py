@@ -7,12 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from edgeimg_sequence.data import SeriesDataset, window
-from edgeimg_sequence.network import PAD
 from torch.utils.data import default_collate
 
+from edgeimg.datasets import window
 from edgeimg.engine.export import check_onnx, export_onnx
 from edgeimg.plugins import get_registry
+from edgeimg.sdk.sequence import PAD, SeriesDataset
 from edgeimg.synth import make_phantom
 from edgeimg.training import evaluate
 from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
@@ -42,7 +42,9 @@ def test_series_with_gaps() -> None:
     spec = implementation.spec.input
     phantom = make_phantom(np.random.default_rng(4), slices=17, size=spec.size[0], gaps=True)
     assert len(np.unique(np.diff(phantom.positions_z))) > 1
-    series = torch.from_numpy(window(phantom.hu, spec)[None, :, None])
+    series = torch.from_numpy(
+        window(phantom.hu, spec.window_center, spec.window_width)[None, :, None]
+    )
     with torch.no_grad():
         logit, slice_logits = implementation.build().eval()(series)
     assert tuple(slice_logits.shape) == (1, 17) and torch.isfinite(logit).all()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from edgeimg_detect.model import STRIDE
 
 from edgeimg.metrics import auc, box_iou, detection_scores, dice, nms
 from edgeimg.plugins import get_registry
+from edgeimg.sdk.detect import STRIDE
 from edgeimg.training import evaluate
 from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 

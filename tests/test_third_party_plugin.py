@@ -1,4 +1,5 @@
-"""The example plugin from docs/plugins.md, built and installed with pip the normal way."""
+"""The example plugin from docs/plugins.md (written by `edgeimg plugin new hello`), built and
+installed with pip the normal way."""
 
 from __future__ import annotations
 
@@ -42,21 +43,16 @@ def test_installed_plugin_registers_its_model(installed_example):
     done = run_edgeimg("models", "--json", env=installed_example)
     assert done.returncode == 0, done.stderr
     models = {m["name"]: m for m in json.loads(done.stdout)["models"]}
-    assert models["hello"]["plugin"] == "hello"
+    assert models["hello"]["plugin"] == "edgeimg-hello"
     assert "cnn" in models
-
-
-def test_installed_plugin_adds_its_command(installed_example):
-    done = run_edgeimg("hello", "radiology", env=installed_example)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "hello, radiology"
 
 
 def test_installed_plugin_is_listed_with_its_distribution(installed_example):
     plugins = json.loads(run_edgeimg("plugins", "--json", env=installed_example).stdout)
-    hello = next(p for p in plugins["plugins"] if p["name"] == "hello")
+    hello = next(p for p in plugins["plugins"] if p["name"] == "edgeimg-hello")
     assert hello["distribution"] == "edgeimg-hello" and hello["version"] == "0.1.0"
-    assert hello["hooks"] == ["register_models", "register_commands"]
+    assert hello["hooks"] == ["register_models"]
+    assert hello["sdk_requires"] == ">=1,<2" and hello["sdk"] == "ok"
 
 
 def test_installed_plugin_network_builds(installed_example):

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edgeimg.backends.base import BackendUnavailable
 from edgeimg.commands.options import triton_option
+from edgeimg.commands.weights import use_weights, weights_option
 from edgeimg.console import err, out, print_json
 from edgeimg.engine import store
 from edgeimg.engine.build import PRECISIONS
@@ -72,6 +73,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 @click.option("--force", is_flag=True, help="Rebuild even when a cached engine matches.")
 @click.option("--no-verify", is_flag=True, help="Skip verification against torch FP32.")
 @triton_option
+@weights_option()
 @json_option
 def build_engine_command(
     name: str,
@@ -82,11 +84,13 @@ def build_engine_command(
     engines_dir: Path | None,
     force: bool,
     no_verify: bool,
+    weights: Path | None,
     as_json: bool,
 ) -> None:
     """Export NAME to ONNX, calibrate (INT8), compile, verify against torch and store."""
     from edgeimg.engine.build import build_engine
 
+    use_weights(name, weights)
     with engine_errors(), err.status("building engine") as status:
         result = build_engine(
             name,
@@ -201,6 +205,7 @@ def verify_command(root: Path, as_json: bool) -> None:
 @click.option("--seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
 @engines_dir_option
 @triton_option
+@weights_option()
 @json_option
 def bench(
     name: str,
@@ -209,11 +214,13 @@ def bench(
     batch: int,
     seconds: float,
     engines_dir: Path | None,
+    weights: Path | None,
     as_json: bool,
 ) -> None:
     """Measure NAME on each backend and precision side by side, against torch FP32 eager."""
     from edgeimg.engine.bench import bench as run_bench
 
+    use_weights(name, weights)
     with engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
         report = run_bench(name, _csv(backends), _csv(precisions), batch, seconds, engines_dir)
     if as_json:

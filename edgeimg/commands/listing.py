@@ -14,7 +14,7 @@ from edgeimg.plugins import get_registry
 @click.option("--all", "show_all", is_flag=True, help="Also show the built-in default plugins.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def plugins(show_all: bool, as_json: bool) -> None:
-    """List installed plugins, their hooks and any load errors."""
+    """List installed plugins, their SDK compatibility, hooks and any load errors."""
     registry = get_registry()
     shown = [info for info in registry.plugins.values() if show_all or not info.default]
     if as_json:
@@ -27,12 +27,13 @@ def plugins(show_all: bool, as_json: bool) -> None:
         )
         return
     table = Table(title="edgeimg plugins")
-    for column in ("name", "version", "hooks", "status"):
+    for column in ("name", "version", "sdk", "hooks", "status"):
         table.add_column(column)
     for info in shown:
         status = f"[red]error:[/] {escape(info.error)}" if info.error else "[green]ok[/]"
         version = info.version or ("built-in" if info.default else "")
-        table.add_row(info.name, version, ", ".join(info.hooks), status)
+        sdk = escape(f"{info.sdk_requires} ({info.sdk})" if info.sdk_requires else info.sdk)
+        table.add_row(info.name, version, sdk, ", ".join(info.hooks), status)
     out.print(table)
     backends = Table(title="backends")
     for column in ("name", "version", "precisions", "status"):

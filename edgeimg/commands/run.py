@@ -20,6 +20,7 @@ from rich.table import Table
 
 from edgeimg.commands.options import triton_option
 from edgeimg.commands.source import fetch_inputs, source_options
+from edgeimg.commands.weights import use_weights, weights_option
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
 from edgeimg.privacy import scrub
@@ -74,6 +75,7 @@ def _progress(disable: bool) -> Progress:
 @click.option("--batch", default=8, show_default=True, help="Slices per engine call.")
 @click.option("--preview", is_flag=True, help="Also write a PNG per result for a quick look.")
 @click.option("--features", is_flag=True, help="Also write per-slice embeddings (.npy + CSV).")
+@weights_option()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
 @source_options
 def run(
@@ -87,6 +89,7 @@ def run(
     batch: int,
     preview: bool,
     features: bool,
+    weights: Path | None,
     as_json: bool,
     **source: Any,
 ) -> None:
@@ -94,6 +97,7 @@ def run(
     matches --query; write results to --out."""
     from edgeimg.inference import scan
 
+    use_weights(name, weights)
     spec = get_registry().model(name)
     extras = _extras(spec, preview, features)
     batch_run = _Run(name, out_dir, as_json, time.perf_counter())

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from edgeimg.commands.deid import load_or_create_key
 from edgeimg.commands.options import triton_option
+from edgeimg.commands.weights import use_weights_for, weights_option
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
 from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
@@ -220,6 +221,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     type=click.FloatRange(1),
     help="Seconds an idle or stalled peer keeps its slot.",
 )
+@weights_option(multiple=True)
 @click.pass_context
 def serve(ctx: click.Context, **options: Any) -> None:
     """Listen for DICOM: store each instance durably, run the routed models on complete series,
@@ -243,6 +245,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
             get_registry().model(name)
         except UnknownName as error:
             raise click.UsageError(str(error)) from None
+    use_weights_for(list(routing.models), options["weights"])
     try:
         allow = parse_allow(options["allow"])
         tls = None

@@ -1,29 +1,27 @@
-"""A minimal edgeimg plugin: registers a model spec and a command, imports no torch."""
+"""edgeimg plugin edgeimg-hello: Slice classifier: lesion present, with probability.
 
-import click
+Importing this module is cheap: it only declares the ModelSpec. The network lives in
+edgeimg_hello.model, imported when a command builds, trains or runs the model.
+"""
 
-from edgeimg import hookimpl
-from edgeimg.model import InputSpec, ModelSpec
+from edgeimg import sdk
+
+#: the edgeimg plugin SDK versions this plugin is written for
+SDK_REQUIRES = ">=1,<2"
 
 
-@hookimpl
+@sdk.hookimpl
 def register_models(register):
     register(
-        ModelSpec(
+        sdk.ModelSpec(
             name="hello",
             version="0.1.0",
             task="classify",
-            summary="Says hello to every CT slice",
+            summary="Slice classifier: lesion present, with probability",
             implementation="edgeimg_hello.model:HelloModel",
-            input=InputSpec(size=(64, 64)),
+            weights="weights/hello.safetensors",
+            input=sdk.InputSpec(size=(64, 64)),
+            outputs=("sr", "json"),
+            metric="auc",
         )
     )
-
-
-@hookimpl
-def register_commands(cli):
-    @cli.command()
-    @click.argument("name", default="scanner")
-    def hello(name):
-        """Greet a scanner."""
-        click.echo(f"hello, {name}")

@@ -1,22 +1,45 @@
-"""The network behind `hello`: imported only when the model is built, trained or run."""
+"""The hello network. sdk.SliceClassifier provides data, loss, metrics and postprocessing."""
 
-import numpy as np
+from __future__ import annotations
+
 import torch
+from edgeimg import sdk
+from torch import nn
 
-from edgeimg.implementation import ModelImplementation
+
+def conv(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(channels_out),
+        nn.ReLU(inplace=True),
+    )
 
 
-class HelloModel(ModelImplementation):
-    """A one-layer classifier: enough to show where a real network goes."""
+class Network(nn.Module):
+    """Three strided conv blocks, then global max and mean pooling to one logit."""
 
-    def build(self) -> torch.nn.Module:
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(1, 4, 3, padding=1),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Linear(4, 1),
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            conv(1, width, 2),
+            conv(width, width * 2, 2),
+            conv(width * 2, width * 4, 2),
         )
+        self.head = nn.Linear(width * 8, 1)
 
-    def example_inputs(self, batch: int = 2) -> tuple[np.ndarray, ...]:
-        height, width = self.spec.input.size
-        return (np.zeros((batch, 1, height, width), dtype=np.float32),)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.features(image)
+        pooled = torch.cat([features.amax(dim=(2, 3)), features.mean(dim=(2, 3))], dim=1)
+        return self.head(pooled)
+
+
+class HelloModel(sdk.SliceClassifier):
+    """Only `build()` is ours; help(sdk.SliceClassifier) lists what else may be overridden."""
+
+    epochs = 4
+    batch_size = 16
+    learning_rate = 3e-3
+    train_size, val_size, heldout_size = 512, 64, 64
+
+    def build(self) -> nn.Module:
+        return Network()

@@ -9,13 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeimg.enhance_data import EnhancementModel
-from edgeimg.metrics import auc
-from edgeimg.metrics_image import enhancement_metrics
+from edgeimg import sdk
 from edgeimg_autoencoder.network import DenoisingAutoencoder
 
 
-class AutoencoderModel(EnhancementModel):
+class AutoencoderModel(sdk.Enhancer):
     """Denoised image for `run` (derived series), anomaly score for SR, embeddings for search."""
 
     input_names = ("image",)
@@ -39,8 +37,8 @@ class AutoencoderModel(EnhancementModel):
         denoised, _, score = outputs
         clean, _, noisy, lesion = targets
         return {
-            **enhancement_metrics(denoised, noisy, clean),
-            "anomaly_auc": auc(score, lesion),
+            **sdk.enhancement_metrics(denoised, noisy, clean),
+            "anomaly_auc": sdk.auc(score, lesion),
         }
 
     def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:

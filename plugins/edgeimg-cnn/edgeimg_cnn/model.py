@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from edgeimg.datasets import SliceData, class_folders
-from edgeimg.metrics import accuracy, auc
-from edgeimg.slices import SliceModel
+from edgeimg import sdk
 
 
 def _block(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -46,44 +39,12 @@ class SliceClassifier(nn.Module):
         return self.head(pooled)
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+class CNNModel(sdk.SliceClassifier):
+    """Lesion-present classifier; target, loss, metrics and postprocess come from the SDK."""
 
-
-class CNNModel(SliceModel):
-    """Lesion-present classifier; output `logit` (N, 1), probability = sigmoid(logit)."""
-
-    output_names = ("logit",)
-    dynamic_axes = {"image": {0: "batch"}, "logit": {0: "batch"}}
     epochs = 8
     batch_size = 32
     learning_rate = 3e-3
-    threshold = 0.5
 
     def build(self) -> nn.Module:
         return SliceClassifier()
-
-    def target(self, data: SliceData) -> torch.Tensor:
-        return torch.from_numpy(data.labels.astype(np.float32))
-
-    def read_folder(self, data_dir: Path) -> SliceData:
-        images, labels = class_folders(data_dir, self.spec.input)
-        masks = labels.reshape(-1, 1, 1).astype(np.uint8)
-        return SliceData(images, masks, [[] for _ in labels])
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(outputs[:, 0], targets)
-
-    def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
-        probability = _sigmoid(outputs[0][:, 0])
-        labels = targets[0] > 0.5
-        return {
-            "auc": auc(probability, labels),
-            "accuracy": accuracy(probability >= self.threshold, labels),
-        }
-
-    def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
-        return [
-            {"probability": float(p), "label": bool(p >= self.threshold)}
-            for p in _sigmoid(outputs[0][:, 0])
-        ]

@@ -4,8 +4,9 @@ Importing this module is cheap: it only declares ModelSpecs.
 The network lives in edgeimg_detect.model, imported on demand.
 """
 
-from edgeimg import hookimpl
-from edgeimg.model import InputSpec, ModelSpec
+from edgeimg.sdk import InputSpec, ModelSpec, hookimpl
+
+SDK_REQUIRES = ">=1,<2"
 
 
 @hookimpl

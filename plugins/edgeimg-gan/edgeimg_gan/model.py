@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeimg.enhance_data import EnhancementModel
-from edgeimg.metrics_image import enhancement_metrics
+from edgeimg import sdk
 from edgeimg_gan.network import Generator, PatchDiscriminator
 
 
-class GANModel(EnhancementModel):
+class GANModel(sdk.Enhancer):
     """`build()` is the generator, and the weights file holds only the generator.
 
     The discriminator and its optimizer are created by the first `train_step`, from the torch
     generator the training loop has seeded, so a seed still gives the same weights.
     """
 
-    input_names = ("image",)
-    output_names = ("enhanced",)
-    dynamic_axes = {"image": {0: "batch"}, "enhanced": {0: "batch"}}
     epochs = 8
     batch_size = 32
     learning_rate = 1e-3
@@ -53,10 +48,6 @@ class GANModel(EnhancementModel):
 
     def build(self) -> nn.Module:
         return Generator()
-
-    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
-        """The reconstruction part alone (what validation of a generator can measure)."""
-        return F.l1_loss(outputs, targets[0])
 
     def _ensure_discriminator(self) -> tuple[PatchDiscriminator, torch.optim.Optimizer]:
         if self.discriminator is None or self.discriminator_optimizer is None:
@@ -114,10 +105,3 @@ class GANModel(EnhancementModel):
             "d_loss": d_loss.item(),
             "adversarial_weight": weight,
         }
-
-    def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
-        clean, _, noisy, _ = targets
-        return enhancement_metrics(outputs[0], noisy, clean)
-
-    def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
-        return [{"image": image[0]} for image in outputs[0]]

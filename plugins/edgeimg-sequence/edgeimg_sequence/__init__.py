@@ -4,8 +4,9 @@ Importing this module is cheap: it only declares ModelSpecs.
 The network lives in edgeimg_sequence.model, imported on demand.
 """
 
-from edgeimg import hookimpl
-from edgeimg.model import InputSpec, ModelSpec
+from edgeimg.sdk import InputSpec, ModelSpec, hookimpl
+
+SDK_REQUIRES = ">=1,<2"
 
 SEQUENCE_INPUT = InputSpec(size=(32, 32), sequence=True, min_length=8, max_length=64)
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: value of every pixel of a padding slice (real slices are windowed to [0, 1])
-PAD = -1.0
+from edgeimg.sdk import real_lengths
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -38,12 +37,6 @@ def _exporting() -> bool:
     return bool(
         torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
     )
-
-
-def _lengths(series: torch.Tensor) -> torch.Tensor:
-    """Number of real (non-PAD) slices per series; padding only ever comes at the end."""
-    real = series.flatten(2).amax(dim=-1) > PAD / 2
-    return real.sum(dim=1)
 
 
 def _reverse_within(sequence: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -92,7 +85,7 @@ class SeriesClassifier(nn.Module):
         return features.reshape(*series.shape[:2], -1)
 
     def forward(self, series: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = _lengths(series)
+        lengths = real_lengths(series)
         steps = torch.arange(series.shape[1], device=series.device).unsqueeze(0)
         valid = steps < lengths.unsqueeze(1)
         features = self._encode(series, valid)

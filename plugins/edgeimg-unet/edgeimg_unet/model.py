@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeimg.datasets import SliceData, segmentation_folder
-from edgeimg.metrics import dice
-from edgeimg.slices import SliceModel
+from edgeimg import sdk
 
 
 def _double_conv(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -56,11 +50,9 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-class UNetModel(SliceModel):
-    """Lesion segmentation; output `mask_logit` (N, 1, H, W), lesion where sigmoid > 0.5."""
+class UNetModel(sdk.Segmenter):
+    """Lesion segmentation; target, loss, metrics and postprocess come from sdk.Segmenter."""
 
-    output_names = ("mask_logit",)
-    dynamic_axes = {"image": {0: "batch"}, "mask_logit": {0: "batch"}}
     epochs = 14
     batch_size = 16
     learning_rate = 3e-3
@@ -68,37 +60,3 @@ class UNetModel(SliceModel):
 
     def build(self) -> nn.Module:
         return UNet()
-
-    def target(self, data: SliceData) -> torch.Tensor:
-        return torch.from_numpy(data.masks[:, None].astype(np.float32))
-
-    def read_folder(self, data_dir: Path) -> SliceData:
-        return segmentation_folder(data_dir, self.spec.input)
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy plus per-slice soft Dice, so a small lesion counts as much as a large one.
-
-        On a lesion-free slice the smoothed Dice term still penalises any predicted pixels.
-        """
-        probability = torch.sigmoid(outputs)
-        overlap = (probability * targets).sum(dim=(1, 2, 3))
-        total = probability.sum(dim=(1, 2, 3)) + targets.sum(dim=(1, 2, 3))
-        soft_dice = 1 - (2 * overlap + 1) / (total + 1)
-        return F.binary_cross_entropy_with_logits(outputs, targets) + soft_dice.mean()
-
-    def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
-        """Mean Dice over slices that bear a lesion, and the false-positive slice rate."""
-        predicted = outputs[0][:, 0] > 0
-        truth = targets[0][:, 0] > 0.5
-        bearing = truth.reshape(len(truth), -1).any(axis=1)
-        scores = dice(predicted[bearing], truth[bearing])
-        clean = ~bearing
-        false_positive = predicted[clean].reshape(int(clean.sum()), -1).any(axis=1)
-        return {
-            "dice": float(scores.mean()) if len(scores) else 0.0,
-            "false_positive_slices": float(false_positive.mean()) if clean.any() else 0.0,
-        }
-
-    def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
-        masks = outputs[0][:, 0] > 0
-        return [{"mask": mask.astype(np.uint8), "pixels": int(mask.sum())} for mask in masks]
