@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ DEID_KEY = "deid.key"
 
 
 def _peer(ctx: click.Context, param: click.Parameter, value: Any):
+    if value is None:
+        return None
     try:
         if isinstance(value, tuple):
             return [_destination(item) for item in value]
@@ -122,6 +125,19 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     multiple=True,
     callback=_peer,
     help="Send results to AET@HOST:PORT (C-STORE) or https://HOST/dicom-web (STOW-RS).",
+)
+@click.option(
+    "--priors-from",
+    callback=_peer,
+    metavar="AET@HOST:PORT",
+    help="Query/retrieve peer for the prior studies of models that declare `priors`.",
+)
+@click.option(
+    "--priors-move-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="Port of our C-MOVE store SCP for priors, for a peer without C-GET; the peer must "
+    "map --aet to this host and port (default: C-GET only).",
 )
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
@@ -232,8 +248,9 @@ def serve(ctx: click.Context, **options: Any) -> None:
     from edgeimg.serve.security import SecurityError, parse_allow, server_tls_context
 
     tls_ca = str(options["tls_ca"]) if options["tls_ca"] else None
+    priors_from = str(options["priors_from"]) if options["priors_from"] else None
     routing = ctx.meta.get(_ROUTING, Routing()).with_flags(
-        options["models"], [str(peer) for peer in options["forwards"]], tls_ca
+        options["models"], [str(peer) for peer in options["forwards"]], tls_ca, priors_from
     )
     for name in routing.models:
         try:
@@ -275,7 +292,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
     worker = Worker(listener.queue, listener.spool.root / "results", routing,
                     backend=options["backend"], precision=options["precision"],
                     calling_aet=config.aet, audit=audit, deid_key=deid_key,
-                    metrics=metrics)  # fmt: skip
+                    metrics=metrics, priors_move_port=options["priors_move_port"])  # fmt: skip
     listener.pipeline = worker
     http = None
     if http_address is not None:
@@ -444,9 +461,9 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     db = _open_queue(spool)
-    series, failures = db.series_summary(), db.failures()
+    series, failures, waiting = db.series_summary(), db.failures(), db.waiting()
     if as_json:
-        print_json({"series": series, "failures": failures})
+        print_json({"series": series, "failures": failures, "waiting": waiting})
         return
     table = Table(title=f"edgeimg queue ({spool})")
     for column in ("series", "modality", "instances", "state", "jobs", "forwards"):
@@ -459,6 +476,11 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
         out.print(f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
                   f"{escape(str(failure['error']))}  (edgeimg queue retry "
                   f"{failure['kind']}:{failure['id']})", soft_wrap=True)  # fmt: skip
+    for job in waiting:
+        due = max(0.0, job["next_try"] - time.time())
+        out.print(f"[yellow]waiting[/] job:{job['id']} {job['series_uid']} "
+                  f"({escape(job['model'])}): {escape(str(job['error']))}  "
+                  f"(attempt {job['attempts']}, next in {due:.0f} s)", soft_wrap=True)  # fmt: skip
 
 
 def _states(counts: dict[str, int]) -> str:

@@ -76,6 +76,7 @@ _ADDED_COLUMNS = (
     ("series", "revision", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "supersedes", "INTEGER REFERENCES jobs(id)"),
     ("series", "stale", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "next_try", "REAL NOT NULL DEFAULT 0"),
 )
 # Whether a series (the row being updated) has results a new one would supersede.
 _HAS_RESULT = "EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = series.uid AND j.state = 'done')"
@@ -233,9 +234,8 @@ class Queue:
         with self._transaction() as db:
             for table in candidates:
                 cursor = db.execute(
-                    f"UPDATE {table} SET state = 'pending', error = NULL, updated = ?"
-                    + (", next_try = 0" if table == "forwards" else "")
-                    + " WHERE id = ? AND state = 'failed'",
+                    f"UPDATE {table} SET state = 'pending', error = NULL, updated = ?,"
+                    " next_try = 0 WHERE id = ? AND state = 'failed'",
                     (time.time(), int(number)),
                 )
                 if cursor.rowcount:
@@ -283,11 +283,13 @@ class Queue:
         return ids
 
     def next_job(self) -> dict[str, Any] | None:
-        """Claim the oldest pending job: it and its series become `running`."""
+        """Claim the oldest pending job that is not waiting: it and its series become
+        `running`."""
         now = time.time()
         with self._transaction() as db:
             row = db.execute(
-                "SELECT * FROM jobs WHERE state = 'pending' ORDER BY id LIMIT 1"
+                "SELECT * FROM jobs WHERE state = 'pending' AND next_try <= ? ORDER BY id LIMIT 1",
+                (now,),
             ).fetchone()
             if row is None:
                 return None
@@ -340,6 +342,29 @@ class Queue:
                     f" {_HAS_RESULT} WHERE uid = ? AND stale",
                     (series_uid,),
                 )
+
+    def defer_job(self, job_id: int, reason: str, retry_at: float) -> None:
+        """Put a claimed job back to `pending` until `retry_at`, saying what it waits for."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'pending', error = ?, next_try = ?, updated = ?"
+                " WHERE id = ?",
+                (scrub(reason), retry_at, now, job_id),
+            )
+            db.execute(
+                "UPDATE series SET state = 'pending', updated = ? WHERE uid ="
+                " (SELECT series_uid FROM jobs WHERE id = ?)",
+                (now, job_id),
+            )
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """Pending jobs that wait (for priors) with what they wait for, for `edgeimg queue`."""
+        rows = self._db().execute(
+            "SELECT id, series_uid, model, error, attempts, next_try FROM jobs"
+            " WHERE state = 'pending' AND error IS NOT NULL ORDER BY id"
+        )
+        return [dict(row) for row in rows]
 
     def superseded_outputs(self, job: dict[str, Any]) -> list[str]:
         """Output paths of the job that `job` supersedes (none for a first result)."""
