@@ -108,7 +108,7 @@ def write_sr(
         previous_versions=list(predecessors) or None,
         specific_character_set=character_set(sources),
     )
-    return save(sr, out_dir, sources)
+    return save(sr, out_dir, [*sources, *other_evidence])  # the gate checks references
 
 
 def _observation_context(output: Output) -> hd.sr.ObservationContext:
