@@ -14,18 +14,20 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from click.testing import CliRunner
 
+from edgeimg.cli import cli
+from edgeimg.model import ModelSpec
 from edgeimg.net import parse_peer, send
 from edgeimg.pacs import Orthanc
+from edgeimg.serve.queue import Instance, Queue
+from edgeimg.serve.routing import RoutingError, SeriesFacts, parse_routing
 from edgeimg.synth.dicom import write_study
 from tests.conftest import run_edgeimg, write_distribution
 from tests.dciodvfy import dciodvfy_errors
 from tests.peers import Relay, free_port, start_serve, stop
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available())),
-]
+needs_orthanc = pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available()))
 PLUGIN = """
 from pathlib import Path
 
@@ -54,6 +56,44 @@ class PriorsCNN(CNNModel):
                 "change": [top(current) - top(line) for line in priors]}
 """
 CURRENT, PRIOR, OLDER, OTHER = "20260115", "20250601", "20240101", "20251201"
+
+
+def test_a_route_may_name_its_own_priors_source_and_priors_from_is_the_default():
+    tables = {"route": [{"model": "a", "modality": "CT", "priors_from": "PACS@10.0.0.5:104"},
+                        {"model": "b"}]}  # fmt: skip
+    routing = parse_routing(tables, "serve.toml").with_flags([], [], None, "Q@127.0.0.1:4242")
+    assert routing.priors_source("a", SeriesFacts(modality="CT")) == "PACS@10.0.0.5:104"
+    assert routing.priors_source("b", SeriesFacts(modality="CT")) == "Q@127.0.0.1:4242"
+    with pytest.raises(RoutingError, match=r"serve.toml: \[\[route\]\] #1: priors_from: "):
+        parse_routing({"route": [{"model": "a", "priors_from": "nowhere"}]}, "serve.toml")
+    bad = CliRunner().invoke(cli, ["serve", "--aet", "X", "--priors-from", "nowhere"])
+    assert bad.exit_code == 2 and "expected AET@HOST:PORT" in bad.output
+    with pytest.raises(ValueError, match="priors must be a whole number"):
+        ModelSpec("m", "1", "classify", "s", "module:Class", priors=-1)
+
+
+def test_the_serve_config_file_takes_priors_from(tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text('[serve]\naet = "X"\npriors_from = "nowhere"\n')
+    bad = CliRunner().invoke(cli, ["serve", "--config", str(config)])
+    assert bad.exit_code == 2 and "'nowhere': expected AET@HOST:PORT" in bad.output
+
+
+def test_a_waiting_job_is_not_claimed_before_its_time_and_queue_says_why(tmp_path):
+    queue = Queue(tmp_path / "queue.db")
+    queue.add_instance(Instance("1.2.3", "1.2.4", "1.2.5", "1.2.840.10008.5.1.4.1.1.2", "CT",
+                                "x.dcm", 1, "0", "SCANNER", "127.0.0.1"))  # fmt: skip
+    queue.complete(["1.2.4"])
+    queue.claim_series()
+    queue.add_jobs("1.2.4", ["m"])
+    job = queue.next_job()
+    queue.defer_job(job["id"], "waiting for priors: source down", time.time() + 60)
+    assert queue.next_job() is None
+    (waiting,) = queue.waiting()
+    assert waiting["error"] == "waiting for priors: source down" and waiting["attempts"] == 1
+    assert queue.series_summary()[0]["state"] == "pending"
+    queue.defer_job(job["id"], "waiting for priors: source down", 0)
+    assert queue.next_job()["attempts"] == 2
 
 
 @pytest.fixture
@@ -151,6 +191,8 @@ def _check_result(line: dict, patient: dict[str, Path], spool: Path, log: str) -
     assert patient_id not in log and "SYNTH^" not in log
 
 
+@pytest.mark.integration
+@needs_orthanc
 def test_a_job_gets_the_most_recent_prior_and_its_result_names_it(
     plugin, patient, pacs, engines, tmp_path, monkeypatch
 ):
@@ -166,6 +208,8 @@ def test_a_job_gets_the_most_recent_prior_and_its_result_names_it(
     assert '"event": "priors_fetched"' in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.integration
+@needs_orthanc
 def test_a_job_waits_while_the_priors_source_is_down_and_runs_once_it_is_up(
     plugin, patient, pacs, engines, tmp_path, monkeypatch
 ):
