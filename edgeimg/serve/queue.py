@@ -284,7 +284,7 @@ class Queue:
 
     def next_job(self) -> dict[str, Any] | None:
         """Claim the oldest pending job that is not waiting: it and its series become
-        `running`."""
+        `running` (and what it waited for is cleared)."""
         now = time.time()
         with self._transaction() as db:
             row = db.execute(
@@ -294,8 +294,8 @@ class Queue:
             if row is None:
                 return None
             db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated = ?"
-                " WHERE id = ?",
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, error = NULL,"
+                " updated = ? WHERE id = ?",
                 (now, row["id"]),
             )
             _set_state(db, "series", "uid", row["series_uid"], "running", now)
