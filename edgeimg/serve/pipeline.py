@@ -304,7 +304,7 @@ class Worker:
 
     def _wait_for_priors(self, job: dict[str, Any], reason: str) -> None:
         """Back off and try the job again later; `edgeimg queue` shows what it waits for."""
-        delay = min(self.backoff * 2 ** (job["attempts"] - 1), PRIORS_MAX_WAIT)
+        delay = min(self.backoff * 2 ** min(job["attempts"] - 1, 20), PRIORS_MAX_WAIT)
         self.queue.defer_job(job["id"], f"waiting for priors: {reason}", time.time() + delay)
         log("job_waiting", job=job["id"], model=job["model"], series_uid=job["series_uid"],
             error=reason, attempts=job["attempts"], retry_in=round(delay, 1))  # fmt: skip
