@@ -146,3 +146,12 @@ class ModelImplementation:
     def postprocess(self, outputs: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
         """Raw outputs of one batch to per-item results (probability, mask, boxes, image...)."""
         raise missing(self, "postprocess")
+
+    def compare(self, current: dict[str, Any], priors: list[dict[str, Any]]) -> dict[str, Any]:
+        """For models that declare `ModelSpec.priors`: what changed since the prior studies.
+
+        `current` is this series' result line; `priors` holds the model's own result line on
+        each series of the prior studies `serve` fetched, newest study first (empty when the
+        patient has none). The dict is recorded as the result's "comparison"; by default none.
+        """
+        return {}

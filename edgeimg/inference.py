@@ -223,6 +223,7 @@ class Producer:
     spec: ModelSpec
     engine_key: str
     predecessors: tuple[Dataset, ...] = ()  # earlier SRs a revised result supersedes
+    other_evidence: tuple[Dataset, ...] = ()  # prior studies the model compared with
 
 
 @dataclass
@@ -396,6 +397,7 @@ def _write_classification(producer: Producer, decoded, items, out_dir: Path) -> 
             findings,
             **_identity(producer, out_dir),
             predecessors=producer.predecessors,
+            other_evidence=producer.other_evidence,
         )
     ]
 
@@ -422,6 +424,7 @@ def _write_detection(producer: Producer, decoded, items, out_dir: Path) -> list[
             findings,
             **_identity(producer, out_dir),
             predecessors=producer.predecessors,
+            other_evidence=producer.other_evidence,
         )
     ]
 

@@ -81,6 +81,9 @@ class ModelSpec:
     tolerance: float = 0.01
     clinical_use: bool = False
     plugin: str = ""
+    #: how many prior studies of the same patient and modality (most recent first) `serve`
+    #: fetches before a job runs, for `ModelImplementation.compare`; 0: none
+    priors: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -90,6 +93,8 @@ class ModelSpec:
                 f"model {self.name!r}: implementation must be 'module:attribute', "
                 f"got {self.implementation!r}"
             )
+        if isinstance(self.priors, bool) or not isinstance(self.priors, int) or self.priors < 0:
+            raise ValueError(f"model {self.name!r}: priors must be a whole number >= 0")
 
     def load(self) -> Any:
         """Import and return the implementation object (this is where torch gets imported)."""
@@ -125,4 +130,5 @@ class ModelSpec:
             "tolerance": self.tolerance,
             "weights": self.weights,
             "clinical_use": self.clinical_use,
+            "priors": self.priors,
         }

@@ -58,6 +58,8 @@ class Match:
     study_uid: str
     series_uid: str | None = None
     instances: int | None = None
+    #: StudyDate then StudyTime as the peer answered (when asked for): sorts oldest first
+    when: str = ""
 
     @property
     def label(self) -> str:
@@ -156,7 +158,8 @@ def _match(found: Dataset, query_level: str) -> Match | None:
         return None
     key = "NumberOfSeriesRelatedInstances" if series else "NumberOfStudyRelatedInstances"
     count = found.get(key)
-    return Match(study, series or None, int(count) if count not in (None, "") else None)
+    when = f"{found.get('StudyDate', '') or ''}{found.get('StudyTime', '') or ''}".strip()
+    return Match(study, series or None, int(count) if count not in (None, "") else None, when)
 
 
 class _Sink:

@@ -47,7 +47,8 @@ def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1") -> No
 def start_serve(*args: str, port: int, cwd: Path) -> subprocess.Popen:
     """`edgeimg serve` as a user runs it, listening on `port`, JSON log in cwd/serve.log."""
     command = [sys.executable, "-m", "edgeimg", "serve", "--port", str(port), *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
     log = open(cwd / "serve.log", "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
     log.close()
@@ -162,19 +163,47 @@ class TlsProxy:
             conn.close()
             return
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
 
-        def pump(source: socket.socket, sink: socket.socket) -> None:
+
+class Relay:
+    """A plain TCP relay from loopback `port` to `target_port`, bytes unchanged: a peer that
+    becomes reachable, from nothing listening, at an address a process was given earlier."""
+
+    def __init__(self, port: int, target_port: int) -> None:
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.target_port = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
             try:
-                while data := source.recv(65536):
-                    sink.sendall(data)
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+            threading.Thread(target=_pump, args=(conn, upstream), daemon=True).start()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes one way until either side closes, then close both ways."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            finally:
-                for sock in (source, sink):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
-        pump(client, upstream)

@@ -37,6 +37,8 @@ DEID_KEY = "deid.key"
 
 
 def _peer(ctx: click.Context, param: click.Parameter, value: Any):
+    if value is None:
+        return None
     try:
         if isinstance(value, tuple):
             return [_destination(item) for item in value]
@@ -125,6 +127,19 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     multiple=True,
     callback=_peer,
     help="Send results to AET@HOST:PORT (C-STORE) or https://HOST/dicom-web (STOW-RS).",
+)
+@click.option(
+    "--priors-from",
+    callback=_peer,
+    metavar="AET@HOST:PORT",
+    help="Query/retrieve peer for the prior studies of models that declare `priors`.",
+)
+@click.option(
+    "--priors-move-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="Port of our C-MOVE store SCP for priors, for a peer without C-GET; the peer must "
+    "map --aet to this host and port (default: C-GET only).",
 )
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
@@ -237,8 +252,9 @@ def serve(ctx: click.Context, **options: Any) -> None:
     from edgeimg.serve.security import SecurityError, parse_allow, server_tls_context
 
     tls_ca = str(options["tls_ca"]) if options["tls_ca"] else None
+    priors_from = str(options["priors_from"]) if options["priors_from"] else None
     routing = ctx.meta.get(_ROUTING, Routing()).with_flags(
-        options["models"], [str(peer) for peer in options["forwards"]], tls_ca
+        options["models"], [str(peer) for peer in options["forwards"]], tls_ca, priors_from
     )
     for name in routing.models:
         try:
@@ -281,7 +297,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
     worker = Worker(listener.queue, listener.spool.root / "results", routing,
                     backend=options["backend"], precision=options["precision"],
                     calling_aet=config.aet, audit=audit, deid_key=deid_key,
-                    metrics=metrics)  # fmt: skip
+                    metrics=metrics, priors_move_port=options["priors_move_port"])  # fmt: skip
     listener.pipeline = worker
     http = None
     if http_address is not None:
@@ -465,7 +481,8 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
         due = max(0.0, job["next_try"] - time.time())
         reason = escape(str(job["reason"]))
         out.print(f"[yellow]waiting[/] job:{job['id']} {job['model']} {job['series_uid']}: "
-                  f"{reason} (next try in {due:.0f} s)", soft_wrap=True)  # fmt: skip
+                  f"{reason} (attempt {job['attempts']}, next try in {due:.0f} s)",
+                  soft_wrap=True)  # fmt: skip
     for failure in failures:
         out.print(f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
                   f"{escape(str(failure['error']))}  (edgeimg queue retry "

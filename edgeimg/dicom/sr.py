@@ -70,10 +70,13 @@ def write_sr(
     engine_key: str,
     out_dir: Path,
     predecessors: Sequence[Dataset] = (),
+    other_evidence: Sequence[Dataset] = (),
 ) -> Path:
     """Write the findings of `model` on `sources` as one SR in the source study; return its path.
 
-    `predecessors` are earlier SRs this one supersedes (Predecessor Documents Sequence).
+    `predecessors` are earlier SRs this one supersedes (Predecessor Documents Sequence);
+    `other_evidence` are instances of other studies the findings rest on too, the priors a
+    model compared with (highdicom lists them in the Pertinent Other Evidence Sequence).
     """
     sources = check_sources(sources, one_series=False)
     if not findings:
@@ -92,7 +95,7 @@ def write_sr(
     # TID 1500 places the library before the Imaging Measurements container (the last item)
     report[0].ContentSequence.insert(-1, image_library(library))
     sr = hd.sr.Comprehensive3DSR(
-        evidence=sources,
+        evidence=[*sources, *other_evidence],
         content=report,
         series_instance_uid=output.uids.series,
         series_number=output.series_number,
@@ -105,7 +108,7 @@ def write_sr(
         previous_versions=list(predecessors) or None,
         specific_character_set=character_set(sources),
     )
-    return save(sr, out_dir, sources)
+    return save(sr, out_dir, [*sources, *other_evidence])  # the gate checks references
 
 
 def _observation_context(output: Output) -> hd.sr.ObservationContext:

@@ -11,6 +11,7 @@ copy written beside the result, while the result itself stays as it was.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import deque
@@ -28,13 +29,22 @@ from edgeimg.results import write_lines
 from edgeimg.serve import log
 from edgeimg.serve.deliver import deliver
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics
+from edgeimg.serve.priors import (
+    Prior,
+    PriorsUnavailable,
+    fetch_priors,
+    prior_headers,
+    prior_results,
+)
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.routing import Destination, Routing, SeriesFacts
 
 LATENCY_WINDOW = 500
 """Job durations kept per model for the p50/p95 the status view shows."""
-MAX_WAIT = 60.0
+ENGINE_MAX_WAIT = 60.0
 """Longest pause, in seconds, between tries of a job whose engine is offline."""
+PRIORS_MAX_WAIT = 300.0
+"""Seconds between tries at most, for a job whose priors source is down (it waits, not fails)."""
 
 
 class Worker:
@@ -56,6 +66,7 @@ class Worker:
         deid_key: bytes | None = None,
         deid_dir: Path | None = None,
         metrics: ServeMetrics | None = None,
+        priors_move_port: int = 0,
     ) -> None:
         if deid_key is None and any(d.deid for d in routing.destinations.values()):
             raise ValueError("a de-identifying destination needs a deid_key")
@@ -72,6 +83,7 @@ class Worker:
         self.deid_key = deid_key
         self.deid_dir = Path(deid_dir) if deid_dir else self.results_dir.parent / "deid"
         self.metrics = metrics or ServeMetrics()
+        self.priors_move_port = priors_move_port
         self._inferencers: dict[str, Any] = {}
         self._durations: dict[str, deque[float]] = {}
         self._durations_lock = threading.Lock()
@@ -187,10 +199,13 @@ class Worker:
         model = job["model"]
         try:
             inferencer = self._inferencer(model)
+            priors = self._priors(job, inferencer.spec)
+            compared = self._with_priors(inferencer, priors)
             superseded = self._superseded(job)
             supersedes = [str(ds.SOPInstanceUID) for ds in superseded]
             srs = tuple(ds for ds in superseded if ds.get("Modality") == "SR")
-            producer = replace(inferencer.producer, predecessors=srs)
+            producer = replace(inferencer.producer, predecessors=srs,
+                               other_evidence=prior_headers(priors))  # fmt: skip
             paths = [Path(p) for p in self.queue.series_paths(job["series_uid"])]
             found = scan(paths, inferencer.spec)
             outputs: list[str] = []
@@ -203,6 +218,7 @@ class Worker:
                     continue
                 decoded = _decode(series_job.paths, inferencer.spec)
                 result = inferencer.infer_series(series_job, decoded)
+                compared(result.line)
                 shown = (decoded, result)
                 written = write_outputs(producer, decoded, result.items, self.results_dir / model)
                 line = {**result.line, "outputs": written, "job": job["id"]}
@@ -218,9 +234,16 @@ class Worker:
                 sent = [self._prepare(destination, Path(p), model) for p in outputs]
                 self.queue.add_forwards(job["id"], [destination.name], [str(p) for p in sent])
         except EngineOffline as error:  # a remote engine is down: wait for it, never fail
-            self._wait(job, str(error))
+            # open the engine afresh on the next try: a server back with another engine is
+            # checked (and verified) again
+            self._inferencers.pop(job["model"], None)
+            self._wait(job, str(error), ENGINE_MAX_WAIT)
+            return
+        except PriorsUnavailable as error:  # transient: the job waits, it does not fail
+            self._wait(job, f"waiting for priors: {error}", PRIORS_MAX_WAIT)
             return
         except Exception as error:  # one bad series must not stop the worker
+            shutil.rmtree(self._priors_dir(job), ignore_errors=True)
             message = user_message(error, f"running {model}")
             self.queue.finish_job(job["id"], "failed", error=message)
             self.metrics.job_finished(model, "failed", time.perf_counter() - started)
@@ -229,6 +252,7 @@ class Worker:
             self._audit("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
                         error=message)  # fmt: skip
             return
+        shutil.rmtree(self._priors_dir(job), ignore_errors=True)  # the result names them
         seconds = time.perf_counter() - started
         state = "done" if outputs or not skipped else "skipped"
         reasons = "; ".join(skipped) or None
@@ -243,22 +267,61 @@ class Worker:
                 self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)
         log("job_done", job=job["id"], model=model, series_uid=job["series_uid"], state=state,
             outputs=len(outputs), seconds=round(seconds, 3),
-            supersedes=len(supersedes))  # fmt: skip
+            supersedes=len(supersedes), priors=len(priors))  # fmt: skip
         self._audit("job_done", job=job["id"], model=model, engine_key=inferencer.engine.key,
                     series_uid=job["series_uid"], state=state,
                     outputs=[{"sop_instance_uid": _sop_uid(p), "path": p} for p in outputs],
                     destinations=[d.name for d in destinations],
-                    supersedes=supersedes)  # fmt: skip
+                    supersedes=supersedes,
+                    priors=[prior.study_uid for prior in priors])  # fmt: skip
         self._wake.set()
 
-    def _wait(self, job: dict[str, Any], reason: str) -> None:
-        """Back off (doubling up to MAX_WAIT) and open the engine afresh on the next try, so a
-        server that comes back with another engine is checked (and verified) again."""
-        self._inferencers.pop(job["model"], None)
-        delay = min(MAX_WAIT, self.backoff * 2 ** min(job["attempts"] - 1, 10))
+    def _wait(self, job: dict[str, Any], reason: str, longest: float) -> None:
+        """Back off (doubling up to `longest` seconds) and try the job again later; `edgeimg
+        queue` shows what it waits for."""
+        delay = min(longest, self.backoff * 2 ** min(job["attempts"] - 1, 20))
         self.queue.defer_job(job["id"], reason, time.time() + delay)
         log("job_waiting", job=job["id"], model=job["model"], series_uid=job["series_uid"],
-            reason=reason, retry_in=round(delay, 1))  # fmt: skip
+            reason=reason, attempts=job["attempts"], retry_in=round(delay, 1))  # fmt: skip
+
+    def _priors_dir(self, job: dict[str, Any]) -> Path:
+        return self.results_dir.parent / "priors" / f"job-{job['id']}"
+
+    def _priors(self, job: dict[str, Any], spec: Any) -> list[Prior]:
+        """The prior studies a model that declares `priors` gets, fetched now (none when the
+        model asks for none or no priors source is configured for its route)."""
+        if spec.priors <= 0:
+            return []
+        from pydicom import dcmread
+
+        from edgeimg.net import parse_peer
+
+        source = self.routing.priors_source(job["model"], self.facts(job["series_uid"]))
+        if source is None:
+            log("priors_not_configured", job=job["id"], model=job["model"])
+            return []
+        header = dcmread(self.queue.series_paths(job["series_uid"])[0], stop_before_pixels=True,
+                         specific_tags=["PatientID", "StudyInstanceUID", "StudyDate",
+                                        "StudyTime", "Modality"])  # fmt: skip
+        priors = fetch_priors(parse_peer(source), header, spec.priors, self._priors_dir(job),
+                              calling=self.calling_aet,
+                              move_port=self.priors_move_port)  # fmt: skip
+        log("priors_fetched", job=job["id"], model=job["model"], priors=len(priors))
+        return priors
+
+    def _with_priors(self, inferencer: Any, priors: list[Prior]) -> Any:
+        """What adds the priors to a result line: the studies used, and the model's
+        `compare` of its results on this series with its results on theirs."""
+        if inferencer.spec.priors <= 0:
+            return lambda line: None
+        earlier = prior_results(inferencer, priors)
+        used = [prior.as_dict() for prior in priors]
+
+        def add(line: dict[str, Any]) -> None:
+            line["priors"] = used
+            line["comparison"] = inferencer.implementation.compare(line, earlier)
+
+        return add
 
     def _superseded(self, job: dict[str, Any]) -> list[Any]:
         """Headers of the results `job` supersedes; one whose file is gone is logged and left

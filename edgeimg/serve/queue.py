@@ -234,9 +234,8 @@ class Queue:
         with self._transaction() as db:
             for table in candidates:
                 cursor = db.execute(
-                    f"UPDATE {table} SET state = 'pending', error = NULL, updated = ?"
-                    + (", next_try = 0" if table == "forwards" else "")
-                    + " WHERE id = ? AND state = 'failed'",
+                    f"UPDATE {table} SET state = 'pending', error = NULL, updated = ?,"
+                    " next_try = 0 WHERE id = ? AND state = 'failed'",
                     (time.time(), int(number)),
                 )
                 if cursor.rowcount:
@@ -284,7 +283,8 @@ class Queue:
         return ids
 
     def next_job(self) -> dict[str, Any] | None:
-        """Claim the oldest pending job: it and its series become `running`."""
+        """Claim the oldest pending job that is not waiting: it and its series become
+        `running` (and what it waited for is cleared)."""
         now = time.time()
         with self._transaction() as db:
             row = db.execute(
@@ -294,16 +294,16 @@ class Queue:
             if row is None:
                 return None
             db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated = ?"
-                " WHERE id = ?",
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, error = NULL,"
+                " updated = ? WHERE id = ?",
                 (now, row["id"]),
             )
             _set_state(db, "series", "uid", row["series_uid"], "running", now)
         return {**dict(row), "state": "running", "attempts": row["attempts"] + 1}
 
     def defer_job(self, job_id: int, reason: str, retry_at: float) -> None:
-        """Put a claimed job back to wait for its engine (a remote server that is down): it
-        stays pending, not failed, and `waiting` says what it waits for."""
+        """Put a claimed job back to wait for what it needs (a remote engine, a priors source
+        that is down): it stays pending, not failed, and `waiting` says what it waits for."""
         now = time.time()
         with self._transaction() as db:
             db.execute(

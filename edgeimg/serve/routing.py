@@ -16,9 +16,12 @@ Pure data and matching, so the rules can be checked (and tested) without a netwo
     min_slices = 20
     max_slices = 2000
     destinations = ["pacs"]      # default: every destination
+    priors_from = "PACS@10.0.0.5:104"  # where this route's model gets its priors (see below)
 
 `--model NAME` is a route without filters to every destination; `--forward AET@HOST:PORT` (or a
 DICOMweb URL) is a destination named after its address, without de-identification.
+`--priors-from AET@HOST:PORT` is where routes without their own `priors_from` fetch the prior
+studies of a model that declares `priors` (edgeimg.serve.priors).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Route:
     min_slices: int | None = None
     max_slices: int | None = None
     destinations: tuple[str, ...] = ()
+    priors_from: str | None = None
 
     def matches(self, facts: SeriesFacts) -> bool:
         """True when the series passes every filter this route sets."""
@@ -98,6 +102,7 @@ class Routing:
 
     routes: tuple[Route, ...] = ()
     destinations: Mapping[str, Destination] = field(default_factory=dict)
+    priors_from: str | None = None
 
     @property
     def models(self) -> list[str]:
@@ -119,16 +124,28 @@ class Routing:
         """Where `model`'s outputs for this series go (none when no route of it matches)."""
         return dict(self.models_for(facts)).get(model, [])
 
+    def priors_source(self, model: str, facts: SeriesFacts) -> str | None:
+        """Where `model` fetches priors for this series: the first matching route's own
+        `priors_from`, else `--priors-from` (None: nowhere, the job runs without priors)."""
+        for route in self.routes:
+            if route.model == model and route.priors_from and route.matches(facts):
+                return route.priors_from
+        return self.priors_from
+
     def with_flags(
-        self, models: Iterable[str], forwards: Iterable[str], tls_ca: str | None = None
+        self,
+        models: Iterable[str],
+        forwards: Iterable[str],
+        tls_ca: str | None = None,
+        priors_from: str | None = None,
     ) -> Routing:
-        """Add `--model` (a route for everything, to every destination) and `--forward`
-        (an https one verified against `tls_ca`)."""
+        """Add `--model` (a route for everything, to every destination), `--forward`
+        (an https one verified against `tls_ca`) and `--priors-from`."""
         destinations = dict(self.destinations)
         for peer in forwards:
             destinations.setdefault(peer, Destination(peer, peer, tls_ca=tls_ca))
         routes = [*self.routes, *(Route(model) for model in models)]
-        return Routing(tuple(dict.fromkeys(routes)), destinations)
+        return Routing(tuple(dict.fromkeys(routes)), destinations, priors_from or self.priors_from)
 
 
 def parse_routing(data: Mapping[str, Any], source: str) -> Routing:
@@ -199,7 +216,7 @@ def _deid(value: Any, where: str) -> DeidSettings | None:
 
 def _route(table: Mapping[str, Any], where: str, destinations: Mapping[str, Any]) -> Route:
     keys = ("model", "modality", "sop_class", "body_part", "min_slices", "max_slices",
-            "destinations")  # fmt: skip
+            "destinations", "priors_from")  # fmt: skip
     _check_keys(table, keys, where)
     model = _required_string(table, "model", where)
     sop_classes = _strings(table, "sop_class", where)
@@ -224,7 +241,20 @@ def _route(table: Mapping[str, Any], where: str, destinations: Mapping[str, Any]
         min_slices=low,
         max_slices=high,
         destinations=tuple(dict.fromkeys(targets)),
+        priors_from=_priors_from(table, where),
     )
+
+
+def _priors_from(table: Mapping[str, Any], where: str) -> str | None:
+    """A route's `priors_from`: a DICOM peer (query/retrieve is C-FIND and C-GET/C-MOVE)."""
+    from edgeimg.net import PeerError, parse_peer
+
+    if "priors_from" not in table:
+        return None
+    try:
+        return str(parse_peer(_required_string(table, "priors_from", where)))
+    except PeerError as error:
+        raise RoutingError(f"{where}: priors_from: {error}") from None
 
 
 def _required_string(table: Mapping[str, Any], key: str, where: str) -> str:
