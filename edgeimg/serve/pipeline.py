@@ -200,8 +200,10 @@ class Worker:
                 decoded = _decode(series_job.paths, inferencer.spec)
                 result = inferencer.infer_series(series_job, decoded)
                 shown = (decoded, result)
-                written = write_outputs(producer, decoded, result.items, self.results_dir / model)
+                made = write_outputs(producer, decoded, result.items, self.results_dir / model)
+                written = made.objects  # DICOM objects: the ones forwarded
                 line = {**result.line, "outputs": written, "job": job["id"]}
+                line["written_files"] = made.files
                 write_json({**line, "supersedes": supersedes}, self.results_dir)
                 outputs.extend(written)
             # Forwards are queued before the job is marked done: a crash in between re-runs
