@@ -43,25 +43,51 @@ def write_sr(output: SeriesOutput, out_dir: Path) -> list[Path]:
 
 
 def _slice_findings(output: SeriesOutput) -> list[dict[str, Any]]:
-    """The series-level finding (its most confident slice, named), then one per positive slice.
+    """The series-level finding (its most confident slice, named), then one finding per run of
+    adjacent positive slices, resting on those slices, with the run's highest probability.
 
-    Every slice's probability is in results.jsonl; the SR carries the findings.
+    A lesion spans slices: one group per run says so, and keeps the SR's size (and its cost:
+    highdicom builds, copies and re-reads every content item) with the lesions, not the
+    slices. Every slice's own probability is in results.jsonl and the JSON document.
     """
-    pairs = list(zip(output.frames, output.items, strict=True))
-    best_frame, best = max(pairs, key=lambda pair: pair[1].probability)  # type: ignore[union-attr]
-    series = {
-        "level": "series",
-        "probability": best.probability,  # type: ignore[union-attr]
-        "label": any(item.label for _, item in pairs),  # type: ignore[union-attr]
-        "sop_instance_uids": [str(best_frame.header.SOPInstanceUID)],
-        "frames": [best_frame.number],
-    }
-    slices = [
-        {**frame.reference, "probability": item.probability, "label": True}
-        for frame, item in pairs
-        if isinstance(item, SliceFinding) and item.label
+    pairs = [
+        (frame, item)
+        for frame, item in zip(output.frames, output.items, strict=True)
+        if isinstance(item, SliceFinding)
     ]
-    return [series, *slices]
+    best_frame, best = max(pairs, key=lambda pair: pair[1].probability)
+    findings: list[dict[str, Any]] = [
+        {
+            "level": "series",
+            "probability": best.probability,
+            "label": any(item.label for _, item in pairs),
+            "sop_instance_uids": [str(best_frame.header.SOPInstanceUID)],
+            "frames": [best_frame.number],
+        }
+    ]
+    for run in _runs([item.label for _, item in pairs]):
+        members = [pairs[index] for index in run]
+        findings.append(
+            {
+                "sop_instance_uids": [str(frame.header.SOPInstanceUID) for frame, _ in members],
+                "frames": [frame.number for frame, _ in members],
+                "probability": max(item.probability for _, item in members),
+                "label": True,
+            }
+        )
+    return findings
+
+
+def _runs(labels: list[bool]) -> list[range]:
+    """Index ranges of adjacent True values, in order."""
+    runs, start = [], None
+    for index, label in enumerate([*labels, False]):
+        if label and start is None:
+            start = index
+        elif not label and start is not None:
+            runs.append(range(start, index))
+            start = None
+    return runs
 
 
 def _box_findings(output: SeriesOutput) -> list[dict[str, Any]]:
