@@ -47,7 +47,8 @@ def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1") -> No
 def start_serve(*args: str, port: int, cwd: Path) -> subprocess.Popen:
     """`edgeimg serve` as a user runs it, listening on `port`, JSON log in cwd/serve.log."""
     command = [sys.executable, "-m", "edgeimg", "serve", "--port", str(port), *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
     log = open(cwd / "serve.log", "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
     log.close()
