@@ -69,7 +69,11 @@ def _progress(disable: bool) -> Progress:
     help="Decoding processes (0 decodes in this process).",
 )
 @click.option("--batch", default=8, show_default=True, help="Slices per engine call.")
-@click.option("--preview", is_flag=True, help="Also write a PNG per result for a quick look.")
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Also write previews per series: a PNG per slice, a contact sheet and index.html.",
+)
 @click.option("--features", is_flag=True, help="Also write per-slice embeddings (.npy + CSV).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
 def run(
