@@ -62,10 +62,16 @@ def _items(spec) -> list[dict]:
         return [{"mask": np.eye(*size, dtype=np.uint8)}] * 6
     if spec.task == "enhance":
         return [{"image": np.full(size, 0.5, dtype=np.float32)}] * 6
+    if spec.task == "detect":
+        return [{"boxes": [[4.0, 5.0, 20.0, 30.0]], "scores": [0.8]}] + [
+            {"boxes": [], "scores": []}
+        ] * 5
+    if spec.task == "series-classify":
+        return [{"probability": 0.8, "positive": True, "slice_probabilities": [0.5] * 6}]
     return [{"probability": p, "label": p > 0.5} for p in (0.2, 0.7, 0.8, 0.1, 0.9, 0.3)]
 
 
-@pytest.mark.parametrize("model", ["cnn", "unet", "gan"])
+@pytest.mark.parametrize("model", ["cnn", "unet", "gan", "detector", "lstm"])
 def test_every_built_in_writer_gives_the_same_bytes_twice(model, study, tmp_path):
     registry = load_registry()
     spec = registry.model(model)

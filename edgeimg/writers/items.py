@@ -86,8 +86,10 @@ def typed(task: str, item: Mapping[str, Any]) -> Item:
         slices = tuple(float(p) for p in item.get("slice_probabilities") or ())
         return SeriesFinding(float(item["probability"]), bool(item["positive"]), slices)
     if task == "detect":
-        boxes = tuple(tuple(float(v) for v in box) for box in item["boxes"])
-        return Detections(boxes, tuple(float(s) for s in item["scores"]))  # type: ignore[arg-type]
+        boxes = tuple(
+            (float(x0), float(y0), float(x1), float(y1)) for x0, y0, x1, y1 in item["boxes"]
+        )
+        return Detections(boxes, tuple(float(score) for score in item["scores"]))
     if task == "segment":
         return Mask(np.asarray(item["mask"]))
     score = item.get("anomaly_score")
