@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from dciodvfy import dciodvfy_errors
 
 from edgeimg.cli import cli
+from edgeimg.errors import EdgeimgError
 from edgeimg.inference import Producer, decode_file, scan, write_outputs
 from edgeimg.plugins import PluginError, load_registry
 from edgeimg.synth.dicom import write_study
@@ -90,6 +91,8 @@ def test_a_model_asking_for_a_writer_that_does_not_take_its_results_is_refused()
     spec = registry.model("unet")
     with pytest.raises(PluginError, match="accepts slice-finding"):
         choose(dataclasses.replace(spec, outputs=("sr",)), registry)
+    with pytest.raises(EdgeimgError, match="unknown writer 'pdf'; available: derived, json"):
+        choose(dataclasses.replace(spec, outputs=("pdf",)), registry)
     assert [w.kind for w in choose(dataclasses.replace(spec, outputs=()), registry)] == [
         "seg",
         "json",

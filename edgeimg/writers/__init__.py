@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeimg import hookimpl
 from edgeimg.errors import EdgeimgError, internal_error
+from edgeimg.plugins import PluginError, UnknownName
 from edgeimg.writers.items import Item, kind_of
 
 if TYPE_CHECKING:
@@ -118,17 +119,23 @@ class Written:
     files: list[str] = field(default_factory=list)
 
 
+class WriterMismatch(PluginError, EdgeimgError):
+    """A model names a writer no plugin registered, or one that does not take its results: the
+    installed plugins cannot be used together (`run` exits 1, a `serve` job fails, in words)."""
+
+
 def choose(spec: ModelSpec, registry: Any) -> tuple[Writer, ...]:
     """The writers `spec` runs, from `registry`; a name no plugin registered, or a writer that
-    does not take the model's results, is a PluginError before any series is read."""
-    from edgeimg.plugins import PluginError
-
+    does not take the model's results, is a WriterMismatch before any series is read."""
     names = spec.outputs or DEFAULT_OUTPUTS[spec.task]
     chosen = []
     for name in names:
-        writer = registry.writer(name)
+        try:
+            writer = registry.writer(name)
+        except UnknownName as error:
+            raise WriterMismatch(f"model {spec.name!r} asks for an {error}") from None
         if not writer.takes(spec.task):
-            raise PluginError(
+            raise WriterMismatch(
                 f"model {spec.name!r} asks for writer {name!r}, which accepts "
                 f"{', '.join(writer.accepts)}, not the {kind_of(spec.task)} results of a "
                 f"{spec.task} model"
