@@ -4,8 +4,9 @@ On 500 synthetic 512x512 CT slices (10 series x 50) it measures, in one process:
 (a) decoding alone through the worker pool `run` uses, (b) the engine alone on pre-decoded
 inputs in batches of 8, and (c) the whole `edgeimg run cnn` command. The pipeline keeps up
 when full / min(a, b) >= 0.8. Stages (a) and (b) are timed warm (pool started, engine built);
-(c) is timed as a user sees it, scan and engine loading included. Writing the DICOM outputs
-(the SR per series) is timed alone too: not part of the ratio, but where the rest of (c) goes.
+(c) is timed as a user sees it, scan and engine loading included. Writing the outputs (the
+model's chosen writers: SR and JSON per series) is timed alone too: not part of the ratio, but
+where the rest of (c) goes; `cpu_split_ms_per_image` gives each stage's CPU per image.
 CPU time per image of each stage gives a ceiling for (c) on this many cores, and so for the
 ratio: where it is below the bar, no overlap of the stages can meet it on this machine.
 `python -m benchmarks.run_throughput [--weights PATH]`; without shipped cnn weights it measures
@@ -154,13 +155,20 @@ def _full(study: Path, out: Path, engines_dir: Path, workers: int, batch: int) -
 
     args = [MODEL, str(study), "--out", str(out), "--engines-dir", str(engines_dir)]
     args += ["--workers", str(workers), "--batch", str(batch), "--json"]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     done = CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
     wall = time.perf_counter() - started
+    main_cpu = time.process_time() - cpu
     if done.exit_code != 0:
         raise RuntimeError(f"edgeimg run {MODEL} failed ({done.exit_code}): {done.output[-2000:]}")
     summary = json.loads(done.stdout)
-    return {**_rate(summary["images"], summary["seconds"]), "wall_s": round(wall, 3)}
+    images = summary["images"]
+    return {
+        **_rate(images, summary["seconds"]),
+        "wall_s": round(wall, 3),
+        # this process only (scan, inference, IPC): the forkserver's workers are not children
+        "cpu_ms_per_image_main_process": round(main_cpu / images * 1e3, 3),
+    }
 
 
 def _device(engine: Any) -> dict[str, Any]:
@@ -227,6 +235,12 @@ def run(
         "writing": writing,
         "full": full,
         "ratio": round(ratio, 3),
+        "cpu_split_ms_per_image": {
+            "decoding": round(decode_cpu_ms, 3),
+            "inference": inference["cpu_ms_per_image"],
+            "writing": writing["cpu_ms_per_image"],
+            "full_run_main_process": full["cpu_ms_per_image_main_process"],
+        },
         "cpu_bound": _bound(
             {"decoding": decoding, "inference": inference, "writing": writing},
             decode_cpu_ms,

@@ -1,8 +1,8 @@
 """From DICOM files to model results and output objects: what `run` and `serve` share.
 
 Decoding (pydicom, the pixel decoders, windowing, resizing) runs in worker processes while the
-engine infers in this one. Each model task has one place where raw results become output
-objects (SR, SEG, derived images), so `run` and `serve` write the same things.
+engine infers in this one. Results reach output files only through the writers the model's
+spec chose (`edgeimg.writers`), so `run` and `serve` write the same things.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,14 +21,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from edgeimg.dicom.frames import frame_count
-from edgeimg.dicom.preprocess import resize, to_model_input
+from edgeimg.dicom.preprocess import to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
-from edgeimg.dicom.write import OutputRefused
-from edgeimg.errors import EdgeimgError, internal_error
 from edgeimg.files import dicom_files
 from edgeimg.model import ModelSpec
 from edgeimg.privacy import capture, scrub
+from edgeimg.writers import Frame, SeriesOutput, Writer, Written, choose, write_series
+from edgeimg.writers.items import typed_all
 
 
 @dataclass
@@ -40,6 +40,10 @@ class Decoded:
     inputs: np.ndarray
     rows: int
     columns: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rows, self.columns
 
 
 @dataclass
@@ -218,10 +222,11 @@ def decode_series(
 
 @dataclass(frozen=True)
 class Producer:
-    """Who made a result, as the writers record it; small enough to send to a worker process."""
+    """Who made a result and which writers record it; small enough to send to a worker process."""
 
     spec: ModelSpec
     engine_key: str
+    writers: tuple[Writer, ...] = ()
     predecessors: tuple[Dataset, ...] = ()  # earlier SRs a revised result supersedes
     other_evidence: tuple[Dataset, ...] = ()  # prior studies the model compared with
 
@@ -236,14 +241,16 @@ class SeriesResult:
 
 
 class Inferencer:
-    """Runs an engine over decoded slices or series and writes the task's outputs."""
+    """Runs an engine over decoded slices or series; its writers are chosen once, here."""
 
     def __init__(self, spec: ModelSpec, engine: Any, batch: int = 8) -> None:
+        from edgeimg.plugins import get_registry
+
         self.spec = spec
         self.engine = engine
         self.batch = batch
+        self.producer = Producer(spec, engine.key, choose(spec, get_registry()))
         self.implementation = spec.load()(spec)
-        self.producer = Producer(spec, engine.key)
 
     def infer(self, decoded: list[Decoded]) -> list[dict[str, Any]]:
         """Per-slice results (or one per series for sequence models)."""
@@ -256,22 +263,12 @@ class Inferencer:
             items.extend(self.implementation.postprocess(outputs))
         return items
 
-    def write(
-        self, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path
-    ) -> list[str]:
-        """Write the DICOM outputs for one series; return their paths."""
+    def write(self, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path) -> Written:
+        """Write the outputs of one series here and now."""
         return write_outputs(self.producer, decoded, items, out_dir)
 
-    def run_series(self, job: SeriesJob, decoded: list[Decoded], out_dir: Path) -> SeriesResult:
-        """Infer and write one series here and now (what `serve` does per job)."""
-        result = self.infer_series(job, decoded)
-        started = time.perf_counter()
-        result.line["outputs"] = self.write(decoded, result.items, out_dir)
-        result.line["seconds"] = round(result.line["seconds"] + time.perf_counter() - started, 4)
-        return result
-
     def infer_series(self, job: SeriesJob, decoded: list[Decoded]) -> SeriesResult:
-        """Infer one series; its line has no outputs yet (`write_outputs` adds them)."""
+        """Infer one series; its line has no outputs yet (`write_outputs` makes them)."""
         started = time.perf_counter()
         items = self.infer(decoded)
         line = {
@@ -295,19 +292,31 @@ class Inferencer:
 
 def write_outputs(
     producer: Producer, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path
-) -> list[str]:
-    """The DICOM outputs of one series; runs in a worker process too (`for_writing`)."""
-    writer = OUTPUTS.get(producer.spec.task)
-    if writer is None:
-        return []
-    try:
-        return [str(path) for path in writer(producer, decoded, items, out_dir)]
-    except EdgeimgError:
-        raise
-    except Exception as error:  # a library's text may quote source values; ours never does
-        raise OutputRefused(
-            internal_error(error, f"writing the {producer.spec.task} outputs")
-        ) from None
+) -> Written:
+    """Every chosen writer on one series; runs in a worker process too (`for_writing`)."""
+    return write_series(producer.writers, series_output(producer, decoded, items), out_dir)
+
+
+def series_output(
+    producer: Producer, decoded: list[Decoded], items: list[dict[str, Any]]
+) -> SeriesOutput:
+    """One series as writers receive it: headers, one Frame per per-slice result, typed items."""
+    from edgeimg.dicom.frames import is_multiframe
+
+    frames = tuple(
+        Frame(item.header, index + 1 if is_multiframe(item.header) else None, *item.size)
+        for item in decoded
+        for index in range(len(item.inputs))
+    )
+    return SeriesOutput(
+        spec=producer.spec,
+        engine_key=producer.engine_key,
+        sources=tuple(item.header for item in decoded),
+        frames=frames,
+        items=tuple(typed_all(producer.spec.task, items)),
+        predecessors=producer.predecessors,
+        other_evidence=producer.other_evidence,
+    )
 
 
 def for_writing(decoded: list[Decoded]) -> list[Decoded]:
@@ -317,153 +326,4 @@ def for_writing(decoded: list[Decoded]) -> list[Decoded]:
 
 def summarize(item: dict[str, Any]) -> dict[str, Any]:
     """A result made JSON-friendly: arrays become their summary, not their pixels."""
-    summary = {}
-    for key, value in item.items():
-        if isinstance(value, np.ndarray):
-            continue
-        summary[key] = value
-    return summary
-
-
-def _sources(decoded: list[Decoded]) -> list[Dataset]:
-    return [item.header for item in decoded]
-
-
-def _frames(decoded: list[Decoded]) -> list[Decoded]:
-    """One entry per frame, so per-slice results line up with their source files."""
-    return [item for item, _ in _numbered_frames(decoded)]
-
-
-def _numbered_frames(decoded: list[Decoded]) -> list[tuple[Decoded, int | None]]:
-    """Each frame with its 1-based number in a multi-frame source (None for single-frame)."""
-    from edgeimg.dicom.frames import is_multiframe
-
-    return [
-        (item, index + 1 if is_multiframe(item.header) else None)
-        for item in decoded
-        for index in range(len(item.inputs))
-    ]
-
-
-def _reference(source: Decoded, frame: int | None) -> dict[str, Any]:
-    """How a finding names its image: the SOP Instance UID, and the frame when there are many."""
-    reference: dict[str, Any] = {"sop_instance_uid": str(source.header.SOPInstanceUID)}
-    if frame is not None:
-        reference["frame"] = frame
-    return reference
-
-
-def _identity(producer: Producer, out_dir: Path) -> dict[str, Any]:
-    """What every writer is told about the producer and where to write."""
-    return {"model": producer.spec, "engine_key": producer.engine_key, "out_dir": out_dir}
-
-
-def _series_finding(decoded: list[Decoded], items: list[dict[str, Any]]) -> dict[str, Any]:
-    """The series-level finding of a slice classifier: its most confident slice, named."""
-    (source, frame), best = max(
-        zip(_numbered_frames(decoded), items, strict=True), key=lambda p: p[1]["probability"]
-    )
-    return {
-        "level": "series",
-        "probability": best["probability"],
-        "label": any(item["label"] for item in items),
-        "sop_instance_uids": [str(source.header.SOPInstanceUID)],
-        "frames": [frame],
-    }
-
-
-def _write_classification(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
-    """TID 1500 SR: the series-level finding, then one group per slice with the finding.
-
-    Every slice's probability is in results.jsonl; the SR carries the findings, which keeps it
-    small enough to build quickly (highdicom's cost grows with each measurement group).
-    """
-    from edgeimg.dicom.sr import write_sr
-
-    if producer.spec.input.sequence:
-        findings = [
-            {"level": "series", "probability": item["probability"], "label": item["positive"]}
-            for item in items
-        ]
-    else:
-        findings = [_series_finding(decoded, items)] + [
-            {**_reference(source, frame), "probability": item["probability"], "label": True}
-            for (source, frame), item in zip(_numbered_frames(decoded), items, strict=True)
-            if item["label"]
-        ]
-    return [
-        write_sr(
-            _sources(decoded),
-            findings,
-            **_identity(producer, out_dir),
-            predecessors=producer.predecessors,
-            other_evidence=producer.other_evidence,
-        )
-    ]
-
-
-def _write_detection(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
-    """TID 1500 SR with one planar ROI (box and score) per detection, in source pixels."""
-    from edgeimg.dicom.sr import write_sr
-
-    height, width = producer.spec.input.size
-    findings = []
-    for (source, frame), item in zip(_numbered_frames(decoded), items, strict=True):
-        scale = np.array([source.columns / width, source.rows / height] * 2)
-        boxes = [
-            [*(np.asarray(box) * scale).round(1).tolist(), score]
-            for box, score in zip(item["boxes"], item["scores"], strict=True)
-        ]
-        if boxes:
-            findings.append({**_reference(source, frame), "boxes": boxes})
-    if not findings:
-        findings = [{**_reference(*_numbered_frames(decoded)[0]), "boxes": []}]
-    return [
-        write_sr(
-            _sources(decoded),
-            findings,
-            **_identity(producer, out_dir),
-            predecessors=producer.predecessors,
-            other_evidence=producer.other_evidence,
-        )
-    ]
-
-
-def _write_segmentation(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
-    """SEG with the masks resampled back onto the source geometry."""
-    from edgeimg.dicom.seg import resample_mask, write_seg
-
-    masks = np.stack(
-        [
-            resample_mask(item["mask"], (source.rows, source.columns))
-            for source, item in zip(_frames(decoded), items, strict=True)
-        ]
-    )
-    return [write_seg(_sources(decoded), masks, **_identity(producer, out_dir))]
-
-
-def _write_enhanced(producer: Producer, decoded, items, out_dir: Path) -> list[Path]:
-    """Derived images in HU: the model's [0, 1] window mapped back and resized to the source."""
-    from edgeimg.dicom.derived import write_derived
-
-    spec_input = producer.spec.input
-    low = spec_input.window_center - spec_input.window_width / 2
-    images = np.stack(
-        [
-            resize(item["image"].astype(np.float32), (source.rows, source.columns))
-            * spec_input.window_width
-            + low
-            for source, item in zip(_frames(decoded), items, strict=True)
-        ]
-    )
-    return write_derived(_sources(decoded), images, **_identity(producer, out_dir))
-
-
-OUTPUTS: dict[str, Callable[..., list[Path]]] = {
-    "classify": _write_classification,
-    "series-classify": _write_classification,
-    "detect": _write_detection,
-    "segment": _write_segmentation,
-    "enhance": _write_enhanced,
-    "anomaly": _write_enhanced,
-}
+    return {key: value for key, value in item.items() if not isinstance(value, np.ndarray)}

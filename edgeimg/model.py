@@ -76,7 +76,7 @@ class ModelSpec:
         LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
     )
     labels: tuple[Code, ...] = (LESION,)
-    outputs: tuple[str, ...] = ("json",)
+    outputs: tuple[str, ...] = ()  # writers to run; none named: the task's default writers
     metric: str = ""
     tolerance: float = 0.01
     clinical_use: bool = False

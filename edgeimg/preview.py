@@ -14,6 +14,7 @@ import io
 import math
 import re
 from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ CAPTION_HEIGHT = 22
 STRIP_SLICES = 6
 STRIP_TILE = 128
 GAP = 4
+SHEET_COLUMNS = 8
+SHEET_TILE = 128
 CONTOUR_COLOUR = (255, 48, 48)
 BOX_COLOUR = (255, 200, 0)
 TEXT_COLOUR = (255, 255, 255)
@@ -205,14 +208,74 @@ def write_preview(
 def write_previews(
     spec: ModelSpec, decoded: list[Decoded], items: list[dict[str, Any]], out_dir: Path
 ) -> list[Path]:
-    """Previews for one series as `Inferencer.run_series` returns it (SeriesResult fields)."""
+    """Previews of one series a person can page through, in out_dir/<Series UID>/: one PNG per
+    slice named by its place in the series (`0001_<SOP Instance UID>.png`, in the order `run`
+    read the series), a contact sheet of them all, and index.html to page through them. A
+    sequence model's series gives its strip (`series.png`) and the index."""
+    if not decoded:
+        raise ValueError(f"model {spec.name!r}: a series preview needs at least one slice")
+    folder = Path(out_dir) / safe_uid(decoded[0].header.get("SeriesInstanceUID", ""))
+    folder.mkdir(parents=True, exist_ok=True)
+    pages: list[tuple[Path, str]] = []
     if spec.input.sequence:
-        return [write_preview(decoded, item, spec, out_dir) for item in items]
+        for item in items:
+            path = folder / "series.png"
+            render_series(decoded, item, spec.name).save(path, format="PNG")
+            pages.append((path, caption(spec.name, item)))
+        return [path for path, _ in pages] + [_index(folder, spec, pages, None)]
     frames = [(source, frame) for source in decoded for frame in range(len(source.inputs))]
-    return [
-        write_preview(source, item, spec, out_dir, frame)
-        for (source, frame), item in zip(frames, items, strict=True)
+    tiles = []
+    for index, ((source, frame), item) in enumerate(zip(frames, items, strict=True), start=1):
+        uid = safe_uid(source.header.get("SOPInstanceUID", ""))
+        image = render_slice(source, item, spec.name, frame)
+        path = folder / f"{index:04d}_{uid}.png"
+        image.save(path, format="PNG")
+        pages.append((path, caption(spec.name, item)))
+        tiles.append(image)
+    sheet = folder / "contact.png"
+    contact_sheet(tiles).save(sheet, format="PNG")
+    return [path for path, _ in pages] + [sheet, _index(folder, spec, pages, sheet)]
+
+
+def contact_sheet(images: Sequence[Image.Image]) -> Image.Image:
+    """Every slice's preview as a numbered tile, SHEET_COLUMNS to a row, in series order."""
+    columns = min(SHEET_COLUMNS, len(images))
+    rows = math.ceil(len(images) / columns)
+    step = SHEET_TILE + GAP
+    sheet = Image.new("RGB", (columns * step - GAP, rows * step - GAP), CAPTION_BACKGROUND)
+    draw, font = ImageDraw.Draw(sheet), _font(12)
+    for number, image in enumerate(images):
+        tile = image.copy()
+        tile.thumbnail((SHEET_TILE, SHEET_TILE))
+        x, y = (number % columns) * step, (number // columns) * step
+        sheet.paste(tile, (x, y))
+        draw.text((x + 3, y + 2), str(number + 1), fill=BOX_COLOUR, font=font)
+    return sheet
+
+
+def _index(
+    folder: Path, spec: ModelSpec, pages: list[tuple[Path, str]], sheet: Path | None
+) -> Path:
+    """index.html: the contact sheet, then each preview with its caption and links to the one
+    before and after it. It names files and results only, no header text."""
+    total = len(pages)
+    parts = [
+        "<!doctype html><meta charset='utf-8'>",
+        f"<title>{escape(spec.name)} previews</title>",
+        f"<h1>{escape(spec.name)} {escape(spec.version)}: {total} preview(s)</h1>",
     ]
+    if sheet is not None:
+        parts.append(f"<p><a href='#p1'><img src='{sheet.name}' alt='contact sheet'></a></p>")
+    for number, (path, text) in enumerate(pages, start=1):
+        around = ((number - 1, "previous"), (number + 1, "next"))
+        links = [f"<a href='#p{n}'>{label}</a>" for n, label in around if 1 <= n <= total]
+        parts.append(
+            f"<section id='p{number}'><h2>{number} / {total}</h2>{' '.join(links)}<br>"
+            f"<img src='{path.name}' alt='preview {number}'><p>{escape(text)}</p></section>"
+        )
+    path = folder / "index.html"
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
 
 
 def _salience(item: dict[str, Any]) -> float:

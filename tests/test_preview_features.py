@@ -122,18 +122,36 @@ def test_sequence_preview_is_one_strip_per_series(study, tmp_path):
         "slice_probabilities": [0.1 * i for i in range(SLICES)],
     }
     paths = write_previews(spec("lstm"), decoded, [item], tmp_path)
-    assert [p.name for p in paths] == [f"lstm-series-{decoded[0].header.SeriesInstanceUID}.png"]
+    series = str(decoded[0].header.SeriesInstanceUID)
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        f"{series}/series.png",
+        f"{series}/index.html",
+    ]
     pixels = rgb(paths[0])
     tiles = min(STRIP_SLICES, SLICES)
     assert pixels.shape[:2] == (128 + CAPTION_HEIGHT, tiles * 128 + (tiles - 1) * 4)
     assert count(pixels, BOX_COLOUR) > 0
 
 
-def test_write_previews_gives_one_png_per_slice(study, tmp_path):
+def test_previews_page_through_a_series_in_slice_order(study, tmp_path):
+    """One PNG per slice in <series>/, named <index>_<instance> in series order, a contact
+    sheet with a numbered tile per slice, and an index page linking each to the next."""
     decoded = decoded_for("cnn", study)
-    items = [{"probability": 0.5, "label": 0}] * len(decoded)
+    items = [{"probability": index / 10, "label": 0} for index in range(len(decoded))]
     paths = write_previews(spec("cnn"), decoded, items, tmp_path)
-    assert len(set(paths)) == len(decoded) and all(p.is_file() for p in paths)
+    series = tmp_path / str(decoded[0].header.SeriesInstanceUID)
+    slices = [
+        series / f"{index:04d}_{item.header.SOPInstanceUID}.png"
+        for index, item in enumerate(decoded, start=1)
+    ]
+    assert paths == [*slices, series / "contact.png", series / "index.html"]
+    assert sorted(p for p in series.iterdir() if p.name[0].isdigit()) == slices
+    with Image.open(series / "contact.png") as sheet:
+        assert sheet.size == (SLICES * (128 + 4) - 4, 128)
+    page = (series / "index.html").read_text()
+    assert page.index(slices[0].name) < page.index(slices[1].name) < page.index(slices[-1].name)
+    assert "href='#p2'>next" in page and f"href='#p{SLICES - 1}'>previous" in page
+    assert "probability=0.700" in page and "SYNTH" not in page
 
 
 def test_file_names_never_come_from_an_invalid_uid():

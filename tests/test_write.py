@@ -369,11 +369,15 @@ def test_inputs_that_do_not_fit_are_refused(sources, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kind", "function"), [("sr", write_sr), ("seg", write_seg), ("derived", write_derived)]
+    ("kind", "accepts"),
+    [("sr", "slice-finding"), ("seg", "mask"), ("derived", "image"), ("json", "")],
 )
-def test_writers_are_registered(kind, function):
-    assert load_registry().writer(kind).load() is function
-    assert load_registry().writer("json")
+def test_writers_are_registered(kind, accepts):
+    from edgeimg.writers import builtin
+
+    writer = load_registry().writer(kind)
+    assert writer.load() is getattr(builtin, f"write_{kind}")
+    assert (accepts in writer.accepts) if accepts else writer.accepts == ()
 
 
 @pytest.mark.parametrize("kind", KINDS)

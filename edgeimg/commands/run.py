@@ -73,7 +73,11 @@ def _progress(disable: bool) -> Progress:
     help="Decoding processes (0 decodes in this process).",
 )
 @click.option("--batch", default=8, show_default=True, help="Slices per engine call.")
-@click.option("--preview", is_flag=True, help="Also write a PNG per result for a quick look.")
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Also write previews per series: a PNG per slice, a contact sheet and index.html.",
+)
 @click.option("--features", is_flag=True, help="Also write per-slice embeddings (.npy + CSV).")
 @weights_option()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
@@ -292,7 +296,7 @@ def _run_series(
         result = inferencer.infer_series(job, decoded)
         writes = None
         if pool is None:
-            result.line["outputs"] = inferencer.write(decoded, result.items, out_dir)
+            _record(result.line, inferencer.write(decoded, result.items, out_dir))
         else:
             slim = for_writing(decoded)
             writes = pool.submit(write_outputs, inferencer.producer, slim, result.items, out_dir)
@@ -317,11 +321,19 @@ def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
     if writes is None:
         return
     try:
-        line["outputs"] = writes.result()
+        _record(line, writes.result())
     except Exception as error:  # the writers' own errors are already in our words
         failed = _series_error(line["series_uid"], line["files"], error, "writing the outputs")
         line.clear()
         line.update(failed)
+
+
+def _record(line: dict[str, Any], written: Any) -> None:
+    """A series' written DICOM objects are its outputs; other files a writer made are listed
+    apart (they are not forwarded anywhere)."""
+    line["outputs"] = written.objects
+    if written.files:
+        line["written_files"] = written.files
 
 
 def _series_error(

@@ -282,14 +282,16 @@ def _references(ds: Dataset, sources: Sequence[Dataset]) -> Iterator[str]:
     predecessor document (a revised SR) may name earlier outputs."""
     frames = {str(source.SOPInstanceUID): frame_count(source) for source in sources}
     frames[str(ds.get("SOPInstanceUID", ""))] = frame_count(ds)
-    inherited = {
-        str(item.ReferencedSOPInstanceUID)
-        for source in sources
-        for item in _referencing_items(source)
-    }
+    inherited: set[str] | None = None  # walked only when needed: it reads every source whole
     for item in _referencing_items(ds):
         uid = str(item.ReferencedSOPInstanceUID)
-        if uid not in frames and uid not in inherited:
+        if uid not in frames and inherited is None:
+            inherited = {
+                str(each.ReferencedSOPInstanceUID)
+                for source in sources
+                for each in _referencing_items(source)
+            }
+        if uid not in frames and uid not in (inherited or ()):
             yield f"references instance {uid}, which is not one of its sources"
             return
         numbers = item.get("ReferencedFrameNumber")

@@ -74,6 +74,9 @@ def write_seg(
         series_description=output.series_description,
         specific_character_set=character_set(sources),
     )
+    organization = output.uids.uid("dimension-organization", "1")
+    for item in (*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence):
+        item.DimensionOrganizationUID = organization  # highdicom's is random; ours is derived
     measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     if not measures.get("SliceThickness"):
         measures.SliceThickness = thickness  # highdicom copies the source's, empty or not

@@ -7,6 +7,8 @@
   ``"frame": n`` (1-based) when the source is a multi-frame (enhanced) image
 - series level: ``{"level": "series", "probability": 0.71, "label": True}``, optionally with
   ``"sop_instance_uids": [...]``, the images the finding rests on (default: every source)
+- several slices: ``{"sop_instance_uids": [...], "frames": [...], "probability": 0.93,
+  "label": True}``, one finding resting on those images (a run of adjacent positive slices)
 - detection: ``{"sop_instance_uid": uid, "boxes": [[x0, y0, x1, y1, score], ...]}`` (and
   ``"frame"``), corners in
   DICOM image coordinates (column, row; (0, 0) is the top-left corner of the top-left pixel, as
@@ -143,7 +145,7 @@ class _Groups:
 
     def __call__(self, index: int, finding: Mapping[str, Any]) -> list[Group]:
         """One group per slice or series finding, one planar ROI group per box."""
-        if finding.get("level") == "series":
+        if finding.get("level") == "series" or "sop_instance_uids" in finding:
             uids = finding.get("sop_instance_uids")
             frames = finding.get("frames") or [None] * len(uids or [])
             keys = (

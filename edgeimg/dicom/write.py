@@ -134,16 +134,29 @@ def _series_number(ds: Dataset) -> int:
 
 
 def prepare(
-    kind: str, what: str, sources: Sequence[Dataset], model: ModelSpec, engine_key: str
+    kind: str,
+    what: str,
+    sources: Sequence[Dataset],
+    model: ModelSpec,
+    engine_key: str,
+    *,
+    series_offset: int | None = None,
 ) -> Output:
-    """The identity of the `kind` output of `model` run by `engine_key` on `sources`."""
+    """The identity of the `kind` output of `model` run by `engine_key` on `sources`.
+
+    A writer of its own kind (a plugin's) gives the `series_offset` its series number takes
+    from the source's; the built-in kinds have theirs in SERIES_OFFSETS.
+    """
+    offset = SERIES_OFFSETS.get(kind) if series_offset is None else series_offset
+    if offset is None:
+        raise ValueError(f"output kind {kind!r} has no series number offset; give series_offset")
     if not engine_key:
         raise ValueError("engine_key is empty; output UIDs are derived from it")
     uids = output_uids(
         kind, (ds.SOPInstanceUID for ds in sources), model.name, model.version, engine_key
     )
     source_number = min(_series_number(ds) for ds in sources)
-    number = min(source_number + SERIES_OFFSETS[kind], _MAX_IS)
+    number = min(source_number + offset, _MAX_IS)
     return Output(uids, number, series_description(model, what), model, engine_key)
 
 
@@ -168,9 +181,53 @@ def _state_deidentification(dataset: Dataset, sources: Sequence[Dataset]) -> Non
     dataset.DeidentificationMethod = UNSTATED_METHOD
 
 
+#: date and time pairs an output states about itself, set from its sources (`source_time`)
+STAMPED = (
+    ("InstanceCreationDate", "InstanceCreationTime"),
+    ("ContentDate", "ContentTime"),
+    ("SeriesDate", "SeriesTime"),
+    ("DateOfSecondaryCapture", "TimeOfSecondaryCapture"),
+)
+#: where a source says when its content was made, most specific first
+SOURCE_TIMES = ("Content", "Acquisition", "Series", "Study")
+#: for sources that say nothing of when (the DICOM epoch of no meaning, but a fixed one)
+NO_TIME = ("19700101", "000000")
+
+
+def source_time(sources: Sequence[Dataset]) -> tuple[str, str]:
+    """The newest (date, time) the sources give for their content: what an output's dates and
+    times say, so that the same input gives the same bytes (a re-run, a retry, another node)."""
+    found = []
+    for ds in sources:
+        for prefix in SOURCE_TIMES:
+            date = str(ds.get(f"{prefix}Date", "") or "")
+            if len(date) == 8 and date.isdigit():
+                found.append((date, str(ds.get(f"{prefix}Time", "") or "000000")))
+                break
+    return max(found, default=NO_TIME)
+
+
+def _stamp(dataset: Dataset, sources: Sequence[Dataset]) -> None:
+    """highdicom and the derived writer date an object by the clock; date it by its sources."""
+    date, time = source_time(sources)
+    for date_keyword, time_keyword in STAMPED:
+        if date_keyword in dataset:
+            setattr(dataset, date_keyword, date)
+            setattr(dataset, time_keyword, time)
+    inherited = {
+        str(item.get("ContributionDateTime"))
+        for source in sources
+        for item in source.get("ContributingEquipmentSequence") or []
+    }
+    for item in dataset.get("ContributingEquipmentSequence") or []:
+        if "ContributionDateTime" in item and str(item.ContributionDateTime) not in inherited:
+            item.ContributionDateTime = date + time  # ours or highdicom's, dated by the clock
+
+
 def save(dataset: Dataset, out_dir: Path, sources: Sequence[Dataset]) -> Path:
     """Gate `dataset`, then write it to out_dir/<SOPInstanceUID>.dcm durably (temp file, fsync,
     rename): an object that fails the gate never reaches the folder the forwarder reads."""
+    _stamp(dataset, sources)
     _state_deidentification(dataset, sources)
     check_output(dataset, sources)
     out_dir = Path(out_dir)

@@ -98,7 +98,9 @@ _LAZY = {
     "edgeimg.synth": ("make_phantom", "make_slices", "low_dose"),
     "edgeimg.training": ("predict", "save_checkpoint", "train", "evaluate"),
     "edgeimg.backends.base": ("Backend", "BackendUnavailable", "CompileJob", "Runner"),
-    "edgeimg.writers": ("Writer",),
+    "edgeimg.writers": ("Writer", "SeriesOutput", "Frame"),
+    "edgeimg.writers.items": ("SliceFinding", "SeriesFinding", "Detections", "Mask", "Image"),
+    "edgeimg.dicom.write": ("MANUFACTURER", "check_sources", "prepare", "save"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

@@ -220,8 +220,10 @@ class Worker:
                 result = inferencer.infer_series(series_job, decoded)
                 compared(result.line)
                 shown = (decoded, result)
-                written = write_outputs(producer, decoded, result.items, self.results_dir / model)
+                made = write_outputs(producer, decoded, result.items, self.results_dir / model)
+                written = made.objects  # DICOM objects: the ones forwarded
                 line = {**result.line, "outputs": written, "job": job["id"]}
+                line["written_files"] = made.files
                 lines.append({**line, "supersedes": supersedes})
                 outputs.extend(written)
             # One write once every series ran: a job retried after an outage adds no duplicates.

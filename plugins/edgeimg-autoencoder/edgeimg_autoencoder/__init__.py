@@ -20,7 +20,7 @@ def register_models(register):
             implementation="edgeimg_autoencoder.model:AutoencoderModel",
             weights="weights/autoencoder.safetensors",
             input=InputSpec(size=(512, 512)),
-            outputs=("derived", "sr", "json"),
+            outputs=("derived", "json"),
             metric="psnr",
         )
     )
