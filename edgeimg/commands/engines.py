@@ -16,9 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeimg.backends.base import BackendUnavailable
+from edgeimg.commands.precision import describe_race, precision_option, race_summary
 from edgeimg.console import err, out, print_json
 from edgeimg.engine import store
-from edgeimg.engine.build import PRECISIONS
+from edgeimg.engine.build import AUTO
 from edgeimg.engine.errors import EngineError
 
 
@@ -59,7 +60,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
     help="onnxruntime, torch, tensorrt or a plugin's; auto: the best one available here "
     "(tensorrt > onnxruntime > torch).",
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@precision_option()
 @click.option(
     "--calib",
     multiple=True,
@@ -85,6 +86,10 @@ def build_engine_command(
     """Export NAME to ONNX, calibrate (INT8), compile, verify against torch and store."""
     from edgeimg.engine.build import build_engine
 
+    if precision == AUTO and no_verify:
+        raise click.UsageError(
+            "--no-verify needs an explicit --precision (auto races verified engines)"
+        )
     with _engine_errors(), err.status("building engine") as status:
         result = build_engine(
             name,
@@ -104,6 +109,8 @@ def build_engine_command(
     out.print(f"{state} {result.model} {result.precision} {result.backend} engine {result.key}")
     out.print(f"  {escape(str(result.path))}")
     out.print(f"  {describe_verification(result.manifest.get('verification', {}))}")
+    if result.manifest.get("race"):
+        out.print(f"  {escape(describe_race(result.manifest['race']))}")
 
 
 def describe_verification(verification: dict[str, Any]) -> str:
@@ -133,6 +140,7 @@ def _listing(root: Path) -> list[dict[str, Any]]:
                 "device": manifest.get("device"),
                 "built_at": manifest.get("built_at"),
                 "verification": manifest.get("verification"),
+                "race": race_summary(manifest.get("race")),
             }
         )
     return rows
@@ -164,7 +172,17 @@ def engines(ctx: click.Context, engines_dir: Path | None, as_json: bool) -> None
             str(row["precision"]),
             escape(gpu or device.get("cpu") or "?"),
             str(row["built_at"]),
-            escape(describe_verification(row["verification"] or {})),
+            escape(
+                "\n".join(
+                    filter(
+                        None,
+                        [
+                            describe_verification(row["verification"] or {}),
+                            describe_race(row["race"]),
+                        ],
+                    )
+                )
+            ),
         )
     out.print(table)
 

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from edgeimg.commands.precision import precision_option
 from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
 from edgeimg.privacy import scrub
@@ -53,9 +54,7 @@ def _progress(disable: bool) -> Progress:
     help="Where DICOM outputs and results.jsonl go.",
 )
 @click.option("--backend", default="auto", show_default=True, help="Engine backend.")
-@click.option(
-    "--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"])
-)
+@precision_option()
 @click.option(
     "--engines-dir",
     type=click.Path(path_type=Path),

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeimg.commands.deid import load_or_create_key
+from edgeimg.commands.precision import precision_option
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
 from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
@@ -114,13 +115,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
-@click.option(
-    "--precision",
-    default="fp32",
-    show_default=True,
-    type=click.Choice(["fp32", "fp16", "int8"]),
-    help="Engine precision for --model.",
-)
+@precision_option("Engine precision for --model.")
 @click.option(
     "--spool",
     type=_SPOOL,

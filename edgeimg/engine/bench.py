@@ -52,6 +52,27 @@ def configurations(
     return wanted, skipped
 
 
+def measure(
+    runners: list[Runner], arrays: tuple[np.ndarray, ...], seconds: float, rounds: int = ROUNDS
+) -> list[list[float]]:
+    """Seconds per call of each runner, measured in interleaved rounds after a warm-up, so that
+    load from other processes falls on all of them alike."""
+    for runner in runners:
+        for _ in range(WARMUP):
+            runner.run(*arrays)
+    latencies: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for runner, times in zip(runners, latencies, strict=True):
+            deadline = time.perf_counter() + seconds / rounds / len(runners)
+            while True:
+                start = time.perf_counter()
+                runner.run(*arrays)
+                times.append(time.perf_counter() - start)
+                if start > deadline:
+                    break
+    return latencies
+
+
 def _summary(subject: _Subject, batch: int) -> dict[str, Any]:
     latencies = np.asarray(subject.latencies)
     return {
@@ -87,18 +108,9 @@ def bench(
                 skipped.append({"backend": backend, "precision": precision, "reason": str(error)})
                 continue
         subjects.append(_Subject(backend, precision, runner))
-    for subject in subjects:
-        for _ in range(WARMUP):
-            subject.runner.run(*arrays)
-    for _ in range(ROUNDS):
-        for subject in subjects:
-            deadline = time.perf_counter() + seconds / ROUNDS / len(subjects)
-            while True:
-                start = time.perf_counter()
-                subject.runner.run(*arrays)
-                subject.latencies.append(time.perf_counter() - start)
-                if start > deadline:
-                    break
+    timings = measure([s.runner for s in subjects], arrays, seconds)
+    for subject, latencies in zip(subjects, timings, strict=True):
+        subject.latencies = latencies
     results = [_summary(s, batch) for s in subjects]
     baseline = results[0]["images_per_s"]
     for result in results:

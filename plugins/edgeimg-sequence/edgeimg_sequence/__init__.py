@@ -23,6 +23,7 @@ def register_models(register):
             input=SEQUENCE_INPUT,
             outputs=("sr", "json"),
             metric="accuracy",
+            tolerance=0.005,
         )
     )
     register(
@@ -36,6 +37,7 @@ def register_models(register):
             input=SEQUENCE_INPUT,
             outputs=("sr", "json"),
             metric="accuracy",
+            tolerance=0.005,
         )
     )
     register(
@@ -49,5 +51,6 @@ def register_models(register):
             input=SEQUENCE_INPUT,
             outputs=("sr", "json"),
             metric="accuracy",
+            tolerance=0.005,
         )
     )
