@@ -172,19 +172,12 @@ def engines(ctx: click.Context, engines_dir: Path | None, as_json: bool) -> None
             str(row["precision"]),
             escape(gpu or device.get("cpu") or "?"),
             str(row["built_at"]),
-            escape(
-                "\n".join(
-                    filter(
-                        None,
-                        [
-                            describe_verification(row["verification"] or {}),
-                            describe_race(row["race"]),
-                        ],
-                    )
-                )
-            ),
+            escape(describe_verification(row["verification"] or {})),
         )
     out.print(table)
+    for row in rows:
+        if row["race"]:
+            out.print(f"{row['model']} {row['key']}: {escape(describe_race(row['race']))}")
 
 
 @engines.command("verify")
