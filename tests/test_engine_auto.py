@@ -141,6 +141,23 @@ def test_auto_is_the_default_and_cannot_skip_verification(racers, monkeypatch):
     assert usage.exit_code == 2 and "--no-verify needs an explicit --precision" in usage.stderr
 
 
+def test_bench_measures_the_auto_engine_beside_onnxruntime_fp32(racers):
+    args = ["bench", "fake-image", "--backends", "onnxruntime", "--precisions", "fp32,auto"]
+    result = invoke(*args, "--batch", "4", "--seconds", "0.3", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {(r["backend"], r["precision"]): r for r in json.loads(result.stdout)["results"]}
+    assert list(rows) == [("torch", "fp32"), ("onnxruntime", "fp32"), ("auto", "auto")]
+    chosen = load_engine("fake-image", precision="auto").manifest
+    assert rows[("auto", "auto")]["chosen"] == f"{chosen['backend']} {chosen['precision']}"
+    assert rows[("onnxruntime", "fp32")]["ratio_to_onnxruntime_fp32"] == 1.0
+    assert rows[("auto", "auto")]["ratio_to_onnxruntime_fp32"] > 0
+    table = invoke(*args, "--batch", "4", "--seconds", "0.2")
+    assert (
+        table.exit_code == 0
+        and f"auto is {chosen['backend']} {chosen['precision']}" in table.stdout
+    )
+
+
 EXPECTED_TOLERANCES = {
     "cnn": ("auc", 0.005),
     "unet": ("dice", 0.01),

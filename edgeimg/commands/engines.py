@@ -228,21 +228,22 @@ def bench(
         print_json(report)
         return
     table = Table(title=f"{name}, batch {batch}, {escape(report['device']['cpu'])}")
-    columns = ["backend", "precision", "images/s", "p50 ms", "p95 ms", "vs torch fp32"]
-    versus_ort = all("ratio_to_onnxruntime_fp32" in row for row in report["results"])
-    for column in columns + (["vs onnxruntime fp32"] if versus_ort else []):
+    for column in ("backend", "precision", "images/s", "p50 ms", "p95 ms", "vs torch fp32"):
         table.add_column(column, justify="right" if column[0] in "ipv" else "left")
     for row in report["results"]:
-        chosen = f" ({row['chosen']})" if row.get("chosen") else ""
         table.add_row(
             row["backend"],
-            row["precision"] + chosen,
+            row["precision"],
             f"{row['images_per_s']:.1f}",
             f"{row['p50_ms']:.2f}",
             f"{row['p95_ms']:.2f}",
             f"{row['ratio_to_torch_fp32']:.2f}x",
-            *([f"{row['ratio_to_onnxruntime_fp32']:.2f}x"] if versus_ort else []),
         )
     out.print(table)
+    for row in report["results"]:
+        if row.get("chosen"):
+            versus = row.get("ratio_to_onnxruntime_fp32")
+            share = f", {versus:.2f}x onnxruntime fp32" if versus else ""
+            out.print(f"auto is {row['chosen']} (the race winner here){share}")
     for item in report["skipped"]:
         out.print(f"skipped {item['backend']} {item['precision']}: {escape(item['reason'])}")
