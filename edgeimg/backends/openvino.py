@@ -1,4 +1,5 @@
-"""OpenVINO on the CPU: FP32, BF16 where the CPU has it, INT8 from our QDQ graph.
+"""OpenVINO on the CPU: FP32, BF16 where the CPU has it, INT8 from our QDQ graph (calibrated
+with symmetric activations, as for TensorRT).
 
 The engine file is the compiled model exported as a blob (`compiled.export_model()`), so a warm
 start imports it without recompiling. The blob depends on the OpenVINO version, the CPU and the
@@ -66,7 +67,9 @@ class OpenVinoBackend(Backend):
     precisions = ("fp32", "bf16", "int8")
     priority = 40
     engine_file = "model.ov.blob"
-    symmetric_activations = False
+    #: OpenVINO runs INT8 activations with zero point 0 on its VNNI/AMX kernels; with ONNX
+    #: Runtime's asymmetric ones it fell back (cnn, batch 8: 3.1 ms symmetric, 22.9 asymmetric)
+    symmetric_activations = True
 
     def unsupported(self, precision: str) -> str | None:
         reason = super().unsupported(precision)
