@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,25 +102,7 @@ def _model(name: str, engines_dir: Path, seconds: float, bf16_peak: float | None
     return report
 
 
-def run(weights: dict[str, str] | None = None, seconds: float = SECONDS) -> dict[str, Any]:
-    """Bench every model that has weights (overrides in `weights`); list the others as skipped."""
-    registry = get_registry()
-    for name, path in (weights or {}).items():
-        registry.models[name] = dataclasses.replace(
-            registry.model(name), weights=str(Path(path).resolve())
-        )
-    models, skipped = {}, {}
-    bf16_peak = bf16_gemm_gflops()
-    with tempfile.TemporaryDirectory(prefix="edgeimg-bench-") as engines_dir:
-        for name, spec in sorted(registry.models.items()):
-            path = spec.weights_path()
-            if path is None or not path.is_file():
-                skipped[name] = f"no trained weights at {path}"
-                continue
-            try:
-                models[name] = _model(name, Path(engines_dir), seconds, bf16_peak)
-            except Exception as error:  # one model's failure is a result, not the end of the run
-                skipped[name] = f"{type(error).__name__}: {error}"
+def _document(models: dict, skipped: dict, bf16_peak: float | None) -> dict[str, Any]:
     summary = {
         name: {
             "auto_chose": report["auto"].get("chosen"),
@@ -139,15 +122,56 @@ def run(weights: dict[str, str] | None = None, seconds: float = SECONDS) -> dict
     }
 
 
+def run(
+    weights: dict[str, str] | None = None,
+    seconds: float = SECONDS,
+    order: list[str] | None = None,
+    engines_dir: Path | None = None,
+    each: Callable[[dict[str, Any]], Any] | None = None,
+) -> dict[str, Any]:
+    """Bench every model that has weights (overrides in `weights`; `order` first); list the
+    others as skipped. `each` gets the report so far after every model (long runs on a busy
+    box keep what they measured); `engines_dir` keeps the engines (default: a temporary one)."""
+    registry = get_registry()
+    for name, path in (weights or {}).items():
+        registry.models[name] = dataclasses.replace(
+            registry.model(name), weights=str(Path(path).resolve())
+        )
+    models, skipped = {}, {}
+    bf16_peak = bf16_gemm_gflops()
+    names = [*(order or []), *sorted(set(registry.models) - set(order or []))]
+    with tempfile.TemporaryDirectory(prefix="edgeimg-bench-") as scratch:
+        root = engines_dir or Path(scratch)
+        for name in names:
+            path = registry.model(name).weights_path()
+            if path is None or not path.is_file():
+                skipped[name] = f"no trained weights at {path}"
+                continue
+            try:
+                models[name] = _model(name, root, seconds, bf16_peak)
+            except Exception as error:  # one model's failure is a result, not the end of the run
+                skipped[name] = f"{type(error).__name__}: {error}"
+            if each is not None:
+                each(_document(models, skipped, bf16_peak))
+    return _document(models, skipped, bf16_peak)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", action="append", default=[], help="NAME=PATH")
     parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument("--models", default="", help="comma-separated models to run first")
+    parser.add_argument("--engines-dir", type=Path, help="keep engines here (reused on rerun)")
     args = parser.parse_args(argv)
     weights = dict(item.split("=", 1) for item in args.weights)
+    order = [name for name in args.models.split(",") if name]
     from benchmarks.__main__ import write_result
 
-    print(write_result("engines", run(weights, args.seconds)))
+    def partial(report: dict[str, Any]) -> None:
+        write_result("engines", {**report, "complete": False})
+
+    report = run(weights, args.seconds, order, args.engines_dir, partial)
+    print(write_result("engines", {**report, "complete": True}))
     return 0
 
 
