@@ -47,17 +47,25 @@ def _ratio(results: list[dict[str, Any]], top: str, bottom: str) -> float | None
 
 
 def _auto(spec: Any, engines_dir: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The auto engine's race, its metric against the tolerance and its ratio to ORT FP32."""
+    """The auto engine's race, its metric against the tolerance and its ratio to ORT FP32.
+
+    Bars are judged on medians (a stall on a shared box moves the mean); the auto engine *is*
+    ORT FP32 where that won the race, and cannot be slower than itself.
+    """
     found = find_raced(spec, engines_dir)
     if found is None:
         return {"built": False}
     manifest = found[1]
     race, verification = manifest["race"], manifest["verification"]
-    passed = [c for c in race["candidates"] if c.get("ms_per_batch") is not None]
-    fastest = min(passed, key=lambda c: c["ms_per_batch"])
-    ratio = _ratio(results, "auto auto", "onnxruntime fp32")
+    median = {f"{r['backend']} {r['precision']}": r["p50_ms"] for r in results}
+    median_ratio = (
+        median["onnxruntime fp32"] / median["auto auto"]
+        if {"onnxruntime fp32", "auto auto"} <= set(median)
+        else None
+    )
     chosen = f"{manifest['backend']} {manifest['precision']}"
     bar = AUTO_BARS.get(spec.name, 1.0)
+    engines = [r for r in results if r["backend"] not in ("auto", "torch")]
     return {
         "chosen": chosen,
         "race": race,
@@ -67,12 +75,13 @@ def _auto(spec: Any, engines_dir: Path, results: list[dict[str, Any]]) -> dict[s
         "drop": verification.get("drop"),
         "tolerance": verification["tolerance"],
         "within_tolerance": bool(verification["passed"]),
-        "ratio_to_onnxruntime_fp32": ratio,
+        "ratio_to_onnxruntime_fp32": _ratio(results, "auto auto", "onnxruntime fp32"),
+        "median_ratio_to_onnxruntime_fp32": median_ratio,
         "bar": bar,
-        # the auto engine *is* ORT FP32 when that won: it cannot be slower than itself
-        "met": (ratio is not None and ratio >= bar)
+        "met": (median_ratio is not None and median_ratio >= bar)
         or (bar == 1.0 and chosen == "onnxruntime fp32"),
-        "int8_only_if_fastest": manifest["precision"] != "int8" or fastest["status"] == "chosen",
+        "int8_only_if_fastest": manifest["precision"] != "int8"
+        or all(r["p50_ms"] >= median[chosen] for r in engines if chosen in median),
     }
 
 
@@ -106,7 +115,10 @@ def _document(models: dict, skipped: dict, bf16_peak: float | None) -> dict[str,
     summary = {
         name: {
             "auto_chose": report["auto"].get("chosen"),
-            "auto_vs_onnxruntime_fp32": report["auto"].get("ratio_to_onnxruntime_fp32"),
+            "auto_vs_onnxruntime_fp32_median": report["auto"].get(
+                "median_ratio_to_onnxruntime_fp32"
+            ),
+            "auto_vs_onnxruntime_fp32_mean": report["auto"].get("ratio_to_onnxruntime_fp32"),
             "bar": report["auto"].get("bar"),
             "met": report["auto"].get("met"),
             "metric_within_tolerance": report["auto"].get("within_tolerance"),
