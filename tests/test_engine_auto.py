@@ -100,7 +100,8 @@ def test_the_race_keeps_the_fastest_engine_that_passes(racers):
 
 
 def test_a_runtime_upgrade_runs_the_race_again(racers, monkeypatch):
-    race("fake-image", "onnxruntime", seconds=0.3)
+    first_use = load_engine("fake-image", "onnxruntime", "auto", build=True)  # as run/serve do
+    assert first_use.manifest["race"]["scope"] == "onnxruntime"
     spec = get_registry().model("fake-image")
     assert find_raced(spec, racers, "onnxruntime") is not None
     monkeypatch.setattr(OnnxRuntimeBackend, "version", lambda self: "99.0")
