@@ -78,7 +78,10 @@ class ModelSpec:
     labels: tuple[Code, ...] = (LESION,)
     outputs: tuple[str, ...] = ()  # writers to run; none named: the task's default writers
     metric: str = ""
+    #: the largest drop of `metric` (engine vs torch FP32 on held-out data) an engine may show
     tolerance: float = 0.01
+    #: False for error metrics (MAE): a rise, not a fall, is then the drop
+    higher_is_better: bool = True
     clinical_use: bool = False
     plugin: str = ""
     #: how many prior studies of the same patient and modality (most recent first) `serve`
@@ -128,6 +131,7 @@ class ModelSpec:
             "outputs": list(self.outputs),
             "metric": self.metric,
             "tolerance": self.tolerance,
+            "higher_is_better": self.higher_is_better,
             "weights": self.weights,
             "clinical_use": self.clinical_use,
             "priors": self.priors,

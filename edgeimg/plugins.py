@@ -20,6 +20,7 @@ from edgeimg import hookspecs
 
 DEFAULT_PLUGINS = (
     "edgeimg.backends.onnxruntime",
+    "edgeimg.backends.openvino",
     "edgeimg.backends.torch",
     "edgeimg.backends.tensorrt",
     "edgeimg.backends.triton",

@@ -14,6 +14,10 @@ from edgeimg.plugins import reset_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: run and serve default to `--precision auto`, which races every engine first; tests that run
+#: models pin FP32 (here and in the edgeimg subprocesses they start); tests of auto ask for it
+os.environ.setdefault("EDGEIMG_PRECISION", "fp32")
+
 
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):

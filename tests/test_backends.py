@@ -18,7 +18,7 @@ def test_default_backends_are_registered_in_priority_order():
     backends = get_registry().backends
     assert {"onnxruntime", "torch", "tensorrt"} <= set(backends)
     ranked = sorted(backends.values(), key=lambda b: -b.priority)
-    assert [b.name for b in ranked][:3] == ["tensorrt", "onnxruntime", "torch"]
+    assert [b.name for b in ranked][:4] == ["tensorrt", "onnxruntime", "openvino", "torch"]
 
 
 def test_onnxruntime_uses_physical_cores_and_full_optimization(tmp_path):

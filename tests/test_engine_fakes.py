@@ -139,6 +139,7 @@ def fake_specs(directory: Path) -> list[ModelSpec]:
         input=InputSpec(size=(SIZE, SIZE), window_center=40.0, window_width=400.0),
         metric="mae",
         tolerance=0.05,
+        higher_is_better=False,
     )
     series = dataclasses.replace(
         image,

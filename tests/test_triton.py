@@ -296,3 +296,15 @@ def test_bad_targets_are_refused(text):
 
     with pytest.raises(EngineError, match="HOST:PORT"):
         parse_target(text)
+
+
+def test_auto_never_picks_the_remote_engine(monkeypatch):
+    from edgeimg.engine.build import resolve_backend
+    from edgeimg.engine.race import candidates
+
+    monkeypatch.setenv("EDGEIMG_TRITON", "127.0.0.1:1")
+    wanted, unavailable = candidates("auto")
+    assert "triton" not in {backend.name for backend, _ in wanted}
+    assert "triton" not in {row["backend"] for row in unavailable}
+    assert resolve_backend("auto", "fp32").name != "triton"
+    assert [backend.name for backend, _ in candidates("triton")[0]] == ["triton"]

@@ -17,10 +17,11 @@ from rich.table import Table
 
 from edgeimg.backends.base import BackendUnavailable
 from edgeimg.commands.options import triton_option
+from edgeimg.commands.precision import describe_race, precision_option, race_summary
 from edgeimg.commands.weights import use_weights, weights_option
 from edgeimg.console import err, out, print_json
 from edgeimg.engine import store
-from edgeimg.engine.build import PRECISIONS
+from edgeimg.engine.build import AUTO
 from edgeimg.engine.errors import EngineError
 
 
@@ -58,10 +59,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
     "--backend",
     default="auto",
     show_default=True,
-    help="onnxruntime, torch, tensorrt, triton or a plugin's; auto: the best one available here "
-    "(tensorrt > onnxruntime > torch).",
+    help="onnxruntime, openvino, torch, tensorrt, triton or a plugin's; auto: race the backends "
+    "available here (triton only when named).",
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@precision_option()
 @click.option(
     "--calib",
     multiple=True,
@@ -91,6 +92,10 @@ def build_engine_command(
     from edgeimg.engine.build import build_engine
 
     use_weights(name, weights)
+    if precision == AUTO and no_verify:
+        raise click.UsageError(
+            "--no-verify needs an explicit --precision (auto races verified engines)"
+        )
     with engine_errors(), err.status("building engine") as status:
         result = build_engine(
             name,
@@ -110,6 +115,8 @@ def build_engine_command(
     out.print(f"{state} {result.model} {result.precision} {result.backend} engine {result.key}")
     out.print(f"  {escape(str(result.path))}")
     out.print(f"  {describe_verification(result.manifest.get('verification', {}))}")
+    if result.manifest.get("race"):
+        out.print(f"  {escape(describe_race(result.manifest['race']))}")
 
 
 def describe_verification(verification: dict[str, Any]) -> str:
@@ -139,6 +146,7 @@ def _listing(root: Path) -> list[dict[str, Any]]:
                 "device": manifest.get("device"),
                 "built_at": manifest.get("built_at"),
                 "verification": manifest.get("verification"),
+                "race": race_summary(manifest.get("race")),
             }
         )
     return rows
@@ -173,6 +181,9 @@ def engines(ctx: click.Context, engines_dir: Path | None, as_json: bool) -> None
             escape(describe_verification(row["verification"] or {})),
         )
     out.print(table)
+    for row in rows:
+        if row["race"]:
+            out.print(f"{row['model']} {row['key']}: {escape(describe_race(row['race']))}")
 
 
 @engines.command("verify")
@@ -239,5 +250,10 @@ def bench(
             f"{row['ratio_to_torch_fp32']:.2f}x",
         )
     out.print(table)
+    for row in report["results"]:
+        if row.get("chosen"):
+            versus = row.get("ratio_to_onnxruntime_fp32")
+            share = f", {versus:.2f}x onnxruntime fp32" if versus else ""
+            out.print(f"auto is {row['chosen']} (the race winner here){share}")
     for item in report["skipped"]:
         out.print(f"skipped {item['backend']} {item['precision']}: {escape(item['reason'])}")

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeimg.commands.options import triton_option
+from edgeimg.commands.precision import precision_option
 from edgeimg.commands.source import fetch_inputs, source_options
 from edgeimg.commands.weights import use_weights, weights_option
 from edgeimg.console import err, out, print_json
@@ -57,9 +58,7 @@ def _progress(disable: bool) -> Progress:
 )
 @click.option("--backend", default="auto", show_default=True, help="Engine backend.")
 @triton_option
-@click.option(
-    "--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"])
-)
+@precision_option()
 @click.option(
     "--engines-dir",
     type=click.Path(path_type=Path),

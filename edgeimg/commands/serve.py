@@ -16,6 +16,7 @@ from rich.table import Table
 
 from edgeimg.commands.deid import load_or_create_key
 from edgeimg.commands.options import triton_option
+from edgeimg.commands.precision import precision_option
 from edgeimg.commands.weights import use_weights_for, weights_option
 from edgeimg.console import err, out, print_json
 from edgeimg.files import dicom_files
@@ -144,13 +145,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 @click.option("--allow", multiple=True, help="Calling AE title allowed (AET or AET@HOST).")
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
 @triton_option
-@click.option(
-    "--precision",
-    default="fp32",
-    show_default=True,
-    type=click.Choice(["fp32", "fp16", "int8"]),
-    help="Engine precision for --model.",
-)
+@precision_option("Engine precision for --model.")
 @click.option(
     "--spool",
     type=_SPOOL,

@@ -16,7 +16,7 @@ import numpy as np
 from edgeimg.backends.base import Runner, physical_cores
 from edgeimg.backends.torch import TorchRunner
 from edgeimg.device import cpu_model
-from edgeimg.engine.build import PRECISIONS
+from edgeimg.engine.build import AUTO, PRECISIONS
 from edgeimg.engine.errors import EngineError
 from edgeimg.engine.load import load_engine
 from edgeimg.engine.network import implementation, load_network
@@ -32,24 +32,53 @@ class _Subject:
     precision: str
     runner: Runner
     latencies: list[float] = field(default_factory=list)
+    #: for the auto engine: the backend and precision its race chose
+    chosen: str | None = None
 
 
 def configurations(
     backends: list[str] | None, precisions: list[str] | None
 ) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
-    """(backend, precision) pairs to measure, torch FP32 first, and the ones skipped with why."""
+    """(backend, precision) pairs to measure, torch FP32 first, and the ones skipped with why.
+
+    ("auto", "auto") comes last when `precisions` is None or names auto: the winner of the
+    `--precision auto` race over every backend, measured beside what it raced against.
+    """
     registry = get_registry()
     names = backends or [b.name for b in registry.backends.values() if b.missing() is None]
     wanted, skipped = [("torch", "fp32")], []
     for name in names:
         backend = registry.backend(name)
-        for precision in precisions or PRECISIONS:
+        for precision in [p for p in precisions or PRECISIONS if p != AUTO]:
             reason = backend.missing() or backend.unsupported(precision)
             if reason:
                 skipped.append({"backend": name, "precision": precision, "reason": reason})
             elif not reason and (name, precision) not in wanted:
                 wanted.append((name, precision))
+    if precisions is None or AUTO in precisions:
+        wanted.append((AUTO, AUTO))
     return wanted, skipped
+
+
+def measure(
+    runners: list[Runner], arrays: tuple[np.ndarray, ...], seconds: float, rounds: int = ROUNDS
+) -> list[list[float]]:
+    """Seconds per call of each runner, measured in interleaved rounds after a warm-up, so that
+    load from other processes falls on all of them alike."""
+    for runner in runners:
+        for _ in range(WARMUP):
+            runner.run(*arrays)
+    latencies: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for runner, times in zip(runners, latencies, strict=True):
+            deadline = time.perf_counter() + seconds / rounds / len(runners)
+            while True:
+                start = time.perf_counter()
+                runner.run(*arrays)
+                times.append(time.perf_counter() - start)
+                if start > deadline:
+                    break
+    return latencies
 
 
 def _summary(subject: _Subject, batch: int) -> dict[str, Any]:
@@ -57,6 +86,7 @@ def _summary(subject: _Subject, batch: int) -> dict[str, Any]:
     return {
         "backend": subject.backend,
         "precision": subject.precision,
+        **({"chosen": subject.chosen} if subject.chosen else {}),
         "images_per_s": batch / float(latencies.mean()),
         "p50_ms": float(np.percentile(latencies, 50) * 1e3),
         "p95_ms": float(np.percentile(latencies, 95) * 1e3),
@@ -78,6 +108,7 @@ def bench(
     arrays = implementation(spec).example_inputs(batch)
     subjects = []
     for backend, precision in wanted:
+        chosen = None
         if (backend, precision) == ("torch", "fp32"):
             runner: Runner = TorchRunner(load_network(spec)[0], "fp32")
         else:
@@ -86,23 +117,20 @@ def bench(
             except EngineError as error:  # e.g. INT8 refused by verification: report, go on
                 skipped.append({"backend": backend, "precision": precision, "reason": str(error)})
                 continue
-        subjects.append(_Subject(backend, precision, runner))
-    for subject in subjects:
-        for _ in range(WARMUP):
-            subject.runner.run(*arrays)
-    for _ in range(ROUNDS):
-        for subject in subjects:
-            deadline = time.perf_counter() + seconds / ROUNDS / len(subjects)
-            while True:
-                start = time.perf_counter()
-                subject.runner.run(*arrays)
-                subject.latencies.append(time.perf_counter() - start)
-                if start > deadline:
-                    break
+            if precision == AUTO:
+                chosen = f"{runner.manifest['backend']} {runner.manifest['precision']}"
+        subjects.append(_Subject(backend, precision, runner, chosen=chosen))
+    timings = measure([s.runner for s in subjects], arrays, seconds)
+    for subject, latencies in zip(subjects, timings, strict=True):
+        subject.latencies = latencies
     results = [_summary(s, batch) for s in subjects]
     baseline = results[0]["images_per_s"]
+    rates = {(r["backend"], r["precision"]): r["images_per_s"] for r in results}
+    onnxruntime = rates.get(("onnxruntime", "fp32"))
     for result in results:
         result["ratio_to_torch_fp32"] = result["images_per_s"] / baseline
+        if onnxruntime:
+            result["ratio_to_onnxruntime_fp32"] = result["images_per_s"] / onnxruntime
     return {
         "model": name,
         "batch": batch,

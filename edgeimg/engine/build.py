@@ -22,7 +22,9 @@ from edgeimg.plugins import get_registry
 
 ONNX_FILE = "model.onnx"
 QDQ_FILE = "model.int8.onnx"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: build every backend x precision this device supports and keep the fastest that passes
+AUTO = "auto"
 
 
 def _quiet(step: str) -> None:
@@ -62,6 +64,8 @@ def resolve_backend(name: str, precision: str) -> Backend:
         return backend
     reasons = []
     for backend in sorted(backends.values(), key=lambda b: -b.priority):
+        if backend.priority < 0:  # runs only when named (triton: another box's engine)
+            continue
         reason = backend.missing() or backend.unsupported(precision)
         if reason is None:
             return backend
@@ -159,7 +163,8 @@ def _build_into(plan: _Plan, directory: Path, verify: bool, say: Callable[[str],
                 f"{plan.spec.name} {plan.precision} on {plan.backend.name} drifts "
                 f"{verification['metric']} by {verification['drift']:.4f} "
                 f"(torch FP32 {verification['torch_fp32']:.4f}, engine "
-                f"{verification['engine']:.4f}; tolerance {plan.spec.tolerance}); engine refused"
+                f"{verification['engine']:.4f}; tolerance {plan.spec.tolerance}); engine refused",
+                verification,
             )
     names = sorted(p.name for p in directory.iterdir() if p.is_file())
     manifest = {
@@ -207,7 +212,17 @@ def build_engine(
     verify: bool = True,
     progress: Callable[[str], None] = _quiet,
 ) -> BuildResult:
-    """Build (or reuse) the engine for model `name`; see docs/engines.md."""
+    """Build (or reuse) the engine for model `name`; see docs/engines.md.
+
+    `precision="auto"` races every precision (of `backend`, or of every backend) this device
+    supports and keeps the fastest that passes verification, so it cannot skip verification.
+    """
+    if precision == AUTO:
+        if not verify:
+            raise ValueError("--precision auto needs verification: name a precision to skip it")
+        from edgeimg.engine.race import race
+
+        return race(name, backend, calib, max_batch, engines_dir, force, progress)
     spec = get_registry().model(name)
     chosen = resolve_backend(backend, precision)
     impl = implementation(spec)

@@ -10,7 +10,12 @@ class EngineError(EdgeimgError):
 
 
 class VerificationFailed(EngineError):
-    """The engine's task metric drifted from torch FP32 by more than the model's tolerance."""
+    """The engine's task metric dropped from torch FP32's by more than the model's tolerance."""
+
+    def __init__(self, message: str, verification: dict | None = None) -> None:
+        super().__init__(message)
+        #: what verify.compare measured (the `--precision auto` race records it)
+        self.verification = verification or {}
 
 
 class EngineNotFound(EngineError):

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgeimg.backends.base import Backend, Runner
 from edgeimg.engine import store
-from edgeimg.engine.build import build_engine, resolve_backend
+from edgeimg.engine.build import AUTO, build_engine, resolve_backend
 from edgeimg.engine.errors import EngineNotFound
 from edgeimg.engine.network import sha256_file
 from edgeimg.plugins import get_registry
@@ -90,10 +90,16 @@ def load_engine(
     engines_dir: str | Path | None = None,
     build: bool = False,
 ) -> Engine:
-    """A valid, verified engine for model `name` on this device; builds one when `build`."""
+    """A valid, verified engine for model `name` on this device; builds one when `build`.
+
+    `precision="auto"` takes the winner of the last `--precision auto` race here (and runs the
+    race when there is none and `build` is set).
+    """
     spec = get_registry().model(name)
-    chosen = resolve_backend(backend, precision)
     root = store.engines_root(engines_dir)
+    if precision == AUTO:
+        return _load_raced(spec, backend, root, build, engines_dir is not None)
+    chosen = resolve_backend(backend, precision)
     found = find_engine(spec, chosen, precision, root)
     if found is None and build:
         result = build_engine(name, chosen.name, precision, engines_dir=root)
@@ -103,5 +109,22 @@ def load_engine(
             f"no verified {precision} {chosen.name} engine for {name!r} on this device in "
             f"{root}; build one: edgeimg build-engine {name} --backend {chosen.name} "
             f"--precision {precision}" + (f" --engines-dir {root}" if engines_dir else "")
+        )
+    return open_engine(*found)
+
+
+def _load_raced(spec: Any, backend: str, root: Path, build: bool, named_root: bool) -> Engine:
+    from edgeimg.engine.race import find_raced, race
+
+    found = find_raced(spec, root, backend)
+    if found is None and build:
+        result = race(spec.name, backend, engines_dir=root)
+        found = result.path, result.manifest
+    if found is None:
+        scope = "" if backend == AUTO else f" --backend {backend}"
+        raise EngineNotFound(
+            f"no engine from a --precision auto race for {spec.name!r} on this device in {root}; "
+            f"build one: edgeimg build-engine {spec.name}{scope}"
+            + (f" --engines-dir {root}" if named_root else "")
         )
     return open_engine(*found)

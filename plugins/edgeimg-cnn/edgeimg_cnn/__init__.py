@@ -22,5 +22,6 @@ def register_models(register):
             input=InputSpec(size=(96, 96)),
             outputs=("sr", "json"),
             metric="auc",
+            tolerance=0.005,
         )
     )

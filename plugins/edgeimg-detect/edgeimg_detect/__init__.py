@@ -22,5 +22,6 @@ def register_models(register):
             input=InputSpec(size=(96, 96)),
             outputs=("sr", "json"),
             metric="map50",
+            tolerance=0.01,
         )
     )

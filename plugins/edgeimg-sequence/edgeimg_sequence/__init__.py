@@ -24,6 +24,7 @@ def register_models(register):
             input=SEQUENCE_INPUT,
             outputs=("sr", "json"),
             metric="accuracy",
+            tolerance=0.005,
         )
     )
     register(
@@ -37,6 +38,7 @@ def register_models(register):
             input=SEQUENCE_INPUT,
             outputs=("sr", "json"),
             metric="accuracy",
+            tolerance=0.005,
         )
     )
     register(
@@ -50,5 +52,6 @@ def register_models(register):
             input=SEQUENCE_INPUT,
             outputs=("sr", "json"),
             metric="accuracy",
+            tolerance=0.005,
         )
     )

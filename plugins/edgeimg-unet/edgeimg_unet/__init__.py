@@ -22,5 +22,6 @@ def register_models(register):
             input=InputSpec(size=(96, 96)),
             outputs=("seg", "json"),
             metric="dice",
+            tolerance=0.01,
         )
     )
