@@ -281,8 +281,7 @@ def _offers_get(peer: Peer, calling: str, timeout: float) -> bool:
 
 def _c_get(peer: Peer, match: Match, sink: _Sink, calling: str, timeout: float) -> str | None:
     """One C-GET; None on success, else why it failed in words."""
-    from pynetdicom import evt
-    from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+    from pynetdicom import build_role, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GetModel
 
     ae = client(calling, timeout)
@@ -290,9 +289,7 @@ def _c_get(peer: Peer, match: Match, sink: _Sink, calling: str, timeout: float) 
     roles = []
     for context in _storage_contexts():
         ae.add_requested_context(context.abstract_syntax, context.transfer_syntax)
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid, role.scu_role, role.scp_role = context.abstract_syntax, False, True
-        roles.append(role)
+        roles.append(build_role(context.abstract_syntax, scp_role=True))
     handlers = [(evt.EVT_C_STORE, sink.handle)]
     assoc = associate(ae, peer, timeout, ext_neg=roles, evt_handlers=handlers)
     try:
