@@ -123,20 +123,17 @@ def orthanc_rest(http_port: int, path: str, body: bytes, method: str = "POST") -
         return json.loads(response.read() or b"{}")
 
 
-class TlsProxy:
-    """HTTPS in front of a loopback HTTP server, as nginx fronts a hospital's Orthanc (Debian's
-    Orthanc 1.10 crashes on its own first TLS request). Bytes pass through unchanged."""
+class Relay:
+    """A plain TCP relay from loopback `port` (0: a free one) to `target_port`, bytes unchanged:
+    a peer that becomes reachable, from nothing listening, at an address a process was given
+    earlier."""
 
-    def __init__(self, cert: Path, key: Path, target_port: int) -> None:
-        import ssl
+    def __init__(self, port: int, target_port: int) -> None:
         import threading
 
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server = socket.create_server(("127.0.0.1", port))
         self.port = self.server.getsockname()[1]
-        self.handshakes_failed = 0
+        self.target_port = target_port
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
@@ -153,8 +150,27 @@ class TlsProxy:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        import ssl
         import threading
+
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+        _pump(conn, upstream)
+
+
+class TlsProxy(Relay):
+    """HTTPS in front of a loopback HTTP server, as nginx fronts a hospital's Orthanc (Debian's
+    Orthanc 1.10 crashes on its own first TLS request). Bytes pass through unchanged."""
+
+    def __init__(self, cert: Path, key: Path, target_port: int) -> None:
+        import ssl
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.handshakes_failed = 0
+        super().__init__(0, target_port)
+
+    def _serve(self, conn: socket.socket) -> None:
+        import ssl
 
         try:
             client = self.context.wrap_socket(conn, server_side=True)
@@ -162,36 +178,7 @@ class TlsProxy:
             self.handshakes_failed += 1
             conn.close()
             return
-        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
-        _pump(client, upstream)
-
-
-class Relay:
-    """A plain TCP relay from loopback `port` to `target_port`, bytes unchanged: a peer that
-    becomes reachable, from nothing listening, at an address a process was given earlier."""
-
-    def __init__(self, port: int, target_port: int) -> None:
-        import threading
-
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.target_port = target_port
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.close()
-
-    def _accept(self) -> None:
-        import threading
-
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:  # closed
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
-            threading.Thread(target=_pump, args=(conn, upstream), daemon=True).start()
+        super()._serve(client)
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
