@@ -37,7 +37,7 @@ class Engine:
         return tuple(self.runner.run(*arrays))
 
 
-def _matches(
+def matches(
     manifest: dict[str, Any], spec: Any, backend: Backend, precision: str, device: dict[str, Any]
 ) -> bool:
     """Built for this model version and weights, this backend version, precision and device."""
@@ -63,7 +63,7 @@ def find_engine(
     device = backend.device_for(spec)
     for directory in store.engine_dirs(root, spec.name):
         manifest = store.read_manifest(directory)
-        if manifest is None or not _matches(manifest, spec, backend, precision, device):
+        if manifest is None or not matches(manifest, spec, backend, precision, device):
             continue
         if manifest.get("verification", {}).get("verified") and not store.check(
             directory, manifest

@@ -22,7 +22,7 @@ from edgeimg.engine import store
 from edgeimg.engine.bench import measure
 from edgeimg.engine.build import AUTO, BuildResult, _quiet, build_engine
 from edgeimg.engine.errors import EngineError, VerificationFailed
-from edgeimg.engine.load import _matches
+from edgeimg.engine.load import matches
 from edgeimg.engine.network import implementation
 from edgeimg.plugins import get_registry
 
@@ -97,7 +97,9 @@ def find_raced(
         ):
             continue
         backend = registry.backend(manifest["backend"])
-        if not _matches(manifest, spec, backend, manifest.get("precision")):
+        if not matches(
+            manifest, spec, backend, manifest.get("precision"), backend.device_for(spec)
+        ):
             continue
         if manifest.get("verification", {}).get("verified") and not store.check(directory):
             found.append((race.get("raced_at", ""), directory, manifest))
