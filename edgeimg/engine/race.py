@@ -9,8 +9,6 @@ engines (an explicit `--backend/--precision` reuses them); refused ones are not 
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -169,9 +167,7 @@ def _reason(chosen: bool, ms: float, chosen_ms: float, fastest: float) -> str:
 def _record(directory: Path, manifest: dict[str, Any], race: dict[str, Any]) -> dict[str, Any]:
     """The winner's manifest with the race added, replaced atomically."""
     manifest = {**manifest, "race": race}
-    temp = directory / f".{store.MANIFEST}.tmp"
-    temp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(temp, directory / store.MANIFEST)
+    store.write_manifest(directory, manifest)
     return manifest
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgeimg.durable import atomic_file
 from edgeimg.engine.network import sha256_file
 
 MANIFEST = "manifest.json"
@@ -127,9 +128,8 @@ def staging(final: Path) -> Iterator[Path]:
 
 
 def write_manifest(engine_dir: Path, manifest: dict[str, Any]) -> None:
-    """manifest.json with sorted keys, fsynced (it is what makes the directory an engine)."""
-    path = engine_dir / MANIFEST
-    with open(path, "w") as handle:
-        handle.write(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """manifest.json with sorted keys, replaced atomically and durably (it is what makes the
+    directory an engine, and a race rewrites it in place)."""
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+    with atomic_file(engine_dir / MANIFEST) as handle:
+        handle.write(text.encode())
