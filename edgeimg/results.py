@@ -14,11 +14,6 @@ from typing import Any
 SERIES_KEYS = ("files", "sop_instance_uids", "frames", "results")
 
 
-def write_json(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Append one result to out_dir/results.jsonl and return the file written."""
-    return write_lines([result], out_dir)
-
-
 def write_lines(lines: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Append `lines` to out_dir/results.jsonl in one write and return the file written."""
     out_dir.mkdir(parents=True, exist_ok=True)
