@@ -38,7 +38,8 @@ class Prior:
     folder: Path
 
     def as_dict(self) -> dict[str, str]:
-        return {"study_uid": self.study_uid, "study_date": self.when[:8]}
+        """What results.jsonl says of it: the UID only (a study date is patient data)."""
+        return {"study_uid": self.study_uid}
 
 
 def fetch_priors(
