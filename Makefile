@@ -45,12 +45,12 @@ fuzz: install system-deps
 	EDGEIMG_CONFORMANCE=full $(BIN)/python -m pytest -q -s -o timeout=0 tests/test_conformance.py
 
 lint: install
-	$(BIN)/ruff check edgeimg plugins tests benchmarks
-	$(BIN)/ruff format --check edgeimg plugins tests benchmarks
+	$(BIN)/ruff check edgeimg plugins tests benchmarks testsupport scripts
+	$(BIN)/ruff format --check edgeimg plugins tests benchmarks testsupport scripts
 
 format: install
-	$(BIN)/ruff format edgeimg plugins tests benchmarks
-	$(BIN)/ruff check --fix edgeimg plugins tests benchmarks
+	$(BIN)/ruff format edgeimg plugins tests benchmarks testsupport scripts
+	$(BIN)/ruff check --fix edgeimg plugins tests benchmarks testsupport scripts
 
 weights: install
 	@sh scripts/weights.sh

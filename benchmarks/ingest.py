@@ -34,7 +34,7 @@ from edgeimg.engine import load_engine
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.spool import Spool
 from edgeimg.synth.dicom import write_study
-from tests.peers import free_port, stop, wait_for_port
+from testsupport.peers import free_port, stop, wait_for_port
 
 FILES, SIZE, ROUNDS = 200, 512, 3
 MODEL = "cnn"
@@ -69,13 +69,31 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _edgeimg(directory: Path, port: int, engines: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "edgeimg", "serve", "--aet", AET, "--host", "127.0.0.1",
-               "--port", str(port), "--spool", str(directory / "spool"), "--model", MODEL,
-               "--series-timeout", "3600", "--min-free-mb", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "edgeimg",
+        "serve",
+        "--aet",
+        AET,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--spool",
+        str(directory / "spool"),
+        "--model",
+        MODEL,
+        "--series-timeout",
+        "3600",
+        "--min-free-mb",
+        "0",
+    ]
     log = directory / "serve.log"
     with open(log, "wb") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=handle,
-                                   env=_env(EDGEIMG_ENGINES=str(engines)))  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=handle, env=_env(EDGEIMG_ENGINES=str(engines))
+        )
     _wait(lambda: b'"engine_ready"' in log.read_bytes(), process, "edgeimg serve", log)
     return process
 
@@ -83,15 +101,17 @@ def _edgeimg(directory: Path, port: int, engines: Path) -> subprocess.Popen:
 def _storescp(directory: Path, port: int, engines: Path) -> subprocess.Popen:
     (directory / "out").mkdir()
     command = ["storescp", "-aet", AET, "-od", str(directory / "out"), str(port)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
 
 
 def _pynetdicom(directory: Path, port: int, engines: Path) -> subprocess.Popen:
     (directory / "out").mkdir()
     command = [sys.executable, "-c", BARE_LISTENER, str(directory / "out"), str(port)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env())  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+    )
 
 
 PEERS: dict[str, Callable[[Path, int, Path], subprocess.Popen]] = {
@@ -156,8 +176,20 @@ def _floor(scratch: Path, sample: Path, count: int = 40) -> dict[str, float]:
         started = time.perf_counter()
         spool.write(path, [data], len(data))
         written = time.perf_counter()
-        queue.add_instance(Instance(uid, "1.2.826.0.1", "1.2.826.0", "1.2", "CT", str(path),
-                                    len(data), "-", "SCU", "127.0.0.1"))  # fmt: skip
+        queue.add_instance(
+            Instance(
+                uid,
+                "1.2.826.0.1",
+                "1.2.826.0",
+                "1.2",
+                "CT",
+                str(path),
+                len(data),
+                "-",
+                "SCU",
+                "127.0.0.1",
+            )
+        )
         writes.append(written - started)
         commits.append(time.perf_counter() - written)
     queue.close()
@@ -229,7 +261,7 @@ def run(rounds: int = ROUNDS, count: int = FILES) -> dict[str, Any]:
         "load_average_1m": {
             "before": round(load_before[0], 2),
             "after": round(os.getloadavg()[0], 2),
-        },  # fmt: skip
+        },
         "peers": peers,
         "per_instance_ms": per_instance,
         "durable_store_without_network_ms": floor,

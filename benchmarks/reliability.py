@@ -64,12 +64,11 @@ from typing import Any
 
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from edgeimg.metrics import percentile
-from edgeimg.pacs import Orthanc
+from edgeimg.sdk.metrics import percentile
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX
-from tests.canary import ALL_MODELS, QUICK_MODELS
-from tests.canary import exercise as canary_exercise
-from tests.corpus import (
+from testsupport.canary import ALL_MODELS, QUICK_MODELS
+from testsupport.canary import exercise as canary_exercise
+from testsupport.corpus import (
     AET,
     Association,
     Closed,
@@ -80,16 +79,44 @@ from tests.corpus import (
     instance,
     uid,
 )
-from tests.peers import dataset_bytes, free_port, self_signed, start_serve, stop
+from testsupport.pacs import Orthanc
+from testsupport.peers import dataset_bytes, free_port, self_signed, start_serve, stop
 
 SCALES: dict[str, dict[str, Any]] = {
-    "test": dict(instances=100, senders=8, kills=2, disk=10, load=(1, 4, 16), per_sender=12,
-                 legit=30, idle=2, stalls=2),
-    "bench": dict(instances=600, senders=8, kills=5, disk=20, load=(1, 4, 16), per_sender=40,
-                  legit=100, idle=2, stalls=2),
-    "soak": dict(instances=2000, senders=8, kills=10, disk=50, load=(1, 4, 16), per_sender=150,
-                 legit=300, idle=2, stalls=2),
-}  # fmt: skip
+    "test": dict(
+        instances=100,
+        senders=8,
+        kills=2,
+        disk=10,
+        load=(1, 4, 16),
+        per_sender=12,
+        legit=30,
+        idle=2,
+        stalls=2,
+    ),
+    "bench": dict(
+        instances=600,
+        senders=8,
+        kills=5,
+        disk=20,
+        load=(1, 4, 16),
+        per_sender=40,
+        legit=100,
+        idle=2,
+        stalls=2,
+    ),
+    "soak": dict(
+        instances=2000,
+        senders=8,
+        kills=10,
+        disk=50,
+        load=(1, 4, 16),
+        per_sender=150,
+        legit=300,
+        idle=2,
+        stalls=2,
+    ),
+}
 SIZE = 64
 SERIES_SIZE = 20
 MODEL = "cnn"
@@ -105,12 +132,17 @@ def payload(index: int, tag: str) -> tuple[str, bytes]:
 
     Instances come in series of SERIES_SIZE, one study per part, as a scanner sends them."""
     slice_index = index % SERIES_SIZE
-    ds = instance(f"reliability {tag} {index}", size=SIZE,
-                  SeriesInstanceUID=uid(f"reliability {tag} series {index // SERIES_SIZE}"),
-                  StudyInstanceUID=uid(f"reliability {tag} study"),
-                  InstanceNumber=slice_index + 1, PixelSpacing=[0.7, 0.7], SliceThickness=2.5,
-                  ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
-                  ImagePositionPatient=[-22.4, -22.4, 2.5 * slice_index])  # fmt: skip
+    ds = instance(
+        f"reliability {tag} {index}",
+        size=SIZE,
+        SeriesInstanceUID=uid(f"reliability {tag} series {index // SERIES_SIZE}"),
+        StudyInstanceUID=uid(f"reliability {tag} study"),
+        InstanceNumber=slice_index + 1,
+        PixelSpacing=[0.7, 0.7],
+        SliceThickness=2.5,
+        ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+        ImagePositionPatient=[-22.4, -22.4, 2.5 * slice_index],
+    )
     return str(ds.SOPInstanceUID), encoded(ds)
 
 
@@ -125,9 +157,19 @@ class Server:
     def start(self) -> float:
         """Start and wait until it accepts; returns seconds from exec to listening."""
         started = time.monotonic()
-        self.process = start_serve("--aet", AET, "--host", "127.0.0.1", "--spool", "spool",
-                                   "--timeout", str(TIMEOUT), *self.args, port=self.port,
-                                   cwd=self.workdir)  # fmt: skip
+        self.process = start_serve(
+            "--aet",
+            AET,
+            "--host",
+            "127.0.0.1",
+            "--spool",
+            "spool",
+            "--timeout",
+            str(TIMEOUT),
+            *self.args,
+            port=self.port,
+            cwd=self.workdir,
+        )
         elapsed = time.monotonic() - started
         self.restarts.append(elapsed)
         return elapsed
@@ -175,8 +217,13 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 # --- senders (each runs in its own process) ----------------------------------------------------
 
 
-def _send_all(port: int, indices: list[int], tag: str, progress: Any, deadline: float,
-              ) -> dict[str, Any]:  # fmt: skip
+def _send_all(
+    port: int,
+    indices: list[int],
+    tag: str,
+    progress: Any,
+    deadline: float,
+) -> dict[str, Any]:
     """C-STORE each instance once, reconnecting after the server dies; acked and unanswered."""
     warnings.simplefilter("ignore")
     acked, unanswered, rtts = [], [], []
@@ -223,8 +270,9 @@ def _pool_send(args: tuple) -> dict[str, Any]:
     return _send_all(port, indices, tag, _PROGRESS, deadline)
 
 
-def _run_senders(port: int, shares: list[list[int]], tag: str,
-                 during: Callable[[Any], None] | None = None) -> tuple[dict, float]:  # fmt: skip
+def _run_senders(
+    port: int, shares: list[list[int]], tag: str, during: Callable[[Any], None] | None = None
+) -> tuple[dict, float]:
     """Run one sender process per share; `during(progress)` runs here meanwhile."""
     progress = multiprocessing.Value("i", 0)
     deadline = time.monotonic() + 600
@@ -252,9 +300,19 @@ def _shares(count: int, senders: int) -> list[list[int]]:
 
 def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7) -> dict:
     with Orthanc() as pacs:
-        server = Server(workdir / "crash", "--min-free-mb", "0", "--max-associations", "32",
-                        "--model", MODEL, "--forward", pacs.address,
-                        "--series-timeout", str(SERIES_QUIET))  # fmt: skip
+        server = Server(
+            workdir / "crash",
+            "--min-free-mb",
+            "0",
+            "--max-associations",
+            "32",
+            "--model",
+            MODEL,
+            "--forward",
+            pacs.address,
+            "--series-timeout",
+            str(SERIES_QUIET),
+        )
         server.workdir.mkdir()
         _build_engine(server.workdir / "engines")
         report = _crash(server, instances, senders, kills, seed)
@@ -270,8 +328,12 @@ def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7
 def _build_engine(engines: Path) -> None:
     """The engine serve would build on first use, built up front (serve's ./engines), so the
     kills land in jobs and forwards rather than in a build that starts over after each one."""
-    subprocess.run([sys.executable, "-m", "edgeimg", "build-engine", MODEL, "--engines-dir",
-                    str(engines)], check=True, capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "edgeimg", "build-engine", MODEL, "--engines-dir", str(engines)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def _crash(server: Server, instances: int, senders: int, kills: int, seed: int) -> dict:
@@ -369,8 +431,11 @@ def _drain(spool: Path, timeout: float = DRAIN_TIMEOUT) -> float | None:
 
 def _requeued(workdir: Path) -> int:
     """Jobs and forwards a kill caught running, as each restart's `recovered` log line says."""
-    events = (json.loads(line) for line in (workdir / "serve.log").read_text().splitlines()
-              if line.startswith("{"))  # fmt: skip
+    events = (
+        json.loads(line)
+        for line in (workdir / "serve.log").read_text().splitlines()
+        if line.startswith("{")
+    )
     return sum(event.get("requeued", 0) for event in events if event.get("event") == "recovered")
 
 
@@ -385,8 +450,9 @@ def _results_at(pacs: Orthanc) -> dict[str, int]:
             continue
         for study in tags.get("CurrentRequestedProcedureEvidenceSequence", []):
             for series in study.get("ReferencedSeriesSequence", []):
-                refs = frozenset(r["ReferencedSOPInstanceUID"]
-                                 for r in series.get("ReferencedSOPSequence", []))  # fmt: skip
+                refs = frozenset(
+                    r["ReferencedSOPInstanceUID"] for r in series.get("ReferencedSOPSequence", [])
+                )
                 sources_per_series.setdefault(series["SeriesInstanceUID"], []).append(refs)
     results = [refs for found in sources_per_series.values() for refs in found]
     return {
@@ -453,8 +519,10 @@ def load(workdir: Path, levels: tuple[int, ...], per_sender: int) -> dict:
     report: dict[str, Any] = {"levels": {}}
     offset = 0
     for level in levels:
-        shares = [list(range(offset + k * per_sender, offset + (k + 1) * per_sender))
-                  for k in range(level)]  # fmt: skip
+        shares = [
+            list(range(offset + k * per_sender, offset + (k + 1) * per_sender))
+            for k in range(level)
+        ]
         offset += level * per_sender
         result, seconds = _run_senders(server.port, shares, "load")
         report["levels"][str(level)] = {
@@ -576,8 +644,9 @@ def _attack_run(server: Server, legit: int, kinds: list[str], cert: str | None) 
     with context.Pool(1) as pool:
         baseline = pool.apply(_legit_process, ((server.port, legit, "baseline", cert),))
         out, done = context.Queue(), context.Event()
-        attackers = [context.Process(target=_attacker, args=(server.port, kind, done, out))
-                     for kind in kinds]  # fmt: skip
+        attackers = [
+            context.Process(target=_attacker, args=(server.port, kind, done, out)) for kind in kinds
+        ]
         for process in attackers:
             process.start()
         time.sleep(0.5)  # attackers in place first
@@ -603,7 +672,7 @@ def _attack_run(server: Server, legit: int, kinds: list[str], cert: str | None) 
             round(under["p50_ms"] - base_p50, 2)
             if under["p50_ms"] is not None and base_p50 is not None
             else None
-        ),  # fmt: skip
+        ),
         "attack_connections": sum(tries for _, tries, _ in counts),
         "attack_connections_never_closed": sum(unclosed for _, _, unclosed in counts),
         "hangs": attacked["hangs"] + baseline["hangs"] + sum(u for _, _, u in counts),
@@ -880,7 +949,7 @@ PHI_CANARY = {
 
 def phi_canary(workdir: Path, models: tuple[str, ...], slices: int) -> dict:
     """Marker studies through storescu, TLS, Orthanc, every command and the error paths; the
-    markers found in what edgeimg wrote outside the DICOM objects (tests/canary.py)."""
+    markers found in what edgeimg wrote outside the DICOM objects (testsupport/canary.py)."""
     started = time.monotonic()
     run, found = canary_exercise(workdir / "phi", workdir / "phi-engines", models, slices)
     return {
@@ -920,8 +989,9 @@ def run(scale: str = "bench") -> dict:
             "image": f"{SIZE}x{SIZE} CT, 16 bits",
             "serve_timeout_s": TIMEOUT,
         }
-        report["crash"] = crash(workdir, settings["instances"], settings["senders"],
-                                settings["kills"])  # fmt: skip
+        report["crash"] = crash(
+            workdir, settings["instances"], settings["senders"], settings["kills"]
+        )
         report["disk_full"] = disk_full(workdir, settings["disk"])
         report["load"] = load(workdir, settings["load"], settings["per_sender"])
         report["attack"] = attack(workdir, settings["legit"], settings["idle"], settings["stalls"])

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 GEMM_SIZE = 1024
 #: the BF16 peak is the best of these sizes (bigger ones fall out of cache on small CPUs)
@@ -92,7 +92,7 @@ def flops_per_image(spec: ModelSpec) -> float:
     import torch
     from torch import nn
 
-    from edgeimg.training import load_network
+    from edgeimg.sdk.training import load_network
 
     network = load_network(spec).eval()
     total = 0.0

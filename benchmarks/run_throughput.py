@@ -31,8 +31,8 @@ from click.testing import CliRunner
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
 from edgeimg.inference import Decoded, Inferencer, decode_all, decode_file, decoder_pool, scan
-from edgeimg.model import ModelSpec
 from edgeimg.plugins import get_registry
+from edgeimg.sdk.model import ModelSpec
 from edgeimg.synth.dicom import write_study
 
 MODEL = "cnn"
@@ -50,7 +50,7 @@ def _use_weights(spec: ModelSpec, weights: Path | None, scratch: Path) -> tuple[
             return spec, f"shipped ({shipped})"
         from safetensors.torch import save_file
 
-        from edgeimg.training import implementation_for
+        from edgeimg.sdk.training import implementation_for
 
         weights = scratch / f"{spec.name}-untrained.safetensors"
         save_file(implementation_for(spec).build().state_dict(), str(weights))

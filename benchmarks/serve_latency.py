@@ -29,11 +29,11 @@ from typing import Any
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
 from edgeimg.inference import Inferencer, decode_file, scan
-from edgeimg.metrics import percentile
-from edgeimg.pacs import Orthanc
 from edgeimg.plugins import get_registry
+from edgeimg.sdk.metrics import percentile
 from edgeimg.synth.dicom import write_study
-from tests.peers import free_port, stop, wait_for_port
+from testsupport.pacs import Orthanc
+from testsupport.peers import free_port, stop, wait_for_port
 
 SLICES, SIZE, REPETITIONS = 100, 512, 5
 MODEL = "cnn"
@@ -43,10 +43,29 @@ READY_TIMEOUT = 180
 
 def _serve(scratch: Path, pacs: Orthanc, engines: Path) -> tuple[subprocess.Popen, int, Path]:
     port, log = free_port(), scratch / "serve.log"
-    command = [sys.executable, "-m", "edgeimg", "serve", "--aet", "EDGEIMG", "--host",
-               "127.0.0.1", "--port", str(port), "--spool", str(scratch / "spool"),
-               "--model", MODEL, "--forward", pacs.address, "--complete-on-release",
-               "--series-timeout", "600", "--min-free-mb", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "edgeimg",
+        "serve",
+        "--aet",
+        "EDGEIMG",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--spool",
+        str(scratch / "spool"),
+        "--model",
+        MODEL,
+        "--forward",
+        pacs.address,
+        "--complete-on-release",
+        "--series-timeout",
+        "600",
+        "--min-free-mb",
+        "0",
+    ]
     env = {**os.environ, "TCP_NODELAY": "1", "EDGEIMG_ENGINES": str(engines)}
     with open(log, "wb") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=handle, env=env)
@@ -63,9 +82,13 @@ def _serve(scratch: Path, pacs: Orthanc, engines: Path) -> tuple[subprocess.Pope
 def _send(port: int, files: list[Path]) -> float:
     """storescu with every file; returns the wall-clock time of the last success response."""
     command = ["storescu", "-v", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1", str(port)]
-    sender = subprocess.Popen([*command, *map(str, files)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "TCP_NODELAY": "1"})  # fmt: skip
+    sender = subprocess.Popen(
+        [*command, *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
     last, successes = 0.0, 0
     assert sender.stdout is not None
     for line in sender.stdout:
@@ -83,8 +106,9 @@ def _events(log: Path) -> list[dict[str, Any]]:
 def _split(log: Path, series_uid: str, last_response: float, arrived: float) -> dict[str, float]:
     """Where one repetition's time went, from the serve log's event times."""
     events = _events(log)
-    complete = next(e for e in events if e["event"] == "series_complete"
-                    and e["series_uid"] == series_uid)  # fmt: skip
+    complete = next(
+        e for e in events if e["event"] == "series_complete" and e["series_uid"] == series_uid
+    )
     done = next(e for e in events if e["event"] == "job_done" and e["series_uid"] == series_uid)
     job_start = done["time"] - done["seconds"]
     return {
@@ -123,8 +147,10 @@ def run(repetitions: int = REPETITIONS) -> dict[str, Any]:
     splits: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="edgeimg-latency-") as scratch_name:
         scratch = Path(scratch_name)
-        studies = [write_study(scratch / f"study-{n}", series=1, slices=SLICES, size=SIZE,
-                               seed=900 + n) for n in range(repetitions)]  # fmt: skip
+        studies = [
+            write_study(scratch / f"study-{n}", series=1, slices=SLICES, size=SIZE, seed=900 + n)
+            for n in range(repetitions)
+        ]
         engines = scratch / "engines"
         engine = load_engine(MODEL, engines_dir=engines, build=True)
         with Orthanc("PACS") as pacs:
@@ -154,12 +180,12 @@ def run(repetitions: int = REPETITIONS) -> dict[str, Any]:
             "engine": engine.key,
             "completion": "--complete-on-release",
             "pacs": "Orthanc (private, loopback)",
-        },  # fmt: skip
+        },
         "device": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "load_average_1m": {
             "before": round(load_before[0], 2),
             "after": round(os.getloadavg()[0], 2),
-        },  # fmt: skip
+        },
         "latency_s": [round(value, 3) for value in latencies],
         "p50_s": round(p50, 3),
         "p95_s": round(p95, 3),

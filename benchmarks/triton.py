@@ -55,12 +55,21 @@ def _host(engines: Path, log: Path) -> tuple[subprocess.Popen, str]:
     import tritonclient.grpc as grpc
 
     ports = [_free_port() for _ in range(3)]
-    command = _edgeimg("host", MODEL, "--engines-dir", str(engines), "--address", "127.0.0.1",
-                       f"--http-port={ports[0]}", f"--grpc-port={ports[1]}",
-                       f"--metrics-port={ports[2]}")  # fmt: skip
+    command = _edgeimg(
+        "host",
+        MODEL,
+        "--engines-dir",
+        str(engines),
+        "--address",
+        "127.0.0.1",
+        f"--http-port={ports[0]}",
+        f"--grpc-port={ports[1]}",
+        f"--metrics-port={ports[2]}",
+    )
     with open(log, "wb") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
     target = f"127.0.0.1:{ports[1]}"
     client = grpc.InferenceServerClient(target)
     deadline = time.monotonic() + 180
@@ -98,7 +107,7 @@ def _runs(study: Path, engines: Path, scratch: Path, backend: str, target: str, 
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
-        )  # fmt: skip
+        )
         for i in range(n)
     ]
     summaries = []
@@ -113,8 +122,12 @@ def _runs(study: Path, engines: Path, scratch: Path, backend: str, target: str, 
 def _throughput(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     images = sum(s["images"] for s in summaries)
     seconds = max(s["seconds"] for s in summaries)
-    return {"clients": len(summaries), "images": images, "seconds": seconds,
-            "images_per_s": round(images / seconds, 2)}  # fmt: skip
+    return {
+        "clients": len(summaries),
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": round(images / seconds, 2),
+    }
 
 
 def _median_ms(engines: list[Any], batch: np.ndarray) -> list[float]:
@@ -137,9 +150,13 @@ def _overhead(engines: Path, target: str) -> dict[str, float]:
     shape = local.manifest["profiles"][local.input_names[0]][0][1:]
     batch = np.random.default_rng(0).random((BATCH, *shape), dtype=np.float32)
     local_ms, remote_ms = _median_ms([local, remote], batch)
-    return {"batch": BATCH, "calls": CALLS, "local_ms": round(local_ms, 3),
-            "triton_ms": round(remote_ms, 3),
-            "overhead_ms_per_batch": round(remote_ms - local_ms, 3)}  # fmt: skip
+    return {
+        "batch": BATCH,
+        "calls": CALLS,
+        "local_ms": round(local_ms, 3),
+        "triton_ms": round(remote_ms, 3),
+        "overhead_ms_per_batch": round(remote_ms - local_ms, 3),
+    }
 
 
 def run() -> dict[str, Any]:
@@ -152,9 +169,14 @@ def run() -> dict[str, Any]:
             if path.is_file() and path.suffix != ".dcm":
                 path.unlink()
         # built in a child: torch's threads stay out of this process, which times engine calls
-        subprocess.run(_edgeimg("build-engine", MODEL, "--backend", "onnxruntime",
-                                "--engines-dir", str(engines)), check=True, cwd=ROOT,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            _edgeimg(
+                "build-engine", MODEL, "--backend", "onnxruntime", "--engines-dir", str(engines)
+            ),
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
         process, target = _host(engines, scratch / "host.log")
         try:
             _runs(study, engines, scratch, "triton", target, 1)  # builds + verifies the engine
@@ -165,8 +187,10 @@ def run() -> dict[str, Any]:
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(60)
-    ratios = {"one_client": round(one["images_per_s"] / local["images_per_s"], 3),
-              "four_clients": round(four["images_per_s"] / local["images_per_s"], 3)}  # fmt: skip
+    ratios = {
+        "one_client": round(one["images_per_s"] / local["images_per_s"], 3),
+        "four_clients": round(four["images_per_s"] / local["images_per_s"], 3),
+    }
     return {
         "model": MODEL,
         "study": {"series": SERIES, "slices": SLICES, "size": SIZE},

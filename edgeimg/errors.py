@@ -18,7 +18,7 @@ class EdgeimgError(Exception):
 
 class ContractError(EdgeimgError):
     """A plugin's implementation lacks a method a command needs; says which, who needs it, and
-    which SDK base class provides it (see edgeimg.implementation.missing)."""
+    which SDK base class provides it (see edgeimg.sdk.implementation.missing)."""
 
 
 def user_message(error: BaseException, doing: str) -> str:

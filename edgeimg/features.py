@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeimg.inference import Decoded
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 FEATURES_NPY = "features.npy"
 FEATURES_CSV = "features.csv"
@@ -37,7 +37,7 @@ def supports_features(spec: ModelSpec) -> bool:
 @functools.lru_cache(maxsize=4)
 def _embedder(spec: ModelSpec) -> tuple[Any, Any]:
     """The implementation and its network, once per spec: loading weights is the slow part."""
-    from edgeimg.training import load_network
+    from edgeimg.sdk.training import load_network
 
     return spec.load()(spec), load_network(spec)
 

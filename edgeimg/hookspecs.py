@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import click
 
     from edgeimg.backends.base import Backend
-    from edgeimg.model import ModelSpec
+    from edgeimg.sdk.model import ModelSpec
     from edgeimg.writers import Writer
 
 hookspec = pluggy.HookspecMarker("edgeimg")

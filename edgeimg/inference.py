@@ -25,8 +25,8 @@ from edgeimg.dicom.preprocess import to_model_input
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.dicom.series import Series, group_series
 from edgeimg.files import dicom_files
-from edgeimg.model import ModelSpec
 from edgeimg.privacy import capture, scrub
+from edgeimg.sdk.model import ModelSpec
 from edgeimg.writers import Frame, SeriesOutput, Writer, Written, choose, write_series
 from edgeimg.writers.items import typed_all
 

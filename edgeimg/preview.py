@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from edgeimg.inference import Decoded
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 MIN_SIDE = 256
 CAPTION_HEIGHT = 22

@@ -24,10 +24,18 @@ from edgeimg.dicom.uids import check_uid
 from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, Peer, associate, client
 
 #: keys that only a series-level C-FIND can match; any of them makes the query series level
-SERIES_KEYS = frozenset({
-    "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined",
-    "SeriesDate", "SeriesTime", "ProtocolName",
-})  # fmt: skip
+SERIES_KEYS = frozenset(
+    {
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "SeriesDate",
+        "SeriesTime",
+        "ProtocolName",
+    }
+)
 #: dcmtk-style values of date and time keys: a value or an inclusive range, either end open
 _RANGES = {
     "DA": re.compile(r"^(\d{8}|\d{8}-|-\d{8}|\d{8}-\d{8})$"),
@@ -259,8 +267,12 @@ def _storage_contexts() -> list[Any]:
     from pynetdicom.presentation import build_context
 
     wanted = [context.abstract_syntax for context in StoragePresentationContexts]
-    for uid in ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2",
-                "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4"):  # fmt: skip
+    for uid in (
+        "1.2.840.10008.5.1.4.1.1.2.1",
+        "1.2.840.10008.5.1.4.1.1.2.2",
+        "1.2.840.10008.5.1.4.1.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.4.4",
+    ):
         if uid not in wanted:
             wanted.insert(0, uid)
     return [build_context(uid) for uid in wanted[:127]]
@@ -341,7 +353,8 @@ def _store_scp(aet: str, port: int, sink: _Sink, timeout: float) -> Any:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.supported_contexts = AllStoragePresentationContexts
     try:
-        return ae.start_server(("0.0.0.0", port), block=False,
-                               evt_handlers=[(evt.EVT_C_STORE, sink.handle)])  # fmt: skip
+        return ae.start_server(
+            ("0.0.0.0", port), block=False, evt_handlers=[(evt.EVT_C_STORE, sink.handle)]
+        )
     except OSError as error:
         raise NetworkError(f"cannot open the C-MOVE store SCP on port {port}: {error}") from None

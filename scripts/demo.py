@@ -56,16 +56,29 @@ def queue_state(spool: Path) -> list[dict]:
 
 def start_pacs(stack: ExitStack) -> tuple[str, str, object]:
     """Orthanc where installed; otherwise a plain edgeimg listener as the results store."""
-    from edgeimg.pacs import Orthanc
+    from testsupport.pacs import Orthanc
 
     if Orthanc.available() is None:
         pacs = stack.enter_context(Orthanc("PACS"))
         return pacs.address, f"Orthanc (REST on http://127.0.0.1:{pacs.http_port})", pacs
     port = free_port()
     spool = OUT / "pacs-spool"
-    process = subprocess.Popen([*EDGEIMG, "serve", "--aet", "PACS", "--host", "127.0.0.1",
-                                "--port", str(port), "--spool", str(spool)],
-                               cwd=ROOT, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            *EDGEIMG,
+            "serve",
+            "--aet",
+            "PACS",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--spool",
+            str(spool),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
     stack.callback(process.terminate)
     wait_for_port(port, process)
     return f"PACS@127.0.0.1:{port}", f"an edgeimg listener spooling to {spool}", None
@@ -88,12 +101,28 @@ def main() -> None:
         log = (OUT / "serve.log").open("w")
         env = dict(os.environ, EDGEIMG_ENGINES=str(engines))
         server = subprocess.Popen(
-            [*EDGEIMG, "serve", "--aet", "EDGEIMG", "--host", "127.0.0.1", "--port", str(port),
-             "--spool", str(spool), "--complete-on-release", "--allow", "SCANNER@127.0.0.1",
-             *[arg for model in MODELS for arg in ("--model", model)],
-             "--forward", pacs_address],
-            cwd=ROOT, stderr=log, env=env,
-        )  # fmt: skip
+            [
+                *EDGEIMG,
+                "serve",
+                "--aet",
+                "EDGEIMG",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--spool",
+                str(spool),
+                "--complete-on-release",
+                "--allow",
+                "SCANNER@127.0.0.1",
+                *[arg for model in MODELS for arg in ("--model", model)],
+                "--forward",
+                pacs_address,
+            ],
+            cwd=ROOT,
+            stderr=log,
+            env=env,
+        )
         stack.callback(server.wait, 60)
         stack.callback(server.terminate)
         wait_for_port(port, server)
@@ -114,13 +143,17 @@ def main() -> None:
             time.sleep(0.5)
         latency = time.perf_counter() - sent
         summary(spool, series, pacs_address, pacs)
-        console.print(f"study sent to results at the PACS in {latency:.1f} s; "
-                      f"demo total {time.perf_counter() - started:.1f} s")  # fmt: skip
+        console.print(
+            f"study sent to results at the PACS in {latency:.1f} s; "
+            f"demo total {time.perf_counter() - started:.1f} s"
+        )
 
 
 def _forwards_settled(series: list[dict]) -> bool:
-    return all(not item["forwards"].get("pending") and not item["forwards"].get("running")
-               for item in series)  # fmt: skip
+    return all(
+        not item["forwards"].get("pending") and not item["forwards"].get("running")
+        for item in series
+    )
 
 
 def summary(spool: Path, series: list[dict], pacs_address: str, pacs) -> None:
@@ -132,14 +165,18 @@ def summary(spool: Path, series: list[dict], pacs_address: str, pacs) -> None:
         results = line["results"]
         if line["model"] == "cnn":
             positive = sum(item["label"] for item in results)
-            finding = f"lesion on {positive}/{len(results)} slices " \
-                      f"(max p={max(item['probability'] for item in results):.2f})"  # fmt: skip
+            finding = (
+                f"lesion on {positive}/{len(results)} slices "
+                f"(max p={max(item['probability'] for item in results):.2f})"
+            )
         else:
             finding = f"{sum(item['pixels'] for item in results)} lesion pixels (model grid)"
-        outputs = ", ".join(Path(path).parent.name + "/" + Path(path).name[:18] + "…"
-                            for path in line["outputs"])  # fmt: skip
-        table.add_row(line["series_uid"][-12:], line["model"], finding, outputs,
-                      f"{line['seconds']:.2f}")  # fmt: skip
+        outputs = ", ".join(
+            Path(path).parent.name + "/" + Path(path).name[:18] + "…" for path in line["outputs"]
+        )
+        table.add_row(
+            line["series_uid"][-12:], line["model"], finding, outputs, f"{line['seconds']:.2f}"
+        )
     console.print(table)
     forwarded = sum(item["forwards"].get("done", 0) for item in series)
     failed = sum(item["forwards"].get("failed", 0) for item in series)

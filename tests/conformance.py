@@ -14,7 +14,7 @@ group macro that holds it in an enhanced image. Kinds:
 
 Every case is written to its own folder, `<case id>/NN.dcm`, with fresh Series and SOP Instance
 UIDs (derived from the case id), so that many cases share one folder and one `edgeimg run`.
-The judge lives in tests/test_conformance.py; tests/corpus.py keeps the malformed-bytes cases.
+The judge lives in tests/test_conformance.py; testsupport/corpus.py keeps the malformed-bytes cases.
 """
 
 from __future__ import annotations

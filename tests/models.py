@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgeimg.plugins import get_registry
-from edgeimg.training import implementation_for
+from edgeimg.sdk.training import implementation_for
 
 
 @pytest.fixture

@@ -26,9 +26,18 @@ def test_record_and_read(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "field",
-    ["PatientName", "PatientID", "patient_id", "PatientBirthDate", "OtherPatientIDs", "mrn",
-     "AccessionNumber", "ReferringPhysicianName", "name"],
-)  # fmt: skip
+    [
+        "PatientName",
+        "PatientID",
+        "patient_id",
+        "PatientBirthDate",
+        "OtherPatientIDs",
+        "mrn",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "name",
+    ],
+)
 def test_patient_fields_refused(tmp_path, field: str) -> None:
     path = tmp_path / "audit.jsonl"
     with AuditLog(path) as log, pytest.raises(ValueError, match=field):

@@ -22,7 +22,7 @@ from edgeimg.cli import cli
 from edgeimg.serve.listener import Listener, ServeConfig
 from edgeimg.serve.security import parse_allow
 from edgeimg.serve.spool import TEMP_PREFIX
-from tests.corpus import (
+from testsupport.corpus import (
     AET,
     CALLING,
     CORPUS,
@@ -50,10 +50,17 @@ def listener(tmp_path_factory) -> Iterator[tuple[Listener, int]]:
     previous = threading.excepthook
     threading.excepthook = lambda args: _thread_errors.append(f"{args.thread}: {args.exc_value!r}")
     config = ServeConfig(
-        aet=AET, port=0, host="127.0.0.1", spool=tmp_path_factory.mktemp("corpus") / "spool",
-        allow=parse_allow([CALLING, "LEGIT"]), min_free_mb=0, series_timeout=60,
-        acse_timeout=1, dimse_timeout=5, network_timeout=2,
-    )  # fmt: skip
+        aet=AET,
+        port=0,
+        host="127.0.0.1",
+        spool=tmp_path_factory.mktemp("corpus") / "spool",
+        allow=parse_allow([CALLING, "LEGIT"]),
+        min_free_mb=0,
+        series_timeout=60,
+        acse_timeout=1,
+        dimse_timeout=5,
+        network_timeout=2,
+    )
     serving = Listener(config)
     _, port = serving.start()
     yield serving, port
@@ -118,16 +125,19 @@ def test_listener_still_serves_after_the_corpus(listener):
     finally:
         assoc.release()
     raw = instance("raw client after the corpus")
-    with Association(port, [(VERIFICATION, ExplicitVRLittleEndian),
-                            (CTImageStorage, ExplicitVRLittleEndian)]) as again:  # fmt: skip
+    with Association(
+        port, [(VERIFICATION, ExplicitVRLittleEndian), (CTImageStorage, ExplicitVRLittleEndian)]
+    ) as again:
         assert again.echo() == 0
         assert again.store(Store(CTImageStorage, raw.SOPInstanceUID, encoded(raw))) == 0
 
     names = {thread.name for thread in threading.enumerate() if thread.is_alive()}
     assert {"edgeimg-accept", "edgeimg-series"} <= names
     assert _thread_errors == []
-    rows = {row["sop_uid"]: Path(row["path"]) for row in
-            serving.queue._db().execute("SELECT sop_uid, path FROM instances")}  # fmt: skip
+    rows = {
+        row["sop_uid"]: Path(row["path"])
+        for row in serving.queue._db().execute("SELECT sop_uid, path FROM instances")
+    }
     expected = {uid for case in CORPUS for uid in case.stored}
     assert set(rows) == expected | {legit.SOPInstanceUID, raw.SOPInstanceUID}
     on_disk = [p for p in (serving.spool.root / "series").rglob("*") if p.is_file()]

@@ -122,7 +122,7 @@ def test_duplicate_model_is_a_clear_error(site_dir):
         "twin_plugin",
         """
         from edgeimg import hookimpl
-        from edgeimg.model import ModelSpec
+        from edgeimg.sdk.model import ModelSpec
 
         @hookimpl
         def register_models(register):

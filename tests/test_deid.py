@@ -29,14 +29,40 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 SECRET = "Secret^Person"
 
 SAMPLES = {
-    "AE": "SECRETAE", "AS": "045Y", "AT": 0x00100010, "CS": "SECRET", "DA": "20200101",
-    "DS": "1.5", "DT": "20200101120000", "FL": 1.5, "FD": 1.5, "IS": "7", "LO": "SECRET VALUE",
-    "LT": "SECRET TEXT", "OB": b"\x01\x02", "OD": b"\x01" * 8, "OF": b"\x01" * 4,
-    "OL": b"\x01" * 4, "OV": b"\x01" * 8, "OW": b"\x01\x02", "PN": SECRET, "SH": "SECRET",
-    "SL": 7, "SS": 7, "ST": "SECRET TEXT", "SV": 7, "TM": "120000", "UC": "SECRET",
-    "UI": "1.2.3.4.5.6.7", "UL": 7, "UN": b"\x01\x02", "UR": "http://example.org/secret",
-    "US": 7, "UT": "SECRET TEXT", "UV": 7,
-}  # fmt: skip
+    "AE": "SECRETAE",
+    "AS": "045Y",
+    "AT": 0x00100010,
+    "CS": "SECRET",
+    "DA": "20200101",
+    "DS": "1.5",
+    "DT": "20200101120000",
+    "FL": 1.5,
+    "FD": 1.5,
+    "IS": "7",
+    "LO": "SECRET VALUE",
+    "LT": "SECRET TEXT",
+    "OB": b"\x01\x02",
+    "OD": b"\x01" * 8,
+    "OF": b"\x01" * 4,
+    "OL": b"\x01" * 4,
+    "OV": b"\x01" * 8,
+    "OW": b"\x01\x02",
+    "PN": SECRET,
+    "SH": "SECRET",
+    "SL": 7,
+    "SS": 7,
+    "ST": "SECRET TEXT",
+    "SV": 7,
+    "TM": "120000",
+    "UC": "SECRET",
+    "UI": "1.2.3.4.5.6.7",
+    "UL": 7,
+    "UN": b"\x01\x02",
+    "UR": "http://example.org/secret",
+    "US": 7,
+    "UT": "SECRET TEXT",
+    "UV": 7,
+}
 
 _ALLOWED = {
     "X": {"removed"},
@@ -170,8 +196,17 @@ def test_no_identifier_anywhere_in_the_output_bytes() -> None:
     buffer = io.BytesIO()
     deidentify(ds, OPTIONS).dataset.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
-    for secret in ("Johnathan", "PID-8675309", "ACC-55501", "General Hospital", "SN-1234",
-                   "19700101", "Who^Doctor", ds.SOPInstanceUID, ds.StudyInstanceUID):  # fmt: skip
+    for secret in (
+        "Johnathan",
+        "PID-8675309",
+        "ACC-55501",
+        "General Hospital",
+        "SN-1234",
+        "19700101",
+        "Who^Doctor",
+        ds.SOPInstanceUID,
+        ds.StudyInstanceUID,
+    ):
         assert secret.encode() not in data, secret
 
 
@@ -347,8 +382,9 @@ def test_cli_mirrors_tree_and_reports(tmp_path) -> None:
 def test_cli_human_summary_and_retain_uids(tmp_path) -> None:
     first, second = _tree(tmp_path / "in")
     key = tmp_path / "deid.key"
-    result = _deid(str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(key),
-                   "--retain-uids")  # fmt: skip
+    result = _deid(
+        str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(key), "--retain-uids"
+    )
     assert result.exit_code == 1
     assert "notes.txt" in result.output and "Traceback" not in result.output
     assert str(key) in result.output and "2 de-identified, 1 failed" in result.output
@@ -358,8 +394,9 @@ def test_cli_human_summary_and_retain_uids(tmp_path) -> None:
 
 def test_cli_refuses_out_inside_in(tmp_path) -> None:
     _tree(tmp_path / "in")
-    result = _deid(str(tmp_path / "in"), str(tmp_path / "in" / "out"), "--key-file",
-                   str(tmp_path / "k"))  # fmt: skip
+    result = _deid(
+        str(tmp_path / "in"), str(tmp_path / "in" / "out"), "--key-file", str(tmp_path / "k")
+    )
     assert result.exit_code == 2 and "OUT" in result.output
 
 
@@ -368,8 +405,9 @@ def test_cli_reports_duplicate_instances(tmp_path) -> None:
     (tmp_path / "in").mkdir()
     for name in ("a.dcm", "copy-of-a.dcm"):
         ds.save_as(tmp_path / "in" / name, enforce_file_format=True)
-    result = _deid(str(tmp_path / "in"), str(tmp_path / "out"), "--key-file",
-                   str(tmp_path / "k"), "--json")  # fmt: skip
+    result = _deid(
+        str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(tmp_path / "k"), "--json"
+    )
     report = json.loads(result.stdout)
     assert result.exit_code == 1 and len(report["written"]) == 1
     assert "same SOP Instance UID" in report["failed"][0]["error"]

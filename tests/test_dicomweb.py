@@ -16,10 +16,10 @@ from edgeimg import dicomweb
 from edgeimg.cli import cli
 from edgeimg.dicomweb import TOKEN_ENV, Client, check_url
 from edgeimg.net import parse_peer, send
-from edgeimg.pacs import Orthanc
 from edgeimg.serve.routing import Destination, RoutingError, parse_routing
 from edgeimg.synth.dicom import write_study
-from tests.peers import TlsProxy, free_port, start_serve, stop
+from testsupport.pacs import Orthanc
+from testsupport.peers import TlsProxy, free_port, start_serve, stop
 
 needs_dicomweb = pytest.mark.skipif(
     Orthanc.available(dicomweb=True) is not None, reason=str(Orthanc.available(dicomweb=True))
@@ -38,14 +38,44 @@ def certificates(directory: Path) -> tuple[Path, Path, Path, Path]:
 
     key = ("-newkey", "rsa:2048", "-nodes")
     for name in ("ca", "other-ca"):
-        openssl("req", "-x509", *key, "-keyout", f"{name}.key", "-out", f"{name}.pem",
-                "-days", "1", "-subj", f"/CN=edgeimg test {name}")  # fmt: skip
+        openssl(
+            "req",
+            "-x509",
+            *key,
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN=edgeimg test {name}",
+        )
     openssl("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-days",
-            "1", "-CAcreateserial", "-out", "server.crt", "-extfile", "san.ext")  # fmt: skip
-    return (directory / "server.crt", directory / "server.key", directory / "ca.pem",
-            directory / "other-ca.pem")  # fmt: skip
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-days",
+        "1",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "san.ext",
+    )
+    return (
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "ca.pem",
+        directory / "other-ca.pem",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +122,11 @@ def test_credentials_do_not_go_over_plain_http_beyond_loopback(monkeypatch):
 
 def test_a_routing_destination_may_be_a_dicomweb_url_with_its_own_ca(tmp_path):
     ca = tmp_path / "ca.pem"
-    table = {"destination": [{"name": "web", "peer": "https://pacs.example/dicom-web/",
-                              "tls_ca": str(ca)}]}  # fmt: skip
+    table = {
+        "destination": [
+            {"name": "web", "peer": "https://pacs.example/dicom-web/", "tls_ca": str(ca)}
+        ]
+    }
     with pytest.raises(RoutingError, match="tls_ca .* is not a file"):
         parse_routing(table, "serve.toml")
     ca.write_text("a CA")
@@ -109,8 +142,9 @@ def test_a_routing_destination_may_be_a_dicomweb_url_with_its_own_ca(tmp_path):
 def test_serve_tls_ca_alone_needs_an_https_forward(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("not read before the options are checked")
-    done = CliRunner().invoke(cli, ["serve", "--aet", "EDGEIMG", "--tls-ca", str(ca),
-                                    "--forward", "PACS@127.0.0.1:104"])  # fmt: skip
+    done = CliRunner().invoke(
+        cli, ["serve", "--aet", "EDGEIMG", "--tls-ca", str(ca), "--forward", "PACS@127.0.0.1:104"]
+    )
     assert done.exit_code == 2
     assert "--tls-ca needs --tls-cert and --tls-key, or an https --forward" in done.output
 
@@ -146,9 +180,21 @@ def test_run_from_dicomweb_by_qido_and_wado(pacs, https, tls, credentials, engin
     assert all(result.ok for result in send(parse_peer(pacs.address), [study]))
     study_uid = pydicom.dcmread(next(study.rglob("*.dcm"))).StudyInstanceUID
     out = tmp_path / "out"
-    args = ["run", "cnn", "--from", https, "--query", f"StudyInstanceUID={study_uid}",
-            "--query", "Modality=CT",
-            "--out", str(out), "--engines-dir", str(engines), "--json"]  # fmt: skip
+    args = [
+        "run",
+        "cnn",
+        "--from",
+        https,
+        "--query",
+        f"StudyInstanceUID={study_uid}",
+        "--query",
+        "Modality=CT",
+        "--out",
+        str(out),
+        "--engines-dir",
+        str(engines),
+        "--json",
+    ]
     done = CliRunner().invoke(cli, [*args, "--tls-ca", str(tls[2])], catch_exceptions=False)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
@@ -171,8 +217,10 @@ def test_run_from_dicomweb_by_qido_and_wado(pacs, https, tls, credentials, engin
 def queue(spool: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "edgeimg", "queue", "--spool", str(spool), "--json"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)
 
 
@@ -195,11 +243,26 @@ tls_ca = "{tls[3]}"
     write_study(study, series=1, slices=4, size=64, seed=9)
     port = free_port()
     server = start_serve(
-        "--config", str(config), "--aet", "EDGEIMG", "--host", "127.0.0.1",
-        "--spool", str(tmp_path / "spool"), "--model", "cnn", "--model", "unet",
-        "--forward", https, "--tls-ca", str(tls[2]), "--complete-on-release",
-        port=port, cwd=tmp_path,
-    )  # fmt: skip
+        "--config",
+        str(config),
+        "--aet",
+        "EDGEIMG",
+        "--host",
+        "127.0.0.1",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--model",
+        "cnn",
+        "--model",
+        "unet",
+        "--forward",
+        https,
+        "--tls-ca",
+        str(tls[2]),
+        "--complete-on-release",
+        port=port,
+        cwd=tmp_path,
+    )
     try:
         assert all(r.ok for r in send(parse_peer(f"EDGEIMG@127.0.0.1:{port}"), [study]))
 

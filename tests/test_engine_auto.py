@@ -109,8 +109,11 @@ def test_a_runtime_upgrade_runs_the_race_again(racers, monkeypatch):
 
 
 def test_nothing_passing_is_an_error_naming_each_refusal(racers):
-    with pytest.raises(EngineError, match=r"no engine for 'fake-image' passed verification.*"
-                       r"noisy fp32: .*drifts mae.*noisy int8"):  # fmt: skip
+    with pytest.raises(
+        EngineError,
+        match=r"no engine for 'fake-image' passed verification.*"
+        r"noisy fp32: .*drifts mae.*noisy int8",
+    ):
         race("fake-image", "noisy", seconds=0.2)
     with pytest.raises(EngineNotFound, match="edgeimg build-engine fake-image --backend noisy"):
         load_engine("fake-image", "noisy", "auto")

@@ -17,9 +17,9 @@ from torch import nn
 
 from edgeimg import hookimpl
 from edgeimg.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeSession
-from edgeimg.implementation import ModelImplementation
-from edgeimg.model import InputSpec, ModelSpec
 from edgeimg.plugins import load_registry, reset_registry
+from edgeimg.sdk.implementation import ModelImplementation
+from edgeimg.sdk.model import InputSpec, ModelSpec
 
 SIZE = 16
 FEATURES = 6

@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
 from edgeimg.dicom.filemeta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, file_meta
-from tests.peers import ct_instance
+from testsupport.peers import ct_instance
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 

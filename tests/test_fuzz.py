@@ -10,7 +10,7 @@ inserts, deletes, truncation, and extreme values written over length fields. The
 
 In `make test` each runs a short derandomized pass (same examples every run). `make fuzz` sets
 EDGEIMG_FUZZ_SECONDS (default 300, split between the two) and prints executions and findings;
-whatever it finds becomes a case in tests/corpus.py.
+whatever it finds becomes a case in testsupport/corpus.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pydicom.uid import (
 )
 
 from edgeimg.serve.listener import Listener, ServeConfig
-from tests.corpus import (
+from testsupport.corpus import (
     AET,
     RELEASE_RQ,
     VERIFICATION,
@@ -57,8 +57,21 @@ from tests.corpus import (
 
 FUZZ_SECONDS = float(os.environ.get("EDGEIMG_FUZZ_SECONDS", "0"))
 HANG_SECONDS = 20
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}  # fmt: skip
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
@@ -151,10 +164,14 @@ def _stream_seeds() -> list[tuple[bytes, list[tuple[int, int]]]]:
     )
     streams = [
         [associate_rq(contexts), *p_data(1, c_echo_rq(), True), RELEASE_RQ],
-        [associate_rq(contexts), *p_data(3, c_store_rq(CTImageStorage, uid("fuzz stream seed")),
-                                          True), *p_data(3, encoded(ds), False, 200), RELEASE_RQ],
+        [
+            associate_rq(contexts),
+            *p_data(3, c_store_rq(CTImageStorage, uid("fuzz stream seed")), True),
+            *p_data(3, encoded(ds), False, 200),
+            RELEASE_RQ,
+        ],
         [associate_rq(contexts), associate_rq(contexts), pdu(0x07, b"\0" * 4)],
-    ]  # fmt: skip
+    ]
     seeds = []
     for pdus in streams:
         offsets, pos = [], 0
@@ -176,13 +193,23 @@ class Budget:
     def run(self, name: str, test: Callable) -> None:
         """Run the @given `test`: once derandomized, or in random rounds until time is up."""
         if not self.seconds:
-            settings(max_examples=self.examples, derandomize=True, database=None, deadline=None,
-                     suppress_health_check=list(HealthCheck))(test)()  # fmt: skip
+            settings(
+                max_examples=self.examples,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            )(test)()
             return
         deadline = time.monotonic() + self.seconds
         findings = 0
-        rounds = settings(max_examples=200, derandomize=False, database=None, deadline=None,
-                          suppress_health_check=list(HealthCheck))(test)  # fmt: skip
+        rounds = settings(
+            max_examples=200,
+            derandomize=False,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )(test)
         try:
             while time.monotonic() < deadline:
                 rounds()  # each call draws new random examples
@@ -190,8 +217,10 @@ class Budget:
             findings = 1
             raise
         finally:
-            print(f"\nfuzz {name}: {self.executions} executions in {self.seconds:.0f} s, "
-                  f"{findings} findings")  # fmt: skip
+            print(
+                f"\nfuzz {name}: {self.executions} executions in {self.seconds:.0f} s, "
+                f"{findings} findings"
+            )
 
 
 def test_read_path_never_fails_unclearly(tmp_path):
@@ -214,9 +243,17 @@ def listener(tmp_path_factory) -> Iterator[int]:
     errors: list[str] = []
     previous = threading.excepthook
     threading.excepthook = lambda args: errors.append(f"{args.thread}: {args.exc_value!r}")
-    config = ServeConfig(aet=AET, port=0, host="127.0.0.1", min_free_mb=0,
-                         spool=tmp_path_factory.mktemp("fuzz") / "spool", series_timeout=60,
-                         acse_timeout=2, dimse_timeout=5, network_timeout=5)  # fmt: skip
+    config = ServeConfig(
+        aet=AET,
+        port=0,
+        host="127.0.0.1",
+        min_free_mb=0,
+        spool=tmp_path_factory.mktemp("fuzz") / "spool",
+        series_timeout=60,
+        acse_timeout=2,
+        dimse_timeout=5,
+        network_timeout=5,
+    )
     serving = Listener(config)
     _, port = serving.start()
     yield port

@@ -20,8 +20,8 @@ from pynetdicom import AE
 from edgeimg.serve.gate import DropLog, Pending
 from edgeimg.serve.listener import Listener, ServeConfig
 from edgeimg.serve.security import server_tls_context
-from tests.corpus import VERIFICATION, Association, associate_rq, read_pdu
-from tests.peers import free_port, needs_dcmtk, self_signed, start_serve, stop
+from testsupport.corpus import VERIFICATION, Association, associate_rq, read_pdu
+from testsupport.peers import free_port, needs_dcmtk, self_signed, start_serve, stop
 
 AET = "EDGE"
 HOST = "127.0.0.1"

@@ -34,7 +34,7 @@ from edgeimg.serve.pynetdicom_adapter import LOG_HANDLERS, FastStoreResponses
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.security import parse_allow, server_tls_context
 from edgeimg.serve.spool import INCOMING, TEMP_PREFIX
-from tests.peers import (
+from testsupport.peers import (
     ct_instance,
     dataset_bytes,
     free_port,
@@ -54,8 +54,14 @@ PROPOSE = {  # storescu proposes uncompressed syntaxes unless told otherwise
     "1.2.840.10008.1.2.4.50": "-xy",
     "1.2.840.10008.1.2.4.91": "-xw",
 }
-REAL_FILES = ["CT_small.dcm", "SC_rgb_rle_2frame.dcm", "JPEG2000.dcm", "image_dfl.dcm",
-              "SC_rgb_jpeg_dcmtk.dcm", "MR_small_bigendian.dcm"]  # fmt: skip
+REAL_FILES = [
+    "CT_small.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "JPEG2000.dcm",
+    "image_dfl.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "MR_small_bigendian.dcm",
+]
 
 
 class Recorder:
@@ -87,7 +93,7 @@ def serve(tmp_path):
             dimse_timeout=5,
             network_timeout=5,
         )
-        values.update(overrides)  # fmt: skip
+        values.update(overrides)
         listener = Listener(ServeConfig(**values), pipeline)
         _, port = listener.start()
         started.append(listener)
@@ -177,16 +183,23 @@ def test_received_instances_are_audited_without_patient_data(serve, tmp_path):
     ds = ct_instance()
     path = write(ds, tmp_path / "ct.dcm")
     for _ in range(2):
-        assert _dcmtk("storescu", "-aet", "CT1", "-aec", AET, "127.0.0.1", str(port),
-                      str(path)).returncode == 0  # fmt: skip
+        assert (
+            _dcmtk(
+                "storescu", "-aet", "CT1", "-aec", AET, "127.0.0.1", str(port), str(path)
+            ).returncode
+            == 0
+        )
     listener.stop()  # the audit lines are written off the response path; stop drains them
     lines = list(read_audit(tmp_path / "audit.jsonl"))
     assert [(line["event"], line["duplicate"]) for line in lines] == [
-        ("received", False), ("received", True)
-    ]  # fmt: skip
+        ("received", False),
+        ("received", True),
+    ]
     assert lines[0]["sop_instance_uid"] == ds.SOPInstanceUID and lines[0]["calling_aet"] == "CT1"
-    assert (lines[0]["series_uid"], lines[0]["study_uid"]) == (ds.SeriesInstanceUID,
-                                                               ds.StudyInstanceUID)  # fmt: skip
+    assert (lines[0]["series_uid"], lines[0]["study_uid"]) == (
+        ds.SeriesInstanceUID,
+        ds.StudyInstanceUID,
+    )
     assert "Secret" not in (tmp_path / "audit.jsonl").read_text()
 
 
@@ -446,16 +459,21 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
     process = start_serve(*args, port=port, cwd=tmp_path)
     try:
         db = sqlite3.connect(spool / "queue.sqlite")
-        rows = {uid: (path, digest) for uid, path, digest in
-                db.execute("SELECT sop_uid, path, sha256 FROM instances")}  # fmt: skip
+        rows = {
+            uid: (path, digest)
+            for uid, path, digest in db.execute("SELECT sop_uid, path, sha256 FROM instances")
+        }
         for uid in acked:
             path, digest = rows[uid]
             assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
         assert not list(spool.rglob(f"{TEMP_PREFIX}*"))
         listing = subprocess.run(
             [*_edgeimg(), "queue", "--spool", str(spool), "--json"],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
         document = json.loads(listing.stdout)
         [entry] = document["series"]
         assert entry["series_uid"] == series.SeriesInstanceUID
@@ -494,8 +512,13 @@ def test_serve_refuses_unknown_models_and_bad_flags_before_listening(tmp_path):
 
     port = str(free_port())
     (tmp_path / "bad.toml").write_text("[serve]\nno-such-setting = 1\n")
-    cases = (["--model", "no-such-model"], ["--allow", "@host"], ["--tls-cert", __file__],
-             ["--config", str(tmp_path / "bad.toml")], ["--forward", "nonsense"])  # fmt: skip
+    cases = (
+        ["--model", "no-such-model"],
+        ["--allow", "@host"],
+        ["--tls-cert", __file__],
+        ["--config", str(tmp_path / "bad.toml")],
+        ["--forward", "nonsense"],
+    )
     for args in cases:
         result = CliRunner().invoke(cli, ["serve", "--aet", AET, "--port", port, *args])
         assert result.exit_code == 2, result.output

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from torch.nn import functional as F
 from torch.utils.data import default_collate
 
-from edgeimg.enhance_data import EnhancementPairs, heal
-from edgeimg.metrics_image import gradient_ratio, psnr, ssim
-from edgeimg.model import InputSpec
 from edgeimg.plugins import get_registry
-from edgeimg.training import evaluate, load_network
+from edgeimg.sdk.enhance_data import EnhancementPairs, heal
+from edgeimg.sdk.metrics_image import gradient_ratio, psnr, ssim
+from edgeimg.sdk.model import InputSpec
+from edgeimg.sdk.training import evaluate, load_network
 from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("autoencoder", "gan")

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from edgeimg.datasets import window
 from edgeimg.engine.export import check_onnx, export_onnx
 from edgeimg.plugins import get_registry
+from edgeimg.sdk.datasets import window
 from edgeimg.sdk.sequence import PAD, SeriesDataset
+from edgeimg.sdk.training import evaluate
 from edgeimg.synth import make_phantom
-from edgeimg.training import evaluate
 from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("rnn", "lstm", "gru")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgeimg.metrics import auc, box_iou, detection_scores, dice, nms
 from edgeimg.plugins import get_registry
 from edgeimg.sdk.detect import STRIDE
-from edgeimg.training import evaluate
+from edgeimg.sdk.metrics import auc, box_iou, detection_scores, dice, nms
+from edgeimg.sdk.training import evaluate
 from tests.models import implementation_of, two_threads  # noqa: F401 - fixture used via pytestmark
 
 MODELS = ("cnn", "unet", "detector")

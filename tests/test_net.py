@@ -14,18 +14,31 @@ from pydicom.filereader import read_file_meta_info
 
 from edgeimg.cli import cli
 from edgeimg.net import PeerError, parse_peer
-from edgeimg.pacs import Orthanc
 from edgeimg.serve.listener import Listener, ServeConfig
-from tests.peers import ct_instance, dataset_bytes, free_port, orthanc_rest, write
+from testsupport.pacs import Orthanc
+from testsupport.peers import ct_instance, dataset_bytes, free_port, orthanc_rest, write
 
-FILES = ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "image_dfl.dcm",
-         "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_small_odd_big_endian.dcm"]  # fmt: skip
+FILES = [
+    "CT_small.dcm",
+    "MR_small_RLE.dcm",
+    "JPEG2000.dcm",
+    "image_dfl.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "SC_rgb_small_odd_big_endian.dcm",
+]
 
 
 @pytest.fixture
 def listener(tmp_path):
-    config = ServeConfig(aet="EDGE", port=0, host="127.0.0.1", spool=tmp_path / "spool",
-                         min_free_mb=0, acse_timeout=2, dimse_timeout=5)  # fmt: skip
+    config = ServeConfig(
+        aet="EDGE",
+        port=0,
+        host="127.0.0.1",
+        spool=tmp_path / "spool",
+        min_free_mb=0,
+        acse_timeout=2,
+        dimse_timeout=5,
+    )
     server = Listener(config)
     _, port = server.start()
     server.peer = f"EDGE@127.0.0.1:{port}"
@@ -35,10 +48,12 @@ def listener(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("PACS@10.0.0.5:104", ("PACS", "10.0.0.5", 104)),
-     ("A B@host.example:11112", ("A B", "host.example", 11112)),
-     ("PACS@[::1]:104", ("PACS", "::1", 104))],
-)  # fmt: skip
+    [
+        ("PACS@10.0.0.5:104", ("PACS", "10.0.0.5", 104)),
+        ("A B@host.example:11112", ("A B", "host.example", 11112)),
+        ("PACS@[::1]:104", ("PACS", "::1", 104)),
+    ],
+)
 def test_parse_peer(text, expected):
     peer = parse_peer(text)
     assert (peer.aet, peer.host, peer.port) == expected
@@ -143,8 +158,11 @@ def test_queue_json_and_retry(listener, tmp_path):
     assert series["instances"] == 1 and series["state"] == "received"
     db = sqlite3.connect(listener.spool.queue_path)
     with db:
-        db.execute("INSERT INTO jobs (series_uid, model, state, error, updated) VALUES (?, 'cnn',"
-                   " 'failed', 'boom', 0)", (series["series_uid"],))  # fmt: skip
+        db.execute(
+            "INSERT INTO jobs (series_uid, model, state, error, updated) VALUES (?, 'cnn',"
+            " 'failed', 'boom', 0)",
+            (series["series_uid"],),
+        )
     table = CliRunner().invoke(cli, ["queue", "--spool", spool])
     assert "boom" in table.output and "job:1" in table.output
     assert CliRunner().invoke(cli, ["queue", "--spool", spool, "retry", "job:1"]).exit_code == 0

@@ -15,8 +15,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from edgeimg import pacs as pacs_module
-from edgeimg.pacs import Orthanc, OrthancError
+from testsupport import pacs as pacs_module
+from testsupport.pacs import Orthanc, OrthancError
 
 needs_orthanc = pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available()))
 

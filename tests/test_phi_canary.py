@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from edgeimg.pacs import Orthanc
-from tests.canary import TOKEN, exercise, make_studies, needles, search
-from tests.peers import needs_dcmtk
+from testsupport.canary import TOKEN, exercise, make_studies, needles, search
+from testsupport.pacs import Orthanc
+from testsupport.peers import needs_dcmtk
 
 
 def test_needles_cover_every_marker_and_form() -> None:

@@ -27,7 +27,7 @@ from edgeimg.serve.pipeline import Worker
 from edgeimg.serve.routing import parse_routing
 from edgeimg.synth.dicom import write_study
 from tests.dciodvfy import dciodvfy_errors
-from tests.peers import ct_instance, dataset_bytes, free_port, start_serve, stop, write
+from testsupport.peers import ct_instance, dataset_bytes, free_port, start_serve, stop, write
 
 pytestmark = pytest.mark.integration
 SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -37,8 +37,16 @@ SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 @contextmanager
 def listener(spool: Path, aet: str, **options) -> Iterator[Listener]:
     """An in-process edgeimg listener on a free loopback port."""
-    config = ServeConfig(aet=aet, port=0, host="127.0.0.1", spool=spool, min_free_mb=0,
-                         acse_timeout=5, network_timeout=10, **options)  # fmt: skip
+    config = ServeConfig(
+        aet=aet,
+        port=0,
+        host="127.0.0.1",
+        spool=spool,
+        min_free_mb=0,
+        acse_timeout=5,
+        network_timeout=10,
+        **options,
+    )
     server = Listener(config)
     _, config.port = server.start()
     try:
@@ -100,8 +108,14 @@ def test_routes_destinations_deid_and_audit(tmp_path, engines) -> None:
         edge.audit = audit  # as `edgeimg serve` does: the listener records what it receives
         ports = {"plain": plain.config.port, "research": research.config.port}
         routing = parse_routing(tomllib.loads(CONFIG.format(**ports)), "test.toml")
-        worker = Worker(edge.queue, tmp_path / "spool" / "results", routing,
-                        engines_dir=engines, audit=audit, deid_key=key)  # fmt: skip
+        worker = Worker(
+            edge.queue,
+            tmp_path / "spool" / "results",
+            routing,
+            engines_dir=engines,
+            audit=audit,
+            deid_key=key,
+        )
         peer = parse_peer(f"EDGE@127.0.0.1:{edge.config.port}")
         for folder in (study.out_dir / "series-001", tmp_path / "head"):
             assert all(result.ok for result in send(peer, [folder], calling="SCANNER"))
@@ -114,7 +128,9 @@ def test_routes_destinations_deid_and_audit(tmp_path, engines) -> None:
             (study.series[0].series_uid, "unet", "done"),
         ]  # the 3-slice HEAD series matched no route: no job, and done
         assert {s["series_uid"]: s["state"] for s in edge.queue.series_summary()} == {
-            study.series[0].series_uid: "done", head[0].SeriesInstanceUID: "done"}  # fmt: skip
+            study.series[0].series_uid: "done",
+            head[0].SeriesInstanceUID: "done",
+        }
         assert edge.queue.totals()["forwards"] == {"done": 3}
         assert worker.latency().keys() == {"cnn", "unet"}
         plain_files = received(plain)
@@ -150,7 +166,8 @@ def test_routes_destinations_deid_and_audit(tmp_path, engines) -> None:
     done = {e["model"]: e for e in events if e["event"] == "job_done"}
     assert done.keys() == {"cnn", "unet"} and all(e["engine_key"] for e in done.values())
     assert {o["sop_instance_uid"] for e in done.values() for o in e["outputs"]} == {
-        str(dcmread(p).SOPInstanceUID) for p in results.values()}  # fmt: skip
+        str(dcmread(p).SOPInstanceUID) for p in results.values()
+    }
     forwarded = {e["destination"]: e for e in events if e["event"] == "forwarded"}
     assert forwarded["plain"]["deid"] is False and len(forwarded["plain"]["sop_instance_uids"]) == 2
     assert forwarded["research"]["deid"] is True
@@ -174,7 +191,7 @@ def test_serve_config_deid_key_and_audit_across_restarts(tmp_path, engines, monk
             f'spool = "{spool}"\nmin-free-mb = 0\n'
             f'[[destination]]\nname = "research"\npeer = "RESEARCH@127.0.0.1:{port}"\n'
             'deid = true\n[[route]]\nmodel = "cnn"\n'
-        )  # fmt: skip
+        )
         for number, series in enumerate(study.series, 1):
             port = free_port()
             server = start_serve("--config", str(config), port=port, cwd=tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edgeimg import hookimpl
-from edgeimg.model import ModelSpec
 from edgeimg.plugins import DEFAULT_PLUGINS, PluginError, UnknownName, load_registry
+from edgeimg.sdk.model import ModelSpec
 from tests.conftest import write_distribution
 
 BUILT_IN_MODELS = {"cnn", "unet", "detector", "rnn", "lstm", "gru", "autoencoder", "gan"}
@@ -97,7 +97,7 @@ def test_entry_point_plugin_is_loaded(site_dir):
         "extra_plugin",
         """
         from edgeimg import hookimpl
-        from edgeimg.model import ModelSpec
+        from edgeimg.sdk.model import ModelSpec
 
         @hookimpl
         def register_models(register):

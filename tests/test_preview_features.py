@@ -13,7 +13,6 @@ from PIL import Image
 from edgeimg.features import FeaturesUnsupported, write_features
 from edgeimg.files import dicom_files
 from edgeimg.inference import Decoded, decode_file
-from edgeimg.model import ModelSpec
 from edgeimg.plugins import get_registry
 from edgeimg.preview import (
     BOX_COLOUR,
@@ -26,6 +25,7 @@ from edgeimg.preview import (
     write_preview,
     write_previews,
 )
+from edgeimg.sdk.model import ModelSpec
 from edgeimg.synth.dicom import write_study
 
 SLICES = 8
@@ -166,7 +166,7 @@ def autoencoder(tmp_path):
     """The autoencoder with freshly initialised weights, so the test does not wait on training."""
     from safetensors.torch import save_file
 
-    from edgeimg.training import implementation_for
+    from edgeimg.sdk.training import implementation_for
 
     model = spec("autoencoder")
     weights = tmp_path / "autoencoder.safetensors"

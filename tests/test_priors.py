@@ -17,22 +17,22 @@ import pytest
 from click.testing import CliRunner
 
 from edgeimg.cli import cli
-from edgeimg.model import ModelSpec
 from edgeimg.net import parse_peer, send
-from edgeimg.pacs import Orthanc
+from edgeimg.sdk.model import ModelSpec
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.routing import RoutingError, SeriesFacts, parse_routing
 from edgeimg.synth.dicom import write_study
 from tests.conftest import run_edgeimg, write_distribution
 from tests.dciodvfy import dciodvfy_errors
-from tests.peers import Relay, free_port, start_serve, stop
+from testsupport.pacs import Orthanc
+from testsupport.peers import Relay, free_port, start_serve, stop
 
 needs_orthanc = pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available()))
 PLUGIN = """
 from pathlib import Path
 
 from edgeimg import hookimpl
-from edgeimg.model import InputSpec, ModelSpec
+from edgeimg.sdk.model import InputSpec, ModelSpec
 
 
 @hookimpl
@@ -59,8 +59,12 @@ CURRENT, PRIOR, OLDER, OTHER = "20260115", "20250601", "20240101", "20251201"
 
 
 def test_a_route_may_name_its_own_priors_source_and_priors_from_is_the_default():
-    tables = {"route": [{"model": "a", "modality": "CT", "priors_from": "PACS@10.0.0.5:104"},
-                        {"model": "b"}]}  # fmt: skip
+    tables = {
+        "route": [
+            {"model": "a", "modality": "CT", "priors_from": "PACS@10.0.0.5:104"},
+            {"model": "b"},
+        ]
+    }
     routing = parse_routing(tables, "serve.toml").with_flags([], [], None, "Q@127.0.0.1:4242")
     assert routing.priors_source("a", SeriesFacts(modality="CT")) == "PACS@10.0.0.5:104"
     assert routing.priors_source("b", SeriesFacts(modality="CT")) == "Q@127.0.0.1:4242"
@@ -81,8 +85,20 @@ def test_the_serve_config_file_takes_priors_from(tmp_path):
 
 def test_a_waiting_job_is_not_claimed_before_its_time_and_queue_says_why(tmp_path):
     queue = Queue(tmp_path / "queue.db")
-    queue.add_instance(Instance("1.2.3", "1.2.4", "1.2.5", "1.2.840.10008.5.1.4.1.1.2", "CT",
-                                "x.dcm", 1, "0", "SCANNER", "127.0.0.1"))  # fmt: skip
+    queue.add_instance(
+        Instance(
+            "1.2.3",
+            "1.2.4",
+            "1.2.5",
+            "1.2.840.10008.5.1.4.1.1.2",
+            "CT",
+            "x.dcm",
+            1,
+            "0",
+            "SCANNER",
+            "127.0.0.1",
+        )
+    )
     queue.complete(["1.2.4"])
     queue.claim_series()
     queue.add_jobs("1.2.4", ["m"])
@@ -143,10 +159,22 @@ def pacs(patient):
 def _serve(tmp_path: Path, priors_from: str) -> tuple[object, int]:
     port = free_port()
     server = start_serve(
-        "--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(tmp_path / "spool"),
-        "--model", "cnn-priors", "--priors-from", priors_from, "--complete-on-release",
-        "--allow", "SCANNER@127.0.0.1", port=port, cwd=tmp_path,
-    )  # fmt: skip
+        "--aet",
+        "EDGEIMG",
+        "--host",
+        "127.0.0.1",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--model",
+        "cnn-priors",
+        "--priors-from",
+        priors_from,
+        "--complete-on-release",
+        "--allow",
+        "SCANNER@127.0.0.1",
+        port=port,
+        cwd=tmp_path,
+    )
     return server, port
 
 

@@ -15,7 +15,7 @@ from edgeimg.audit import AuditLog
 from edgeimg.privacy import describe, scrub
 from edgeimg.serve import log
 from edgeimg.serve.queue import Instance, Queue
-from tests.peers import ROOT
+from testsupport.peers import ROOT
 
 MARK = "Zqxcanary"
 

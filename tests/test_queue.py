@@ -17,8 +17,19 @@ from edgeimg.serve.spool import QUEUE_NAME
 
 
 def _instance(sop: str, series: str = "1.2.3", expected: int | None = None) -> Instance:
-    return Instance(sop, series, "1.2", "1.2.840.10008.5.1.4.1.1.2", "CT", f"/x/{sop}", 10, "ab",
-                    "SCANNER", "127.0.0.1", expected)  # fmt: skip
+    return Instance(
+        sop,
+        series,
+        "1.2",
+        "1.2.840.10008.5.1.4.1.1.2",
+        "CT",
+        f"/x/{sop}",
+        10,
+        "ab",
+        "SCANNER",
+        "127.0.0.1",
+        expected,
+    )
 
 
 def test_wal_and_full_sync(tmp_path):
@@ -59,12 +70,18 @@ def test_recover_requeues_running_work_and_retry(tmp_path):
     db = sqlite3.connect(path)
     with db:
         db.execute("UPDATE series SET state = 'running'")
-        db.execute("INSERT INTO jobs (series_uid, model, state, updated) VALUES ('1.2.3', 'cnn',"
-                   " 'running', 0)")  # fmt: skip
-        db.execute("INSERT INTO jobs (series_uid, model, state, error, updated) VALUES"
-                   " ('1.2.3', 'cnn', 'failed', 'boom', 0)")  # fmt: skip
-        db.execute("INSERT INTO forwards (job_id, destination, path, state, updated) VALUES"
-                   " (2, 'PACS@h:104', '/r', 'failed', 0)")  # fmt: skip
+        db.execute(
+            "INSERT INTO jobs (series_uid, model, state, updated) VALUES ('1.2.3', 'cnn',"
+            " 'running', 0)"
+        )
+        db.execute(
+            "INSERT INTO jobs (series_uid, model, state, error, updated) VALUES"
+            " ('1.2.3', 'cnn', 'failed', 'boom', 0)"
+        )
+        db.execute(
+            "INSERT INTO forwards (job_id, destination, path, state, updated) VALUES"
+            " (2, 'PACS@h:104', '/r', 'failed', 0)"
+        )
     assert Queue(path).recover() == 2
     states = dict(db.execute("SELECT id, state FROM jobs"))
     assert states == {1: "pending", 2: "failed"}
@@ -79,10 +96,11 @@ def test_recover_requeues_running_work_and_retry(tmp_path):
 def test_threads_share_the_queue(tmp_path):
     queue = Queue(tmp_path / "q.sqlite")
     threads = [
-        threading.Thread(target=lambda n=n: [queue.add_instance(_instance(f"{n}.{i}"))
-                                             for i in range(20)])
+        threading.Thread(
+            target=lambda n=n: [queue.add_instance(_instance(f"{n}.{i}")) for i in range(20)]
+        )
         for n in range(1, 5)
-    ]  # fmt: skip
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from benchmarks import reliability
-from edgeimg.pacs import Orthanc
+from testsupport.pacs import Orthanc
 
 
 @pytest.mark.integration

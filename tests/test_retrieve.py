@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from edgeimg.cli import cli
 from edgeimg.net import parse_peer, send
-from edgeimg.pacs import Orthanc
 from edgeimg.retrieve import QueryError, level, parse_query
 from edgeimg.synth.dicom import write_study
-from tests.peers import free_port
+from testsupport.pacs import Orthanc
+from testsupport.peers import free_port
 
 needs_orthanc = pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available()))
 
@@ -24,8 +24,10 @@ def pacs(tmp_path_factory):
     our AE title EDGEIMG for C-MOVE at a port the tests give to --move-port, and STRANGER at a
     port where nothing listens."""
     move_port = free_port()
-    modalities = {"EDGEIMG": ("EDGEIMG", "127.0.0.1", move_port),
-                  "STRANGER": ("STRANGER", "127.0.0.1", free_port())}  # fmt: skip
+    modalities = {
+        "EDGEIMG": ("EDGEIMG", "127.0.0.1", move_port),
+        "STRANGER": ("STRANGER", "127.0.0.1", free_port()),
+    }
     with Orthanc(modalities=modalities) as server:
         folder = tmp_path_factory.mktemp("sent")
         studies = []
@@ -99,9 +101,21 @@ def test_run_processes_a_study_that_exists_only_in_orthanc(method, pacs, engines
     study = pacs.studies[0]
     out = tmp_path / "out"
     move = ["--move-port", str(pacs.move_port)] if method != "auto" else []
-    done = run("cnn", "--from", pacs.address, "--query", f"StudyInstanceUID={study}",
-               "--retrieve", method, *move, "--out", str(out),
-               "--engines-dir", str(engines), "--json")  # fmt: skip
+    done = run(
+        "cnn",
+        "--from",
+        pacs.address,
+        "--query",
+        f"StudyInstanceUID={study}",
+        "--retrieve",
+        method,
+        *move,
+        "--out",
+        str(out),
+        "--engines-dir",
+        str(engines),
+        "--json",
+    )
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
     assert summary["counts"]["ok"] == 4 and summary["series"] == 1 and not summary["failures"]
@@ -115,9 +129,22 @@ def test_run_processes_a_study_that_exists_only_in_orthanc(method, pacs, engines
 def test_a_date_range_matches_one_study_and_a_failed_retrieve_is_listed(pacs, engines, tmp_path):
     """C-MOVE to an AE whose port Orthanc cannot reach fails: the study is listed, exit 1."""
     out = tmp_path / "out"
-    done = run("cnn", "--from", pacs.address, "--query", "StudyDate=20260101-20260131",
-               "--retrieve", "move", "--aet", "STRANGER", "--out", str(out),
-               "--engines-dir", str(engines), "--json")  # fmt: skip
+    done = run(
+        "cnn",
+        "--from",
+        pacs.address,
+        "--query",
+        "StudyDate=20260101-20260131",
+        "--retrieve",
+        "move",
+        "--aet",
+        "STRANGER",
+        "--out",
+        str(out),
+        "--engines-dir",
+        str(engines),
+        "--json",
+    )
     assert done.exit_code == 1, done.output
     (failure,) = json.loads(done.stdout)["failures"]
     assert failure["study_uid"] == pacs.studies[0]

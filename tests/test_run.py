@@ -69,8 +69,10 @@ def test_outputs_written_in_workers_match_those_written_here(study, engines, tmp
     for out, workers in ((here, "0"), (pooled, "2")):
         args = ("cnn", str(study), "--out", str(out), "--engines-dir", str(engines))
         assert run(*args, "--workers", workers).exit_code == 0
-    outputs = [sorted(Path(p).name for line in results(out) for p in line.get("outputs", []))
-               for out in (here, pooled)]  # fmt: skip
+    outputs = [
+        sorted(Path(p).name for line in results(out) for p in line.get("outputs", []))
+        for out in (here, pooled)
+    ]
     assert outputs[0] == outputs[1] and outputs[0]
 
 

@@ -124,8 +124,10 @@ def test_built_in_plugins_import_only_the_sdk(path):
 
 def test_the_scan_catches_an_internal_import(tmp_path):
     path = tmp_path / "bad.py"
-    path.write_text("from edgeimg.slices import SliceModel\nfrom edgeimg import sdk, hookimpl\n")
-    assert _edgeimg_imports(path) == ["edgeimg.slices", "edgeimg.sdk", "edgeimg.hookimpl"]
+    path.write_text(
+        "from edgeimg.sdk.slices import SliceModel\nfrom edgeimg import sdk, hookimpl\n"
+    )
+    assert _edgeimg_imports(path) == ["edgeimg.sdk.slices", "edgeimg.sdk", "edgeimg.hookimpl"]
 
 
 def test_importing_the_sdk_does_not_import_torch():
@@ -143,7 +145,7 @@ def test_every_sdk_name_resolves():
 
 def test_every_task_has_a_base_that_provides_all_but_build():
     from edgeimg import sdk
-    from edgeimg.implementation import provides
+    from edgeimg.sdk.implementation import provides
 
     for task, base in sdk.TASK_BASES.items():
         cls = getattr(sdk, base)
@@ -180,9 +182,15 @@ def test_build_engine_without_heldout_names_method_command_and_base(site_dir, tm
     install(site_dir, cls="Bare")
     weights = weights_file(site_dir, tmp_path)
     done = run_edgeimg(
-        "build-engine", "tiny", "--weights", str(weights), "--backend", "onnxruntime",
-        "--engines-dir", str(tmp_path / "engines"),
-    )  # fmt: skip
+        "build-engine",
+        "tiny",
+        "--weights",
+        str(weights),
+        "--backend",
+        "onnxruntime",
+        "--engines-dir",
+        str(tmp_path / "engines"),
+    )
     line = one_line_error(done)
     assert "heldout()" in line and "`edgeimg build-engine` needs it" in line
     assert "edgeimg.sdk.SliceClassifier" in line
@@ -195,10 +203,21 @@ def test_run_without_heldout_names_method_command_and_base(site_dir, tmp_path):
     synth = run_edgeimg("synth", str(study), "--series", "1", "--slices", "4", "--size", "32")
     assert synth.returncode == 0, synth.stderr
     done = run_edgeimg(
-        "run", "tiny", str(study), "--weights", str(weights), "--backend", "onnxruntime",
-        "--engines-dir", str(tmp_path / "engines"), "--out", str(tmp_path / "out"),
-        "--workers", "0", "--json",
-    )  # fmt: skip
+        "run",
+        "tiny",
+        str(study),
+        "--weights",
+        str(weights),
+        "--backend",
+        "onnxruntime",
+        "--engines-dir",
+        str(tmp_path / "engines"),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "0",
+        "--json",
+    )
     line = one_line_error(done)
     assert "heldout()" in line and "`edgeimg run` needs it" in line
 
@@ -221,16 +240,23 @@ def test_a_base_class_and_build_is_enough_to_train_and_build(site_dir, tmp_path)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["metrics"]) == {"auc", "accuracy"}
     done = run_edgeimg(
-        "build-engine", "tiny", "--weights", str(weights), "--backend", "onnxruntime",
-        "--engines-dir", str(tmp_path / "engines"), "--json",
-    )  # fmt: skip
+        "build-engine",
+        "tiny",
+        "--weights",
+        str(weights),
+        "--backend",
+        "onnxruntime",
+        "--engines-dir",
+        str(tmp_path / "engines"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     verification = json.loads(done.stdout)["verification"]
     assert verification["verified"] and verification["metric"] == "auc"
 
 
 def test_a_spec_without_metric_keeps_the_lowest_validation_loss(site_dir, tmp_path):
-    from edgeimg.training import evaluate, train, validation_loss
+    from edgeimg.sdk.training import evaluate, train, validation_loss
 
     install(site_dir)
     spec = load_registry().model("tiny")
@@ -240,7 +266,7 @@ def test_a_spec_without_metric_keeps_the_lowest_validation_loss(site_dir, tmp_pa
     assert result.best_epoch == 1 + losses.index(min(losses))
     assert result.metrics["val_loss"] == min(losses)
     implementation = spec.load()(spec)
-    from edgeimg.training import load_network
+    from edgeimg.sdk.training import load_network
 
     network = load_network(spec, result.weights)
     _, validation = implementation.datasets(0)

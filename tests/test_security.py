@@ -7,9 +7,15 @@ from edgeimg.serve.security import SecurityError, is_allowed, parse_allow
 
 @pytest.mark.parametrize(
     ("host", "allowed"),
-    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("10.0.0.5", False),
-     ("192.168.1.20", False), ("not-an-address", False)],
-)  # fmt: skip
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("10.0.0.5", False),
+        ("192.168.1.20", False),
+        ("not-an-address", False),
+    ],
+)
 def test_without_allow_list_only_local_peers_may_call(host, allowed):
     assert is_allowed([], "ANY", host) is allowed
 

@@ -23,12 +23,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from edgeimg.pacs import Orthanc
 from edgeimg.serve.listener import Listener, ServeConfig
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX, Spool
 from edgeimg.synth.dicom import write_study
-from tests.peers import dataset_bytes, free_port, needs_dcmtk, start_serve, stop
+from testsupport.pacs import Orthanc
+from testsupport.peers import dataset_bytes, free_port, needs_dcmtk, start_serve, stop
 
 needs_orthanc = pytest.mark.skipif(Orthanc.available() is not None, reason=str(Orthanc.available()))
 COUNT = 200
@@ -72,8 +72,21 @@ def test_kill_9_mid_send_loses_nothing_acknowledged(tmp_path, monkeypatch):
     study = write_study(tmp_path / "study", series=1, slices=COUNT, size=64, seed=5)
     files = sorted((study.out_dir / "series-001").glob("*.dcm"))
     spool, port = tmp_path / "spool", free_port()
-    args = ("--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(spool), "--model", "cnn",
-            "--complete-on-release", "--series-timeout", "600", "--min-free-mb", "0")  # fmt: skip
+    args = (
+        "--aet",
+        "EDGEIMG",
+        "--host",
+        "127.0.0.1",
+        "--spool",
+        str(spool),
+        "--model",
+        "cnn",
+        "--complete-on-release",
+        "--series-timeout",
+        "600",
+        "--min-free-mb",
+        "0",
+    )
     with Orthanc("PACS") as pacs:
         server = start_serve(*args, "--forward", pacs.address, port=port, cwd=tmp_path)
         try:
@@ -104,8 +117,9 @@ def test_kill_9_mid_send_loses_nothing_acknowledged(tmp_path, monkeypatch):
             assert stop(server, signal.SIGTERM) == 0
         at_pacs = pacs.instances()
         outputs = [output for job in _jobs(spool) for output in json.loads(job["outputs"])]
-        result_uids = [str(dcmread(output, stop_before_pixels=True).SOPInstanceUID)
-                       for output in outputs]  # fmt: skip
+        result_uids = [
+            str(dcmread(output, stop_before_pixels=True).SOPInstanceUID) for output in outputs
+        ]
         copies = {uid: len(pacs.find(sop_instance_uid=uid)) for uid in result_uids}
 
     rows = _rows(spool, "SELECT sop_uid, path, sha256 FROM instances")
@@ -216,8 +230,13 @@ def test_a_row_whose_file_never_landed_is_dropped_on_restart(tmp_path):
     landed, lost = spool.path_for("1.9", "1.9.1"), spool.path_for("1.9", "1.9.2")
     spool.write(landed, [b"DICM"], 4)
     queue = Queue(spool.queue_path)
-    queue.add_instances([_instance("1.9.1", "1.9", landed), _instance("1.9.2", "1.9", lost),
-                         _instance("1.8.1", "1.8", spool.path_for("1.8", "1.8.1"))])  # fmt: skip
+    queue.add_instances(
+        [
+            _instance("1.9.1", "1.9", landed),
+            _instance("1.9.2", "1.9", lost),
+            _instance("1.8.1", "1.8", spool.path_for("1.8", "1.8.1")),
+        ]
+    )
     Listener(ServeConfig(aet="EDGEIMG", spool=spool.root, min_free_mb=0)).recover()
     assert [row["sop_uid"] for row in _rows(spool.root, "SELECT sop_uid FROM instances")] == [
         "1.9.1"
@@ -227,9 +246,18 @@ def test_a_row_whose_file_never_landed_is_dropped_on_restart(tmp_path):
 
 
 def _instance(sop_uid: str, series_uid: str, path: Path) -> Instance:
-    return Instance(sop_uid=sop_uid, series_uid=series_uid, study_uid="1.7", sop_class="1.2",
-                    modality="CT", path=str(path), size=4, sha256="-", calling_aet="SCU",
-                    peer_host="127.0.0.1")  # fmt: skip
+    return Instance(
+        sop_uid=sop_uid,
+        series_uid=series_uid,
+        study_uid="1.7",
+        sop_class="1.2",
+        modality="CT",
+        path=str(path),
+        size=4,
+        sha256="-",
+        calling_aet="SCU",
+        peer_host="127.0.0.1",
+    )
 
 
 def _rows(spool: Path, sql: str) -> list[sqlite3.Row]:

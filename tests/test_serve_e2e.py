@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeimg.pacs import Orthanc
 from edgeimg.synth.dicom import write_study
 from tests.dciodvfy import dciodvfy_errors
 from tests.enhanced import write_legacy_enhanced
-from tests.peers import free_port, needs_dcmtk, start_serve, stop
+from testsupport.pacs import Orthanc
+from testsupport.peers import free_port, needs_dcmtk, start_serve, stop
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,15 +37,20 @@ def storescu(port: int, folder: Path) -> None:
     files = sorted(str(p) for p in folder.glob("*.dcm"))
     subprocess.run(
         ["storescu", "-R", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1", str(port), *files],
-        check=True, capture_output=True, timeout=120, env={"TCP_NODELAY": "1"},
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={"TCP_NODELAY": "1"},
+    )
 
 
 def queue(spool: Path) -> list[dict]:
     done = subprocess.run(
         [sys.executable, "-m", "edgeimg", "queue", "--spool", str(spool), "--json"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)["series"]
 
 
@@ -69,11 +74,24 @@ def test_series_to_sr_and_seg_at_the_pacs(make_series, pacs, engines, tmp_path, 
     folder, instances = make_series(tmp_path / "study")
     port = free_port()
     server = start_serve(
-        "--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(tmp_path / "spool"),
-        "--model", "cnn", "--model", "unet", "--forward", pacs.address,
-        "--complete-on-release", "--allow", "SCANNER@127.0.0.1",
-        port=port, cwd=tmp_path,
-    )  # fmt: skip
+        "--aet",
+        "EDGEIMG",
+        "--host",
+        "127.0.0.1",
+        "--spool",
+        str(tmp_path / "spool"),
+        "--model",
+        "cnn",
+        "--model",
+        "unet",
+        "--forward",
+        pacs.address,
+        "--complete-on-release",
+        "--allow",
+        "SCANNER@127.0.0.1",
+        port=port,
+        cwd=tmp_path,
+    )
     try:
         storescu(port, folder)
 
@@ -86,8 +104,9 @@ def test_series_to_sr_and_seg_at_the_pacs(make_series, pacs, engines, tmp_path, 
         assert stop(server, signal.SIGTERM) == 0
     assert counts == {COMPREHENSIVE_3D_SR: 1, SEG: 1}
     for sop_class in (COMPREHENSIVE_3D_SR, SEG):
-        (instance,) = [i for i in pacs.instances() if
-                       pacs.instance_tags(i).get("SOPClassUID") == sop_class]  # fmt: skip
+        (instance,) = [
+            i for i in pacs.instances() if pacs.instance_tags(i).get("SOPClassUID") == sop_class
+        ]
         path = tmp_path / f"{sop_class}.dcm"
         path.write_bytes(pacs.instance_file(instance))
         assert dciodvfy_errors(path) == []

@@ -36,9 +36,9 @@ from edgeimg.serve.http import (
 from edgeimg.serve.listener import Listener, ServeConfig
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics, Throughput
 from edgeimg.serve.page import render_page
-from tests.canary import STUDIES, TOKEN, make_studies
 from tests.conftest import run_edgeimg
-from tests.peers import free_port, needs_dcmtk, start_serve, stop, wait_for_port
+from testsupport.canary import STUDIES, TOKEN, make_studies
+from testsupport.peers import free_port, needs_dcmtk, start_serve, stop, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -71,8 +71,15 @@ def test_authorization_header_check() -> None:
     assert authorized(None, None)
     assert authorized(f"Bearer {SECRET}", SECRET) and authorized(f"bearer  {SECRET}", SECRET)
     assert authorized(f"Basic {basic}", SECRET)
-    for header in (None, "", SECRET, f"Bearer {SECRET}x", f"Token {SECRET}", "Basic !!",
-                   f"Bearer {SECRET[:-1]}"):  # fmt: skip
+    for header in (
+        None,
+        "",
+        SECRET,
+        f"Bearer {SECRET}x",
+        f"Token {SECRET}",
+        "Basic !!",
+        f"Bearer {SECRET[:-1]}",
+    ):
         assert not authorized(header, SECRET), header
 
 
@@ -82,22 +89,42 @@ def test_page_escapes_and_keeps_identity_out_unless_asked() -> None:
     for show_phi in (False, True):
         metrics = ServeMetrics(show_phi=show_phi)
         metrics.series_result(
-            SeriesResult(job=3, series_uid="1.2.3", model="<script>x</script>",
-                         state="done", finding="lesion & <i>more</i>", instances=4,
-                         finished=0.0, seconds=1.5),
+            SeriesResult(
+                job=3,
+                series_uid="1.2.3",
+                model="<script>x</script>",
+                state="done",
+                finding="lesion & <i>more</i>",
+                instances=4,
+                finished=0.0,
+                seconds=1.5,
+            ),
             header,
-        )  # fmt: skip
-        pages[show_phi] = render_page({
-            "title": "edgeimg serve <T>", "now": 0.0, "ready": {"listener": True},
-            "totals": {"instances": 4, "series": {"done": 1}, "jobs": {}, "forwards": {}},
-            "associations": 0, "recent": metrics.recent(),
-            "stored_per_minute": metrics.stored_per_minute.per_minute(),
-            "series_per_minute": metrics.series_per_minute.per_minute(),
-            "destinations": [{"name": "pacs", "peer": "PACS@h:104", "state": "failing",
-                              "last_ok": None, "last_error": "refused <oops>",
-                              "forwards": {"pending": 1}}],
-            "show_phi": show_phi, "free_bytes": 5 << 30,
-        })  # fmt: skip
+        )
+        pages[show_phi] = render_page(
+            {
+                "title": "edgeimg serve <T>",
+                "now": 0.0,
+                "ready": {"listener": True},
+                "totals": {"instances": 4, "series": {"done": 1}, "jobs": {}, "forwards": {}},
+                "associations": 0,
+                "recent": metrics.recent(),
+                "stored_per_minute": metrics.stored_per_minute.per_minute(),
+                "series_per_minute": metrics.series_per_minute.per_minute(),
+                "destinations": [
+                    {
+                        "name": "pacs",
+                        "peer": "PACS@h:104",
+                        "state": "failing",
+                        "last_ok": None,
+                        "last_error": "refused <oops>",
+                        "forwards": {"pending": 1},
+                    }
+                ],
+                "show_phi": show_phi,
+                "free_bytes": 5 << 30,
+            }
+        )
     for page in pages.values():
         assert "<script>" not in page and "<i>" not in page and "<oops>" not in page
         assert "&lt;script&gt;x&lt;/script&gt;" in page and "lesion &amp; &lt;i&gt;" in page
@@ -132,8 +159,9 @@ def test_throughput_keeps_one_hour_by_minute() -> None:
 
 
 def test_readiness_follows_the_listener_and_the_disk(tmp_path) -> None:
-    config = ServeConfig(aet="EDGE", port=0, host="127.0.0.1", spool=tmp_path / "spool",
-                         min_free_mb=0)  # fmt: skip
+    config = ServeConfig(
+        aet="EDGE", port=0, host="127.0.0.1", spool=tmp_path / "spool", min_free_mb=0
+    )
     listener = Listener(config)
     server = status_server(("127.0.0.1", 0), None, listener, {})
     base = "http://{}:{}".format(*server.start())
@@ -199,28 +227,56 @@ def _serve_and_send(engines: Path, tmp: Path, *flags: str, until) -> Served:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEIMG_ENGINES", str(engines))
         server = start_serve(
-            "--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(tmp / "spool"),
-            "--model", "cnn", "--complete-on-release", "--allow", "SCANNER@127.0.0.1",
-            "--http", f"127.0.0.1:{http_port}", *flags, port=port, cwd=tmp,
-        )  # fmt: skip
+            "--aet",
+            "EDGEIMG",
+            "--host",
+            "127.0.0.1",
+            "--spool",
+            str(tmp / "spool"),
+            "--model",
+            "cnn",
+            "--complete-on-release",
+            "--allow",
+            "SCANNER@127.0.0.1",
+            "--http",
+            f"127.0.0.1:{http_port}",
+            *flags,
+            port=port,
+            cwd=tmp,
+        )
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for_port(http_port)
         # refused by the allow list, refused by called AE title, accepted
-        for calling, called in (("INTRUDER", "EDGEIMG"), ("SCANNER", "ELSEWHERE"),
-                                ("SCANNER", "EDGEIMG")):  # fmt: skip
-            subprocess.run(["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
-                           capture_output=True, timeout=30)  # fmt: skip
-        subprocess.run(["storescu", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1",
-                        str(port), *files], check=True, capture_output=True,
-                       timeout=120)  # fmt: skip
+        for calling, called in (
+            ("INTRUDER", "EDGEIMG"),
+            ("SCANNER", "ELSEWHERE"),
+            ("SCANNER", "EDGEIMG"),
+        ):
+            subprocess.run(
+                ["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
+                capture_output=True,
+                timeout=30,
+            )
+        subprocess.run(
+            ["storescu", "-aet", "SCANNER", "-aec", "EDGEIMG", "127.0.0.1", str(port), *files],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         deadline = time.monotonic() + 240
         while not until(samples := metrics(base)):
             assert time.monotonic() < deadline, "serve did not finish the series in time"
             assert server.poll() is None, (tmp / "serve.log").read_text()[-2000:]
             time.sleep(0.5)
-        yield Served(base, len(files), str(dcmread(files[0]).SeriesInstanceUID),
-                     sum(Path(f).stat().st_size for f in files), samples, tmp)  # fmt: skip
+        yield Served(
+            base,
+            len(files),
+            str(dcmread(files[0]).SeriesInstanceUID),
+            sum(Path(f).stat().st_size for f in files),
+            samples,
+            tmp,
+        )
     finally:
         assert stop(server, signal.SIGTERM) == 0
     assert TOKEN.encode() not in (tmp / "serve.log").read_bytes()
@@ -236,8 +292,11 @@ def served(engines, tmp_path_factory):
     dead = f"DEAD@127.0.0.1:{free_port()}"
 
     def retried(samples: dict) -> bool:
-        return _job_done(samples) and value(samples, "edgeimg_forward_attempts_total",
-                                            destination=dead, outcome="retry") >= 1  # fmt: skip
+        return (
+            _job_done(samples)
+            and value(samples, "edgeimg_forward_attempts_total", destination=dead, outcome="retry")
+            >= 1
+        )
 
     tmp = tmp_path_factory.mktemp("http")
     yield from _serve_and_send(engines, tmp, "--forward", dead, until=retried)
@@ -267,8 +326,11 @@ def test_metrics_count_what_was_sent(served) -> None:
         samples, "edgeimg_received_bytes_total"
     )
     assert value(samples, "edgeimg_associations_accepted_total") == 2  # echo and store
-    refused = {dict(labels)["reason"]: count for (name, labels), count in samples.items()
-               if name == "edgeimg_associations_refused_total"}  # fmt: skip
+    refused = {
+        dict(labels)["reason"]: count
+        for (name, labels), count in samples.items()
+        if name == "edgeimg_associations_refused_total"
+    }
     assert refused == {"not allowed": 1, "called AE title": 1}
     assert value(samples, "edgeimg_associations_open") == 0
     assert value(samples, "edgeimg_queue_instances") == n
@@ -278,11 +340,15 @@ def test_metrics_count_what_was_sent(served) -> None:
     assert value(samples, "edgeimg_spool_free_bytes") > 0
     (engine,) = [labels for name, labels in samples if name == "edgeimg_engine_info"]
     assert dict(engine)["model"] == "cnn" and dict(engine)["backend"] and dict(engine)["key"]
-    dead = next(dict(labels)["destination"] for name, labels in samples
-                if name == "edgeimg_destination_healthy")  # fmt: skip
+    dead = next(
+        dict(labels)["destination"]
+        for name, labels in samples
+        if name == "edgeimg_destination_healthy"
+    )
     assert value(samples, "edgeimg_destination_healthy", destination=dead) == 0
-    assert value(samples, "edgeimg_forward_attempts_total", destination=dead,
-                 outcome="delivered") == 0  # fmt: skip
+    assert (
+        value(samples, "edgeimg_forward_attempts_total", destination=dead, outcome="delivered") == 0
+    )
     # never delivered, so no end-to-end latency yet
     assert value(samples, "edgeimg_end_to_end_seconds_count", model="cnn") == 0
 
@@ -331,14 +397,33 @@ def test_page_shows_phi_when_the_operator_asks(served_phi) -> None:
 def test_chromium_screenshot_of_the_status_page(served) -> None:
     profile = served.tmp / "chromium-profile"
     shot = served.tmp / "status-page.png"
-    browse = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", f"--user-data-dir={profile}", "--window-size=1200,900"]  # fmt: skip
-    dom = subprocess.run([*browse, "--dump-dom", f"{served.base}/"], capture_output=True,
-                         text=True, timeout=120, check=True).stdout  # fmt: skip
+    browse = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1200,900",
+    ]
+    dom = subprocess.run(
+        [*browse, "--dump-dom", f"{served.base}/"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     assert served.series_uid in dom and "lesion on" in dom and TOKEN not in dom
-    subprocess.run([*browse, f"--screenshot={shot}", f"{served.base}/"], capture_output=True,
-                   timeout=120, check=True)  # fmt: skip
+    subprocess.run(
+        [*browse, f"--screenshot={shot}", f"{served.base}/"],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
     artifacts = os.environ.get("EDGEIMG_TEST_ARTIFACTS")
     if artifacts:
@@ -352,8 +437,9 @@ def test_token_guards_a_listener_beyond_loopback(tmp_path) -> None:
     port, http_port = free_port(), free_port()
     common = ("--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(tmp_path / "spool"))
     without = {key: value for key, value in os.environ.items() if key != "EDGEIMG_HTTP_TOKEN"}
-    refused = run_edgeimg("serve", *common, "--port", str(port), "--http", f"0.0.0.0:{http_port}",
-                          env=without)  # fmt: skip
+    refused = run_edgeimg(
+        "serve", *common, "--port", str(port), "--http", f"0.0.0.0:{http_port}", env=without
+    )
     assert refused.returncode == 2 and "needs a token" in refused.stderr
     assert "Traceback" not in refused.stderr
     alone = run_edgeimg("serve", *common, "--port", str(port), "--http-show-phi")

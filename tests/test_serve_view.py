@@ -9,7 +9,7 @@ import time
 from pynetdicom import AE
 from rich.console import Console
 
-from edgeimg.metrics import percentile
+from edgeimg.sdk.metrics import percentile
 from edgeimg.serve import log
 from edgeimg.serve.listener import Listener, ServeConfig
 from edgeimg.serve.queue import Instance, Queue
@@ -71,8 +71,15 @@ def test_empty_queue_renders(tmp_path) -> None:
 
 
 def test_associations_of_a_real_listener(tmp_path) -> None:
-    config = ServeConfig(aet="EDGE", port=0, host="127.0.0.1", spool=tmp_path / "spool",
-                         min_free_mb=0, acse_timeout=2, network_timeout=5)  # fmt: skip
+    config = ServeConfig(
+        aet="EDGE",
+        port=0,
+        host="127.0.0.1",
+        spool=tmp_path / "spool",
+        min_free_mb=0,
+        acse_timeout=2,
+        network_timeout=5,
+    )
     listener = Listener(config)
     _, port = listener.start()
     view = StatusView(listener.queue, associations=established(listener))

@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from edgeimg.cli import cli
 from edgeimg.plugins import get_registry
-from edgeimg.training import WeightsNotFound, evaluate, load_network, train
+from edgeimg.sdk.training import WeightsNotFound, evaluate, load_network, train
 
 
 @pytest.fixture(autouse=True)
@@ -144,8 +144,8 @@ def test_cli_trains_from_class_folders(tmp_path: Path) -> None:
 
 
 def test_segmentation_folder_matches_seg_to_images(tmp_path: Path) -> None:
-    from edgeimg.datasets import segmentation_folder
     from edgeimg.dicom.seg import write_seg
+    from edgeimg.sdk.datasets import segmentation_folder
     from edgeimg.synth.dicom import write_study
 
     write_study(tmp_path / "study", series=1, slices=6, size=64, seed=3)

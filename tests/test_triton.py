@@ -22,7 +22,7 @@ from edgeimg.cli import cli
 from edgeimg.engine import build_engine
 from edgeimg.synth.dicom import write_study
 from tests.conftest import ROOT
-from tests.peers import free_port
+from testsupport.peers import free_port
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed")
 MODELS = ("cnn", "unet", "gru")  # a classifier, the U-Net, a sequence model
@@ -87,12 +87,22 @@ class Host:
         return f"127.0.0.1:{self.ports['grpc']}"
 
     def start(self, timeout: float = 180) -> None:
-        command = [sys.executable, "-m", "edgeimg", "host", *MODELS, "--engines-dir",
-                   str(self.engines), "--address", "127.0.0.1",
-                   *[f"--{kind}-port={port}" for kind, port in self.ports.items()]]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "edgeimg",
+            "host",
+            *MODELS,
+            "--engines-dir",
+            str(self.engines),
+            "--address",
+            "127.0.0.1",
+            *[f"--{kind}-port={port}" for kind, port in self.ports.items()],
+        ]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=ROOT, start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            )
         import tritonclient.grpc as grpc
 
         client = grpc.InferenceServerClient(self.target)
@@ -157,9 +167,22 @@ def test_run_through_triton_matches_the_local_engine(host, study, engines, tmp_p
     runs = {}
     for backend in ("onnxruntime", "triton"):
         out = tmp_path / backend
-        done = cli_run("run", model, str(study), "--backend", backend, "--triton", host.target,
-                       "--engines-dir", str(engines), "--out", str(out), "--workers", "0",
-                       "--json")  # fmt: skip
+        done = cli_run(
+            "run",
+            model,
+            str(study),
+            "--backend",
+            backend,
+            "--triton",
+            host.target,
+            "--engines-dir",
+            str(engines),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--json",
+        )
         assert done.exit_code == 0, done.output
         runs[backend] = (json.loads(done.stdout), _findings(out))
     local, remote = runs["onnxruntime"], runs["triton"]
@@ -173,9 +196,22 @@ def test_run_through_triton_matches_the_local_engine(host, study, engines, tmp_p
 @pytest.mark.integration
 def test_an_unreachable_server_is_one_line_naming_it(study, engines, tmp_path):
     target = f"127.0.0.1:{free_port()}"
-    done = CliRunner().invoke(cli, ["run", "cnn", str(study), "--backend", "triton", "--triton",
-                                    target, "--engines-dir", str(engines), "--out",
-                                    str(tmp_path)])  # fmt: skip
+    done = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "cnn",
+            str(study),
+            "--backend",
+            "triton",
+            "--triton",
+            target,
+            "--engines-dir",
+            str(engines),
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert done.exit_code == 1
     assert f"triton at grpc://{target}" in done.output and "Traceback" not in done.output
 
@@ -217,8 +253,16 @@ def test_build_over_http_verifies_and_other_weights_are_refused(host, engines):
 
     from edgeimg.plugins import get_registry
 
-    args = ["build-engine", "cnn", "--backend", "triton", "--engines-dir", str(engines),
-            "--triton", f"http://127.0.0.1:{host.ports['http']}"]  # fmt: skip
+    args = [
+        "build-engine",
+        "cnn",
+        "--backend",
+        "triton",
+        "--engines-dir",
+        str(engines),
+        "--triton",
+        f"http://127.0.0.1:{host.ports['http']}",
+    ]
     built = json.loads(cli_run(*args, "--json").stdout)
     assert built["backend"] == "triton" and built["verification"]["passed"]
     registry = get_registry()
@@ -229,8 +273,9 @@ def test_build_over_http_verifies_and_other_weights_are_refused(host, engines):
 
 
 @pytest.mark.integration
-def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(host, engines, tmp_path,
-                                                                 monkeypatch):  # fmt: skip
+def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(
+    host, engines, tmp_path, monkeypatch
+):
     from edgeimg.commands.serve import tomllib
     from edgeimg.net import parse_peer, send
     from edgeimg.serve.pipeline import Worker
@@ -246,8 +291,14 @@ def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(host, engines, 
         listener(tmp_path / "spool", "EDGE", complete_on_release=True) as edge,
     ):
         routing = parse_routing(tomllib.loads(config.format(port=pacs.config.port)), "t.toml")
-        worker = Worker(edge.queue, tmp_path / "spool" / "results", routing, backend="triton",
-                        engines_dir=engines, backoff=0.2)  # fmt: skip
+        worker = Worker(
+            edge.queue,
+            tmp_path / "spool" / "results",
+            routing,
+            backend="triton",
+            engines_dir=engines,
+            backoff=0.2,
+        )
         worker.warm()  # the engine is open on the live server, then the server dies
         host.kill()
         peer = parse_peer(f"EDGE@127.0.0.1:{edge.config.port}")
@@ -279,9 +330,13 @@ def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(host, engines, 
 
 @pytest.mark.parametrize(
     ("text", "protocol", "tls"),
-    [("h:8001", "grpc", False), ("grpcs://h:8001", "grpc", True),
-     ("http://h:8000", "http", False), ("https://10.0.0.1:443", "http", True)],
-)  # fmt: skip
+    [
+        ("h:8001", "grpc", False),
+        ("grpcs://h:8001", "grpc", True),
+        ("http://h:8000", "http", False),
+        ("https://10.0.0.1:443", "http", True),
+    ],
+)
 def test_target_forms(text, protocol, tls):
     from edgeimg.backends.triton import parse_target
 

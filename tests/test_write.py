@@ -25,8 +25,8 @@ from edgeimg.dicom.derived import write_derived
 from edgeimg.dicom.seg import resample_mask, write_seg
 from edgeimg.dicom.sr import write_sr
 from edgeimg.dicom.uids import check_uid
-from edgeimg.model import ModelSpec
 from edgeimg.plugins import load_registry
+from edgeimg.sdk.model import ModelSpec
 
 ROWS = COLS = 64
 MODEL = ModelSpec(

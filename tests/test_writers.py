@@ -24,7 +24,7 @@ from edgeimg.plugins import PluginError, load_registry
 from edgeimg.synth.dicom import write_study
 from edgeimg.writers import Writer, choose
 from tests.conftest import write_distribution
-from tests.peers import free_port, needs_dcmtk, start_serve, stop
+from testsupport.peers import free_port, needs_dcmtk, start_serve, stop
 
 PLUGIN = Path(__file__).parent / "plugins" / "edgeimg_profile_sc.py"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

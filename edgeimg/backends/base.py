@@ -18,7 +18,7 @@ import numpy as np
 from edgeimg.device import cpu_model, jetpack_release
 
 if TYPE_CHECKING:
-    from edgeimg.model import ModelSpec
+    from edgeimg.sdk.model import ModelSpec
 
 #: per input name: (min, opt, max) shapes of one optimization profile
 Profiles = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]

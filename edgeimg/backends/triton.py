@@ -24,11 +24,25 @@ from edgeimg.triton import identity
 
 ENV_TARGET = "EDGEIMG_TRITON"
 ENV_CA = "EDGEIMG_TRITON_CA"
-SCHEMES = {"grpc": ("grpc", False), "grpcs": ("grpc", True), "http": ("http", False),
-           "https": ("http", True)}  # fmt: skip
+SCHEMES = {
+    "grpc": ("grpc", False),
+    "grpcs": ("grpc", True),
+    "http": ("http", False),
+    "https": ("http", True),
+}
 #: words in a server's error that mean "not now" rather than "never"
-_TRANSIENT = ("unavailable", "unknown model", "not ready", "not found", "failed to connect",
-              "connection", "deadline", "cancelled", "socket closed", "timed out")  # fmt: skip
+_TRANSIENT = (
+    "unavailable",
+    "unknown model",
+    "not ready",
+    "not found",
+    "failed to connect",
+    "connection",
+    "deadline",
+    "cancelled",
+    "socket closed",
+    "timed out",
+)
 
 
 @dataclass(frozen=True)
@@ -98,25 +112,29 @@ class TritonClient:
         if not self._call("the readiness check", self.client.is_model_ready, model):
             raise EngineOffline(f"triton at {self.target}: model {model!r} is not loaded")
         if self.target.protocol == "grpc":
-            return self._call("reading the model config", self.client.get_model_config,
-                              model, as_json=True)["config"]  # fmt: skip
+            return self._call(
+                "reading the model config", self.client.get_model_config, model, as_json=True
+            )["config"]
         return self._call("reading the model config", self.client.get_model_config, model)
 
     def version(self, model: str) -> str:
         """The newest version the server has loaded (requests are pinned to it)."""
         if self.target.protocol == "grpc":
-            metadata = self._call("reading the model metadata", self.client.get_model_metadata,
-                                  model, as_json=True)  # fmt: skip
+            metadata = self._call(
+                "reading the model metadata", self.client.get_model_metadata, model, as_json=True
+            )
         else:
-            metadata = self._call("reading the model metadata", self.client.get_model_metadata,
-                                  model)  # fmt: skip
+            metadata = self._call(
+                "reading the model metadata", self.client.get_model_metadata, model
+            )
         return max(metadata.get("versions") or ["1"], key=int)
 
     def statistics(self, model: str) -> dict[str, Any]:
         """Triton's inference statistics of the model (counts of requests and executions)."""
         if self.target.protocol == "grpc":
-            return self._call("reading statistics", self.client.get_inference_statistics,
-                              model, as_json=True)  # fmt: skip
+            return self._call(
+                "reading statistics", self.client.get_inference_statistics, model, as_json=True
+            )
         return self._call("reading statistics", self.client.get_inference_statistics, model)
 
     def infer(
@@ -133,8 +151,14 @@ class TritonClient:
             item.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
             inputs.append(item)
         wanted = [self.module.InferRequestedOutput(name) for name in outputs]
-        result = self._call(f"inference on {model!r} version {version}", self.client.infer,
-                            model, inputs, model_version=version, outputs=wanted)  # fmt: skip
+        result = self._call(
+            f"inference on {model!r} version {version}",
+            self.client.infer,
+            model,
+            inputs,
+            model_version=version,
+            outputs=wanted,
+        )
         return tuple(result.as_numpy(name) for name in outputs)
 
 
@@ -162,8 +186,9 @@ class RemoteModel:
         }
         types = {t.get("data_type", "") for key in ("input", "output") for t in config.get(key, [])}
         version = client.version(name)
-        return cls(name, version, signature, types, int(config.get("max_batch_size", 0)),
-                   parameters)  # fmt: skip
+        return cls(
+            name, version, signature, types, int(config.get("max_batch_size", 0)), parameters
+        )
 
     def check(self, client: TritonClient, spec: Any) -> None:
         """Refuse a remote model that is not an edgeimg engine of these weights."""
@@ -172,8 +197,10 @@ class RemoteModel:
         where = f"triton at {client.target}, model {self.name!r}"
         published = {k: self.parameters.get(k) for k in identity.PARAMETERS}
         if not published["edgeimg_key"]:
-            raise EngineError(f"{where} publishes no edgeimg engine identity (export it with "
-                              "edgeimg export-triton or serve it with edgeimg host)")  # fmt: skip
+            raise EngineError(
+                f"{where} publishes no edgeimg engine identity (export it with "
+                "edgeimg export-triton or serve it with edgeimg host)"
+            )
         weights = spec.weights_path()
         expected = {
             "edgeimg_model": spec.name,
@@ -207,12 +234,20 @@ class TritonRunner:
     def run(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         step = self.remote.max_batch
         parts = [
-            self.client.infer(self.remote.name, self.remote.version, self.inputs,
-                              tuple(a[start:start + step] for a in arrays), self.outputs)
+            self.client.infer(
+                self.remote.name,
+                self.remote.version,
+                self.inputs,
+                tuple(a[start : start + step] for a in arrays),
+                self.outputs,
+            )
             for start in range(0, len(arrays[0]), step)
-        ]  # fmt: skip
-        outputs = parts[0] if len(parts) == 1 else tuple(
-            np.concatenate(chunks) for chunks in zip(*parts, strict=True))  # fmt: skip
+        ]
+        outputs = (
+            parts[0]
+            if len(parts) == 1
+            else tuple(np.concatenate(chunks) for chunks in zip(*parts, strict=True))
+        )
         return tuple(
             array.reshape(len(array)) if name in self.scalars else array
             for name, array in zip(self.outputs, outputs, strict=True)
@@ -263,8 +298,10 @@ class TritonBackend(Backend):
         remote.check(client, job.spec)
         where = f"triton at {client.target}, model {remote.name!r}"
         if remote.parameters["edgeimg_precision"] != job.precision:
-            raise EngineError(f"{where} runs {remote.parameters['edgeimg_precision']}, "
-                              f"asked for {job.precision}; refused")  # fmt: skip
+            raise EngineError(
+                f"{where} runs {remote.parameters['edgeimg_precision']}, "
+                f"asked for {job.precision}; refused"
+            )
         graph = onnx_io(job.onnx_path)
         expected = identity.signature(graph)
         if remote.signature != expected:
@@ -272,10 +309,13 @@ class TritonBackend(Backend):
                 f"{where} takes and gives {remote.signature}, the model {expected}; refused"
             )
         target = job.out_dir / self.engine_file
-        record = {"triton": str(client.target), "model": remote.name,
-                  "max_batch_size": remote.max_batch,
-                  "scalar_outputs": identity.scalar_outputs(graph),
-                  "parameters": {k: remote.parameters[k] for k in identity.PARAMETERS}}  # fmt: skip
+        record = {
+            "triton": str(client.target),
+            "model": remote.name,
+            "max_batch_size": remote.max_batch,
+            "scalar_outputs": identity.scalar_outputs(graph),
+            "parameters": {k: remote.parameters[k] for k in identity.PARAMETERS},
+        }
         target.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return target
 

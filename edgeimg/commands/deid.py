@@ -143,7 +143,7 @@ def deid(
     Folders are mirrored; each file is named by its new SOP Instance UID. UIDs map through a keyed
     hash, so the same key keeps series and references together across runs. Pixel data is not
     changed: files likely to show burned-in text are flagged in the summary.
-    """  # fmt: skip
+    """
     from edgeimg.dicom.deid import DeidOptions
     from edgeimg.dicom.read import DicomInputError
 

@@ -76,8 +76,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     if "serve" in data:
         extra = sorted(set(data) - {"serve", *ROUTING_TABLES})
         if extra:
-            raise click.BadParameter(f"{value}: unknown table or key {extra[0]!r} (known: serve, "
-                                     f"{', '.join(ROUTING_TABLES)})")  # fmt: skip
+            raise click.BadParameter(
+                f"{value}: unknown table or key {extra[0]!r} (known: serve, "
+                f"{', '.join(ROUTING_TABLES)})"
+            )
         section = data["serve"]
     else:  # a flat file of settings, as before routing tables existed
         section = {key: item for key, item in data.items() if key not in ROUTING_TABLES}
@@ -272,16 +274,25 @@ def serve(ctx: click.Context, **options: Any) -> None:
         raise click.UsageError(str(error)) from None
     http_address = _http_settings(options)
     config = ServeConfig(
-        aet=options["aet"], port=options["port"], host=options["host"], spool=options["spool"],
+        aet=options["aet"],
+        port=options["port"],
+        host=options["host"],
+        spool=options["spool"],
         models=routing.models,
-        forwards=[d.peer for d in routing.destinations.values()], allow=allow,
+        forwards=[d.peer for d in routing.destinations.values()],
+        allow=allow,
         series_timeout=options["series_timeout"],
         complete_on_release=options["complete_on_release"],
-        max_associations=options["max_associations"], min_free_mb=options["min_free_mb"],
-        tls=tls, acse_timeout=min(30.0, options["timeout"]), dimse_timeout=options["timeout"],
-        network_timeout=options["timeout"], artim=options["artim"],
-        pending_total=options["max_pending"], pending_per_host=options["max_pending_per_host"],
-    )  # fmt: skip
+        max_associations=options["max_associations"],
+        min_free_mb=options["min_free_mb"],
+        tls=tls,
+        acse_timeout=min(30.0, options["timeout"]),
+        dimse_timeout=options["timeout"],
+        network_timeout=options["timeout"],
+        artim=options["artim"],
+        pending_total=options["max_pending"],
+        pending_per_host=options["max_pending_per_host"],
+    )
     metrics = ServeMetrics(previews=http_address is not None, show_phi=options["http_show_phi"])
     listener = Listener(config, metrics=metrics)
     deid_key = None
@@ -289,10 +300,18 @@ def serve(ctx: click.Context, **options: Any) -> None:
         deid_key = load_or_create_key(listener.spool.root / DEID_KEY)[0]
     audit = AuditLog(listener.spool.root / AUDIT_NAME)
     listener.audit = audit
-    worker = Worker(listener.queue, listener.spool.root / "results", routing,
-                    backend=options["backend"], precision=options["precision"],
-                    calling_aet=config.aet, audit=audit, deid_key=deid_key,
-                    metrics=metrics, priors_move_port=options["priors_move_port"])  # fmt: skip
+    worker = Worker(
+        listener.queue,
+        listener.spool.root / "results",
+        routing,
+        backend=options["backend"],
+        precision=options["precision"],
+        calling_aet=config.aet,
+        audit=audit,
+        deid_key=deid_key,
+        metrics=metrics,
+        priors_move_port=options["priors_move_port"],
+    )
     listener.pipeline = worker
     http = None
     if http_address is not None:
@@ -344,8 +363,9 @@ def _http_settings(options: dict[str, Any]) -> tuple[str, int] | None:
     return address
 
 
-def _start_http(address: tuple[str, int], token: str | None, listener: Any, routing: Any,
-                aet: str) -> Any:  # fmt: skip
+def _start_http(
+    address: tuple[str, int], token: str | None, listener: Any, routing: Any, aet: str
+) -> Any:
     from edgeimg.serve.http import status_server
 
     destinations = {name: d.peer for name, d in routing.destinations.items()}
@@ -363,13 +383,23 @@ def _live(stop: threading.Event, listener: Any, worker: Any, title: str) -> None
 
     terminal = sys.stderr
     tail = LogTail()
-    view = StatusView(listener.queue, title=title, associations=established(listener),
-                      latency=worker.latency, tail=tail)  # fmt: skip
+    view = StatusView(
+        listener.queue,
+        title=title,
+        associations=established(listener),
+        latency=worker.latency,
+        tail=tail,
+    )
     console = Console(file=terminal, highlight=False)
     sys.stderr = tail
     try:
-        with Live(view.render(), console=console, auto_refresh=False,
-                  redirect_stdout=False, redirect_stderr=False) as live:  # fmt: skip
+        with Live(
+            view.render(),
+            console=console,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
             while not stop.wait(1 / REFRESH_PER_SECOND):
                 live.update(view.render(), refresh=True)
     finally:
@@ -469,19 +499,30 @@ def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
     for column in ("series", "modality", "instances", "state", "jobs", "forwards"):
         table.add_column(column)
     for item in series:
-        table.add_row(item["series_uid"], item["modality"] or "", str(item["instances"]),
-                      item["state"], _states(item["jobs"]), _states(item["forwards"]))  # fmt: skip
+        table.add_row(
+            item["series_uid"],
+            item["modality"] or "",
+            str(item["instances"]),
+            item["state"],
+            _states(item["jobs"]),
+            _states(item["forwards"]),
+        )
     out.print(table)
     for job in waiting:
         due = max(0.0, job["next_try"] - time.time())
         reason = escape(str(job["reason"]))
-        out.print(f"[yellow]waiting[/] job:{job['id']} {job['model']} {job['series_uid']}: "
-                  f"{reason} (attempt {job['attempts']}, next try in {due:.0f} s)",
-                  soft_wrap=True)  # fmt: skip
+        out.print(
+            f"[yellow]waiting[/] job:{job['id']} {job['model']} {job['series_uid']}: "
+            f"{reason} (attempt {job['attempts']}, next try in {due:.0f} s)",
+            soft_wrap=True,
+        )
     for failure in failures:
-        out.print(f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
-                  f"{escape(str(failure['error']))}  (edgeimg queue retry "
-                  f"{failure['kind']}:{failure['id']})", soft_wrap=True)  # fmt: skip
+        out.print(
+            f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
+            f"{escape(str(failure['error']))}  (edgeimg queue retry "
+            f"{failure['kind']}:{failure['id']})",
+            soft_wrap=True,
+        )
 
 
 def _states(counts: dict[str, int]) -> str:

@@ -23,23 +23,48 @@ from edgeimg.net import DEFAULT_CALLING_AET
 def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The `--from` group of options (their values reach the command as keyword arguments)."""
     options = [
-        click.option("--from", "source", metavar="AET@HOST:PORT|URL",
-                     help="Query/retrieve inputs from a DICOM peer or a DICOMweb base URL "
-                          "(https://host/dicom-web) instead of PATHS."),
-        click.option("--query", multiple=True, metavar="KEY=VALUE",
-                     help="C-FIND/QIDO-RS match with --from: a DICOM keyword and a value or "
-                          "range (StudyDate=20260101-20260131, Modality=CT); repeatable."),
-        click.option("--retrieve", type=click.Choice(["auto", "get", "move"]), default="auto",
-                     show_default=True, help="With a DICOM peer: get (C-GET), move (C-MOVE to "
-                                             "our store SCP), or auto: C-GET where offered."),
-        click.option("--aet", "calling_aet", default=DEFAULT_CALLING_AET, show_default=True,
-                     help="Our AE title with a DICOM peer (also the C-MOVE destination)."),
-        click.option("--move-port", default=0, type=click.IntRange(0, 65535),
-                     help="Port of our C-MOVE store SCP; the peer must map --aet to it "
-                          "(default: a free port)."),
-        click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="PEM CA bundle to verify an https --from against."),
-    ]  # fmt: skip
+        click.option(
+            "--from",
+            "source",
+            metavar="AET@HOST:PORT|URL",
+            help="Query/retrieve inputs from a DICOM peer or a DICOMweb base URL "
+            "(https://host/dicom-web) instead of PATHS.",
+        ),
+        click.option(
+            "--query",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="C-FIND/QIDO-RS match with --from: a DICOM keyword and a value or "
+            "range (StudyDate=20260101-20260131, Modality=CT); repeatable.",
+        ),
+        click.option(
+            "--retrieve",
+            type=click.Choice(["auto", "get", "move"]),
+            default="auto",
+            show_default=True,
+            help="With a DICOM peer: get (C-GET), move (C-MOVE to "
+            "our store SCP), or auto: C-GET where offered.",
+        ),
+        click.option(
+            "--aet",
+            "calling_aet",
+            default=DEFAULT_CALLING_AET,
+            show_default=True,
+            help="Our AE title with a DICOM peer (also the C-MOVE destination).",
+        ),
+        click.option(
+            "--move-port",
+            default=0,
+            type=click.IntRange(0, 65535),
+            help="Port of our C-MOVE store SCP; the peer must map --aet to it "
+            "(default: a free port).",
+        ),
+        click.option(
+            "--tls-ca",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="PEM CA bundle to verify an https --from against.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -107,8 +132,15 @@ def _fetch(
     if not quiet:
         err.print(f"{len(matches)} match(es) at {escape(str(peer))}")
     with _Progress(quiet) as progress:
-        done = retrieve(peer, matches, folder, method=options["retrieve"], calling=calling,
-                        move_port=options["move_port"], progress=progress.start)  # fmt: skip
+        done = retrieve(
+            peer,
+            matches,
+            folder,
+            method=options["retrieve"],
+            calling=calling,
+            move_port=options["move_port"],
+            progress=progress.start,
+        )
     return done.failures
 
 
@@ -116,8 +148,12 @@ class _Progress:
     """A bar per study or series retrieved (instances arrived of those the peer reported)."""
 
     def __init__(self, quiet: bool) -> None:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())  # fmt: skip
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         self.bars = Progress(*columns, console=err, disable=quiet or not err.is_terminal)
 
     def __enter__(self) -> _Progress:

@@ -41,8 +41,8 @@ def train(
     as_json: bool,
 ) -> None:
     """Train model NAME from scratch and write safetensors weights plus JSON metadata."""
-    from edgeimg.datasets import DataError
-    from edgeimg.training import train as run_training
+    from edgeimg.sdk.datasets import DataError
+    from edgeimg.sdk.training import train as run_training
 
     spec = get_registry().model(name)
     try:
@@ -79,8 +79,8 @@ def train(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def evaluate(name: str, weights: Path | None, seed: int, as_json: bool) -> None:
     """Score model NAME on a fresh synthetic held-out set drawn from SEED."""
-    from edgeimg.training import WeightsNotFound
-    from edgeimg.training import evaluate as run_evaluation
+    from edgeimg.sdk.training import WeightsNotFound
+    from edgeimg.sdk.training import evaluate as run_evaluation
 
     spec = get_registry().model(name)
     try:

@@ -18,12 +18,21 @@ from edgeimg.engine.build import PRECISIONS
 
 @click.command("export-triton")
 @click.argument("names", nargs=-1, required=True)
-@click.option("--repo", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The Triton model repository to write (created if absent).")  # fmt: skip
+@click.option(
+    "--repo",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The Triton model repository to write (created if absent).",
+)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
-              help="Where Triton runs the model: KIND_CPU, or KIND_GPU (and a TensorRT plan "
-              "where one was built here).")  # fmt: skip
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="Where Triton runs the model: KIND_CPU, or KIND_GPU (and a TensorRT plan "
+    "where one was built here).",
+)
 @engines_dir_option
 @json_option
 def export_triton(
@@ -47,8 +56,10 @@ def export_triton(
         return
     for item in exported:
         state = "exported" if item.changed else "unchanged"
-        out.print(f"{state} {item.model} version {item.version} ({item.platform}, engine "
-                  f"{item.key}) in {escape(str(item.path))}")  # fmt: skip
+        out.print(
+            f"{state} {item.model} version {item.version} ({item.platform}, engine "
+            f"{item.key}) in {escape(str(item.path))}"
+        )
 
 
 @click.command()
@@ -87,10 +98,14 @@ def host(
 
     def ready() -> None:
         for engine in engines:
-            out.print(f"hosting {engine.manifest['model']} {precision} engine {engine.key} "
-                      f"({engine.manifest['backend']})")  # fmt: skip
-        out.print(f"triton: grpc {address}:{grpc_port}, http {address}:{http_port}, metrics "
-                  f"http://{address}:{metrics_port}/metrics; Ctrl-C stops")  # fmt: skip
+            out.print(
+                f"hosting {engine.manifest['model']} {precision} engine {engine.key} "
+                f"({engine.manifest['backend']})"
+            )
+        out.print(
+            f"triton: grpc {address}:{grpc_port}, http {address}:{http_port}, metrics "
+            f"http://{address}:{metrics_port}/metrics; Ctrl-C stops"
+        )
 
     try:
         host(engines, ports, ready)

@@ -29,7 +29,7 @@ from edgeimg.dicom.derived_frames import (
 from edgeimg.dicom.frames import frame_count, is_multiframe, single_int
 from edgeimg.dicom.output_gate import REQUIRED
 from edgeimg.dicom.write import MANUFACTURER, Output, check_sources, prepare, save
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 # Attributes of the source that would be wrong on the derived image: they describe the source's
 # pixel encoding, its signatures, or references that the derived image replaces.

@@ -86,12 +86,20 @@ REQUIRED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     **dict.fromkeys(
         (ENHANCED_CT, LEGACY_CT),
         (
-            ("ImageType", "FrameOfReferenceUID", "NumberOfFrames", "ContentDate", "ContentTime",
-             "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", *IMAGE_PIXEL),
+            (
+                "ImageType",
+                "FrameOfReferenceUID",
+                "NumberOfFrames",
+                "ContentDate",
+                "ContentTime",
+                "SharedFunctionalGroupsSequence",
+                "PerFrameFunctionalGroupsSequence",
+                *IMAGE_PIXEL,
+            ),
             ("InstanceNumber",),
         ),
     ),
-}  # fmt: skip
+}
 #: functional group macros: their attributes (all Type 1 where the macro is present; Slice
 #: Thickness where the image has a frame of reference) and how many values each takes
 MACROS = {

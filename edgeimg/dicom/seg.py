@@ -24,7 +24,7 @@ from edgeimg.dicom.write import (
     refuse,
     save,
 )
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 # The model's label codes name what was segmented; this names the kind of thing it is.
 CATEGORY = codes.SCT.MorphologicallyAbnormalStructure

@@ -49,7 +49,7 @@ from edgeimg.dicom.write import (
     prepare,
     save,
 )
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
 PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "Probability")

@@ -22,7 +22,7 @@ from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
 from edgeimg.durable import atomic_file
 from edgeimg.errors import EdgeimgError
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 MANUFACTURER = "edgeimg"
 NOT_CLINICAL = "not for clinical use"

@@ -40,7 +40,7 @@ def _slices(path: Path, spec: Any) -> np.ndarray | None:
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
 
-    from edgeimg.datasets import window
+    from edgeimg.sdk.datasets import window
 
     try:
         dataset = pydicom.dcmread(path)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeimg.engine.errors import EngineError
-from edgeimg.model import ModelSpec
+from edgeimg.sdk.model import ModelSpec
 
 
 def sha256_file(path: Path) -> str:
@@ -33,8 +33,8 @@ def implementation(spec: ModelSpec) -> Any:
 
 def load_network(spec: ModelSpec) -> tuple[Any, Path]:
     """The FP32 torch network with the shipped weights (eval mode, CPU) and the weights path."""
-    from edgeimg.training import WeightsNotFound
-    from edgeimg.training import load_network as load_trained
+    from edgeimg.sdk.training import WeightsNotFound
+    from edgeimg.sdk.training import load_network as load_trained
 
     implementation(spec)
     try:

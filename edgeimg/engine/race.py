@@ -188,9 +188,14 @@ def race(
     if found is not None:
         directory, manifest = found
         return BuildResult(
-            name, manifest["backend"], manifest["precision"], directory.name, directory, True,
+            name,
+            manifest["backend"],
+            manifest["precision"],
+            directory.name,
+            directory,
+            True,
             manifest,
-        )  # fmt: skip
+        )
     wanted, unavailable = candidates(backend)
     options = {"calib": calib, "max_batch": max_batch, "engines_dir": root, "force": force}
     built, refused = _build_all(name, wanted, options, progress)

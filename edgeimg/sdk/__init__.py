@@ -41,13 +41,13 @@ import importlib
 from typing import Any
 
 from edgeimg import hookimpl
-from edgeimg.implementation import (
+from edgeimg.sdk.implementation import (
     NEEDED_BY,
     TASK_BASES,
     ContractError,
     ModelImplementation,
 )
-from edgeimg.model import (
+from edgeimg.sdk.model import (
     CT_IMAGE_STORAGE,
     ENHANCED_CT_IMAGE_STORAGE,
     LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
@@ -74,9 +74,9 @@ _LAZY = {
         "real_lengths",
     ),
     "edgeimg.sdk.enhance": ("Enhancer",),
-    "edgeimg.slices": ("SliceModel",),
-    "edgeimg.enhance_data": ("EnhancementModel", "EnhancementPairs"),
-    "edgeimg.datasets": (
+    "edgeimg.sdk.slices": ("SliceModel",),
+    "edgeimg.sdk.enhance_data": ("EnhancementModel", "EnhancementPairs"),
+    "edgeimg.sdk.datasets": (
         "DataError",
         "SliceData",
         "synthetic",
@@ -85,7 +85,7 @@ _LAZY = {
         "class_folders",
         "segmentation_folder",
     ),
-    "edgeimg.metrics": (
+    "edgeimg.sdk.metrics": (
         "auc",
         "accuracy",
         "dice",
@@ -94,9 +94,9 @@ _LAZY = {
         "detection_scores",
         "sigmoid",
     ),
-    "edgeimg.metrics_image": ("psnr", "ssim", "enhancement_metrics"),
+    "edgeimg.sdk.metrics_image": ("psnr", "ssim", "enhancement_metrics"),
     "edgeimg.synth": ("make_phantom", "make_slices", "low_dose"),
-    "edgeimg.training": ("predict", "save_checkpoint", "train", "evaluate"),
+    "edgeimg.sdk.training": ("predict", "save_checkpoint", "train", "evaluate"),
     "edgeimg.backends.base": ("Backend", "BackendUnavailable", "CompileJob", "Runner"),
     "edgeimg.writers": ("Writer", "SeriesOutput", "Frame"),
     "edgeimg.writers.items": ("SliceFinding", "SeriesFinding", "Detections", "Mask", "Image"),

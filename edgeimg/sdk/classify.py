@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeimg.datasets import SliceData, class_folders
-from edgeimg.metrics import accuracy, auc, sigmoid
-from edgeimg.slices import SliceModel
+from edgeimg.sdk.datasets import SliceData, class_folders
+from edgeimg.sdk.metrics import accuracy, auc, sigmoid
+from edgeimg.sdk.slices import SliceModel
 
 
 class SliceClassifier(SliceModel):

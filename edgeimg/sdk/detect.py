@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeimg.datasets import SliceData, segmentation_folder
-from edgeimg.metrics import detection_scores, nms
-from edgeimg.slices import SliceModel
+from edgeimg.sdk.datasets import SliceData, segmentation_folder
+from edgeimg.sdk.metrics import detection_scores, nms
+from edgeimg.sdk.slices import SliceModel
 
 STRIDE = 2
 """Output grid step in pixels: the network's maps are (H / STRIDE, W / STRIDE)."""

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from edgeimg.enhance_data import EnhancementModel
-from edgeimg.metrics_image import enhancement_metrics
+from edgeimg.sdk.enhance_data import EnhancementModel
+from edgeimg.sdk.metrics_image import enhancement_metrics
 
 
 class Enhancer(EnhancementModel):

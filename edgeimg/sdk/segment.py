@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeimg.datasets import SliceData, segmentation_folder
-from edgeimg.metrics import dice
-from edgeimg.slices import SliceModel
+from edgeimg.sdk.datasets import SliceData, segmentation_folder
+from edgeimg.sdk.metrics import dice
+from edgeimg.sdk.slices import SliceModel
 
 
 class Segmenter(SliceModel):

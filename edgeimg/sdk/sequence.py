@@ -16,10 +16,10 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from edgeimg.datasets import DataError, window
-from edgeimg.implementation import ModelImplementation
-from edgeimg.metrics import auc, sigmoid
-from edgeimg.model import InputSpec
+from edgeimg.sdk.datasets import DataError, window
+from edgeimg.sdk.implementation import ModelImplementation
+from edgeimg.sdk.metrics import auc, sigmoid
+from edgeimg.sdk.model import InputSpec
 from edgeimg.synth.phantom import make_phantom
 
 #: value of every pixel of a padding slice (real slices are windowed to [0, 1])

@@ -144,8 +144,9 @@ class StatusServer:
         except OSError:
             self._server.server_close()
             raise
-        self._thread = threading.Thread(target=self._server.serve_forever, name="edgeimg-http",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="edgeimg-http", daemon=True
+        )
         self._thread.start()
         host, port = self._server.server_address[:2]
         log("http_listening", host=host, port=port, token=self._server.status.token is not None)
@@ -176,8 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
         status = self.server.status
         path = urlsplit(self.path).path
         try:
-            if path not in _PROBES and not authorized(self.headers.get("Authorization"),
-                                                      status.token):  # fmt: skip
+            if path not in _PROBES and not authorized(
+                self.headers.get("Authorization"), status.token
+            ):
                 challenge = {"WWW-Authenticate": 'Basic realm="edgeimg", charset="UTF-8"'}
                 self._send(401, b"token required\n", "text/plain; charset=utf-8", head, challenge)
                 return
@@ -188,8 +190,14 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             status.queue.close()
 
-    def _send(self, code: int, body: bytes, content_type: str, head: bool = False,
-              headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str,
+        head: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -229,9 +237,12 @@ def sources(listener: Any, queue: Queue) -> Sources:
     """The scrape-time numbers of a listener, read through the server's own queue handle."""
     from edgeimg.serve.view import established
 
-    return Sources(totals=queue.totals, free_bytes=listener.spool.free_bytes,
-                   min_free_bytes=listener.spool.min_free,
-                   associations=established(listener))  # fmt: skip
+    return Sources(
+        totals=queue.totals,
+        free_bytes=listener.spool.free_bytes,
+        min_free_bytes=listener.spool.min_free,
+        associations=established(listener),
+    )
 
 
 def _writable(spool: Spool) -> bool:

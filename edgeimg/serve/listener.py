@@ -188,8 +188,9 @@ class Listener:
             evt_handlers=handlers,
         )
         self._server = server
-        self._acceptor = threading.Thread(target=server.serve_forever, name="edgeimg-accept",
-                                          daemon=True)  # fmt: skip
+        self._acceptor = threading.Thread(
+            target=server.serve_forever, name="edgeimg-accept", daemon=True
+        )
         self._acceptor.start()
         self._watcher = threading.Thread(target=self._watch, name="edgeimg-series", daemon=True)
         self._watcher.start()
@@ -260,8 +261,13 @@ class Listener:
             return
         called = request.called_ae_title.strip()
         if called != self.config.aet:
-            log("association_rejected", calling_aet=calling, called_aet=called, host=host,
-                reason="called AE title")  # fmt: skip
+            log(
+                "association_rejected",
+                calling_aet=calling,
+                called_aet=called,
+                host=host,
+                reason="called AE title",
+            )
             return
         log("association", calling_aet=calling, host=host)
 
@@ -296,8 +302,14 @@ class Listener:
         try:
             instance = self._ingest(event, calling, host)
         except Rejected as rejected:
-            log("store_failed", sop_uid=sop_uid, calling_aet=calling, host=host,
-                status=f"0x{rejected.status:04X}", reason=rejected.reason)  # fmt: skip
+            log(
+                "store_failed",
+                sop_uid=sop_uid,
+                calling_aet=calling,
+                host=host,
+                status=f"0x{rejected.status:04X}",
+                reason=rejected.reason,
+            )
             return self._respond(event, rejected.status, rejected.reason)
         except Exception as error:
             log("store_error", sop_uid=sop_uid, calling_aet=calling, error=repr(error))
@@ -337,13 +349,19 @@ class Listener:
                 self._audit(instance, duplicate=True)
                 return instance
             path = self.spool.path_for(checks.series_uid, sop_uid)
-            instance = _instance_of(checks.dataset, str(path), size, checks.sha256(), calling,
-                                    host)  # fmt: skip
+            instance = _instance_of(checks.dataset, str(path), size, checks.sha256(), calling, host)
             placed = self._publisher.submit(self.spool.place, staged, path)
             complete = self._commit(instance, path, placed)
         self.metrics.instance_stored(size)
-        log("stored", sop_uid=sop_uid, series_uid=instance.series_uid,
-            study_uid=instance.study_uid, calling_aet=calling, host=host, size=size)  # fmt: skip
+        log(
+            "stored",
+            sop_uid=sop_uid,
+            series_uid=instance.series_uid,
+            study_uid=instance.study_uid,
+            calling_aet=calling,
+            host=host,
+            size=size,
+        )
         self._audit(instance, duplicate=False)
         if complete:
             self._completed([instance.series_uid], "expected count")
@@ -388,9 +406,14 @@ class Listener:
         """Queue the `received` audit line (no patient identity: UIDs, AE title, host)."""
         if self.audit is None:
             return
-        fields = dict(calling_aet=instance.calling_aet, host=instance.peer_host,
-                      study_uid=instance.study_uid, series_uid=instance.series_uid,
-                      sop_instance_uid=instance.sop_uid, duplicate=duplicate)  # fmt: skip
+        fields = dict(
+            calling_aet=instance.calling_aet,
+            host=instance.peer_host,
+            study_uid=instance.study_uid,
+            series_uid=instance.series_uid,
+            sop_instance_uid=instance.sop_uid,
+            duplicate=duplicate,
+        )
         self._auditor.record(self.audit, "received", **fields)
 
 
@@ -522,8 +545,16 @@ class _Checks:
     dataset: Dataset
     series_uid: str
 
-    def __init__(self, pool: ThreadPoolExecutor, event: Event, raw: bytes, syntax: UID,
-                 sop_class: str, sop_uid: str, header: bytes) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        event: Event,
+        raw: bytes,
+        syntax: UID,
+        sop_class: str,
+        sop_uid: str,
+        header: bytes,
+    ) -> None:
         self._pool = pool
         self._check_args = (event, raw, syntax, sop_class, sop_uid)
         self._hash_args = (header, raw)

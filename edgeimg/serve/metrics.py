@@ -111,40 +111,70 @@ class ServeMetrics:
         self.show_phi = show_phi
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.received = Counter("edgeimg_instances_received", "C-STORE requests answered",
-                                registry=registry)  # fmt: skip
-        self.stored = Counter("edgeimg_instances_stored",
-                              "Instances written to the spool and committed (not duplicates)",
-                              registry=registry)  # fmt: skip
-        self.duplicates = Counter("edgeimg_instances_duplicate",
-                                  "Instances already stored, answered with success again",
-                                  registry=registry)  # fmt: skip
-        self.received_bytes = Counter("edgeimg_received_bytes", "Dataset bytes received",
-                                      registry=registry)  # fmt: skip
-        self.stored_bytes = Counter("edgeimg_stored_bytes", "Bytes written to the spool",
-                                    registry=registry)  # fmt: skip
-        self.statuses = Counter("edgeimg_cstore_responses", "C-STORE responses by status code",
-                                ["status"], registry=registry)  # fmt: skip
-        self.accepted = Counter("edgeimg_associations_accepted", "Associations established",
-                                registry=registry)  # fmt: skip
-        self.refused = Counter("edgeimg_associations_refused", "Association requests rejected",
-                               ["reason"], registry=registry)  # fmt: skip
-        self.jobs = Counter("edgeimg_jobs_finished", "Model jobs finished, by state",
-                            ["model", "state"], registry=registry)  # fmt: skip
-        self.job_seconds = Histogram("edgeimg_job_seconds",
-                                     "Seconds a job took: read, infer, write results",
-                                     ["model"], buckets=LATENCY_BUCKETS,
-                                     registry=registry)  # fmt: skip
-        self.end_to_end = Histogram("edgeimg_end_to_end_seconds",
-                                    "From a series' last instance received to its results "
-                                    "delivered everywhere (or written, with no destination)",
-                                    ["model"], buckets=LATENCY_BUCKETS,
-                                    registry=registry)  # fmt: skip
-        self.forwards = Counter("edgeimg_forward_attempts",
-                                "Forward attempts by outcome: delivered, retry, failed (for good)",
-                                ["destination", "outcome"], registry=registry)  # fmt: skip
-        self.engines = Info("edgeimg_engine", "The engine each routed model runs on", ["model"],
-                            registry=registry)  # fmt: skip
+        self.received = Counter(
+            "edgeimg_instances_received", "C-STORE requests answered", registry=registry
+        )
+        self.stored = Counter(
+            "edgeimg_instances_stored",
+            "Instances written to the spool and committed (not duplicates)",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "edgeimg_instances_duplicate",
+            "Instances already stored, answered with success again",
+            registry=registry,
+        )
+        self.received_bytes = Counter(
+            "edgeimg_received_bytes", "Dataset bytes received", registry=registry
+        )
+        self.stored_bytes = Counter(
+            "edgeimg_stored_bytes", "Bytes written to the spool", registry=registry
+        )
+        self.statuses = Counter(
+            "edgeimg_cstore_responses",
+            "C-STORE responses by status code",
+            ["status"],
+            registry=registry,
+        )
+        self.accepted = Counter(
+            "edgeimg_associations_accepted", "Associations established", registry=registry
+        )
+        self.refused = Counter(
+            "edgeimg_associations_refused",
+            "Association requests rejected",
+            ["reason"],
+            registry=registry,
+        )
+        self.jobs = Counter(
+            "edgeimg_jobs_finished",
+            "Model jobs finished, by state",
+            ["model", "state"],
+            registry=registry,
+        )
+        self.job_seconds = Histogram(
+            "edgeimg_job_seconds",
+            "Seconds a job took: read, infer, write results",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end = Histogram(
+            "edgeimg_end_to_end_seconds",
+            "From a series' last instance received to its results "
+            "delivered everywhere (or written, with no destination)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.forwards = Counter(
+            "edgeimg_forward_attempts",
+            "Forward attempts by outcome: delivered, retry, failed (for good)",
+            ["destination", "outcome"],
+            registry=registry,
+        )
+        self.engines = Info(
+            "edgeimg_engine", "The engine each routed model runs on", ["model"], registry=registry
+        )
         Info("edgeimg_build", "edgeimg version", registry=registry).info({"version": __version__})
         self.stored_per_minute = Throughput()
         self.series_per_minute = Throughput()
@@ -175,12 +205,14 @@ class ServeMetrics:
     # The worker's hooks.
 
     def engine_ready(self, model: str, manifest: dict[str, Any], key: str) -> None:
-        self.engines.labels(model).info({
-            "version": str(manifest.get("model_version", "")),
-            "backend": str(manifest.get("backend", "")),
-            "precision": str(manifest.get("precision", "")),
-            "key": key,
-        })  # fmt: skip
+        self.engines.labels(model).info(
+            {
+                "version": str(manifest.get("model_version", "")),
+                "backend": str(manifest.get("backend", "")),
+                "precision": str(manifest.get("precision", "")),
+                "key": key,
+            }
+        )
 
     def job_finished(self, model: str, state: str, seconds: float) -> None:
         self.jobs.labels(model, state).inc()
@@ -254,22 +286,34 @@ class _Collector:
             log("metrics_queue_error", error=str(error))
             totals = None
         if totals is not None:
-            yield _by_state("edgeimg_queue_series", "Series in the queue by state",
-                            totals["series"])  # fmt: skip
+            yield _by_state(
+                "edgeimg_queue_series", "Series in the queue by state", totals["series"]
+            )
             yield _by_state("edgeimg_queue_jobs", "Jobs by state", totals["jobs"])
             yield _by_state("edgeimg_queue_forwards", "Forwards by state", totals["forwards"])
-            yield GaugeMetricFamily("edgeimg_queue_instances", "Instances held in the spool",
-                                    value=totals["instances"])  # fmt: skip
-        yield GaugeMetricFamily("edgeimg_spool_free_bytes", "Free disk where the spool is",
-                                value=self.sources.free_bytes())  # fmt: skip
-        yield GaugeMetricFamily("edgeimg_spool_min_free_bytes",
-                                "Below this much free disk, instances are refused (A700)",
-                                value=self.sources.min_free_bytes)  # fmt: skip
-        yield GaugeMetricFamily("edgeimg_associations_open", "Associations established now",
-                                value=self.sources.associations())  # fmt: skip
-        healthy = GaugeMetricFamily("edgeimg_destination_healthy",
-                                    "1 when the last forward to a destination succeeded",
-                                    labels=["destination"])  # fmt: skip
+            yield GaugeMetricFamily(
+                "edgeimg_queue_instances", "Instances held in the spool", value=totals["instances"]
+            )
+        yield GaugeMetricFamily(
+            "edgeimg_spool_free_bytes",
+            "Free disk where the spool is",
+            value=self.sources.free_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "edgeimg_spool_min_free_bytes",
+            "Below this much free disk, instances are refused (A700)",
+            value=self.sources.min_free_bytes,
+        )
+        yield GaugeMetricFamily(
+            "edgeimg_associations_open",
+            "Associations established now",
+            value=self.sources.associations(),
+        )
+        healthy = GaugeMetricFamily(
+            "edgeimg_destination_healthy",
+            "1 when the last forward to a destination succeeded",
+            labels=["destination"],
+        )
         for name, health in sorted(self.metrics.health().items()):
             healthy.add_metric([name], float(health.state == "ok"))
         yield healthy

@@ -38,14 +38,16 @@ def snapshot(status: Any) -> dict[str, Any]:
     destinations = []
     for name in sorted(set(status.destinations) | set(counts)):
         known = health.get(name)
-        destinations.append({
-            "name": name,
-            "peer": status.destinations.get(name, "(no longer configured)"),
-            "state": known.state if known else "unknown",
-            "last_ok": known.last_ok if known else None,
-            "last_error": known.last_error if known else None,
-            "forwards": counts.get(name, {}),
-        })  # fmt: skip
+        destinations.append(
+            {
+                "name": name,
+                "peer": status.destinations.get(name, "(no longer configured)"),
+                "state": known.state if known else "unknown",
+                "last_ok": known.last_ok if known else None,
+                "last_error": known.last_error if known else None,
+                "forwards": counts.get(name, {}),
+            }
+        )
     return {
         "title": status.title,
         "now": time.time(),
@@ -65,8 +67,11 @@ def render_page(data: dict[str, Any]) -> str:
     """The HTML page for a `snapshot`."""
     ready = all(data["ready"].values())
     failing = ", ".join(name for name, ok in data["ready"].items() if not ok)
-    state = '<span class="ok">ready</span>' if ready else (
-        f'<span class="bad">not ready: {_e(failing)}</span>')  # fmt: skip
+    state = (
+        '<span class="ok">ready</span>'
+        if ready
+        else (f'<span class="bad">not ready: {_e(failing)}</span>')
+    )
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -91,8 +96,10 @@ def _queue(totals: dict[str, Any], associations: int) -> str:
         f"<tr><th>associations open</th><td class='n'>{_e(associations)}</td></tr>",
     ]
     for kind in ("series", "jobs", "forwards"):
-        states = ", ".join(f"{_e(state)} {_e(count)}" for state, count in
-                           sorted(totals[kind].items())) or "none"  # fmt: skip
+        states = (
+            ", ".join(f"{_e(state)} {_e(count)}" for state, count in sorted(totals[kind].items()))
+            or "none"
+        )
         rows.append(f"<tr><th>{kind}</th><td>{states}</td></tr>")
     return "<h2>Queue</h2><table id='queue'>" + "".join(rows) + "</table>"
 
@@ -120,8 +127,7 @@ def _recent(results: list[SeriesResult], show_phi: bool) -> str:
     if not results:
         return "<h2>Recent series</h2><p id='recent'>No series processed yet.</p>"
     phi = list(PHI_KEYWORDS) if show_phi else []
-    head = ["finished (UTC)", "series", "model", "finding", "instances", "seconds", *phi,
-            "preview"]  # fmt: skip
+    head = ["finished (UTC)", "series", "model", "finding", "instances", "seconds", *phi, "preview"]
     rows = []
     for item in results:
         cells = [
@@ -139,8 +145,9 @@ def _recent(results: list[SeriesResult], show_phi: bool) -> str:
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = "".join(f"<th>{_e(name)}</th>" for name in head)
-    return (f"<h2>Recent series</h2><table id='recent'><tr>{header}</tr>"
-            + "".join(rows) + "</table>")  # fmt: skip
+    return (
+        f"<h2>Recent series</h2><table id='recent'><tr>{header}</tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _destinations(destinations: list[dict[str, Any]]) -> str:
@@ -156,9 +163,17 @@ def _destinations(destinations: list[dict[str, Any]]) -> str:
             f"<td>{_e(_clock(item['last_ok']) if item['last_ok'] else '-')}</td>"
             f"<td>{_e(item['last_error'] or '-')}</td></tr>"
         )
-    head = "".join(f"<th>{name}</th>" for name in
-                   ("destination", "peer", "health", "forwards", "last delivered (UTC)",
-                    "last error"))  # fmt: skip
+    head = "".join(
+        f"<th>{name}</th>"
+        for name in (
+            "destination",
+            "peer",
+            "health",
+            "forwards",
+            "last delivered (UTC)",
+            "last error",
+        )
+    )
     return f"<h2>Destinations</h2><table id='destinations'><tr>{head}</tr>{''.join(rows)}</table>"
 
 

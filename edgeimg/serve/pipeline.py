@@ -23,9 +23,9 @@ from edgeimg.audit import AuditLog
 from edgeimg.durable import atomic_file
 from edgeimg.engine.errors import EngineOffline
 from edgeimg.errors import user_message
-from edgeimg.metrics import percentile
 from edgeimg.privacy import describe
 from edgeimg.results import write_lines
+from edgeimg.sdk.metrics import percentile
 from edgeimg.serve import log
 from edgeimg.serve.deliver import deliver
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics
@@ -114,10 +114,14 @@ class Worker:
         with self._durations_lock:
             samples = {model: list(times) for model, times in self._durations.items()}
         return {
-            model: {"jobs": len(times), "p50": round(percentile(times, 50), 4),
-                    "p95": round(percentile(times, 95), 4)}
-            for model, times in samples.items() if times
-        }  # fmt: skip
+            model: {
+                "jobs": len(times),
+                "p50": round(percentile(times, 50), 4),
+                "p95": round(percentile(times, 95), 4),
+            }
+            for model, times in samples.items()
+            if times
+        }
 
     def _inferencer(self, name: str) -> Any:
         if name not in self._inferencers:
@@ -126,8 +130,13 @@ class Worker:
             from edgeimg.plugins import get_registry
 
             log("engine_loading", model=name, backend=self.backend, precision=self.precision)
-            engine = load_engine(name, backend=self.backend, precision=self.precision,
-                                 engines_dir=self.engines_dir, build=True)  # fmt: skip
+            engine = load_engine(
+                name,
+                backend=self.backend,
+                precision=self.precision,
+                engines_dir=self.engines_dir,
+                build=True,
+            )
             self._inferencers[name] = Inferencer(get_registry().model(name), engine)
             self.metrics.engine_ready(name, getattr(engine, "manifest", {}), engine.key)
             log("engine_ready", model=name, engine=engine.key)
@@ -171,8 +180,11 @@ class Worker:
         paths = self.queue.series_paths(series_uid)
         if not paths:
             return SeriesFacts()
-        header = dcmread(paths[0], stop_before_pixels=True,
-                         specific_tags=["Modality", "SOPClassUID", "BodyPartExamined"])  # fmt: skip
+        header = dcmread(
+            paths[0],
+            stop_before_pixels=True,
+            specific_tags=["Modality", "SOPClassUID", "BodyPartExamined"],
+        )
         return SeriesFacts(
             modality=str(header.get("Modality", "") or ""),
             sop_class=str(header.get("SOPClassUID", "") or ""),
@@ -189,8 +201,14 @@ class Worker:
             return
         models = [model for model, _ in self.routing.models_for(facts)]
         self.queue.add_jobs(series_uid, models)
-        log("routed", series_uid=series_uid, modality=facts.modality, body_part=facts.body_part,
-            slices=facts.slices, models=models)  # fmt: skip
+        log(
+            "routed",
+            series_uid=series_uid,
+            modality=facts.modality,
+            body_part=facts.body_part,
+            slices=facts.slices,
+            models=models,
+        )
 
     def _run_job(self, job: dict[str, Any]) -> None:
         from edgeimg.inference import scan, write_outputs
@@ -204,8 +222,9 @@ class Worker:
             superseded = self._superseded(job)
             supersedes = [str(ds.SOPInstanceUID) for ds in superseded]
             srs = tuple(ds for ds in superseded if ds.get("Modality") == "SR")
-            producer = replace(inferencer.producer, predecessors=srs,
-                               other_evidence=prior_headers(priors))  # fmt: skip
+            producer = replace(
+                inferencer.producer, predecessors=srs, other_evidence=prior_headers(priors)
+            )
             paths = [Path(p) for p in self.queue.series_paths(job["series_uid"])]
             found = scan(paths, inferencer.spec)
             outputs: list[str] = []
@@ -249,10 +268,20 @@ class Worker:
             message = user_message(error, f"running {model}")
             self.queue.finish_job(job["id"], "failed", error=message)
             self.metrics.job_finished(model, "failed", time.perf_counter() - started)
-            log("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
-                error=message)  # fmt: skip
-            self._audit("job_failed", job=job["id"], model=model, series_uid=job["series_uid"],
-                        error=message)  # fmt: skip
+            log(
+                "job_failed",
+                job=job["id"],
+                model=model,
+                series_uid=job["series_uid"],
+                error=message,
+            )
+            self._audit(
+                "job_failed",
+                job=job["id"],
+                model=model,
+                series_uid=job["series_uid"],
+                error=message,
+            )
             return
         shutil.rmtree(self._priors_dir(job), ignore_errors=True)  # the result names them
         seconds = time.perf_counter() - started
@@ -267,15 +296,29 @@ class Worker:
         if state == "done":
             with self._durations_lock:
                 self._durations.setdefault(model, deque(maxlen=LATENCY_WINDOW)).append(seconds)
-        log("job_done", job=job["id"], model=model, series_uid=job["series_uid"], state=state,
-            outputs=len(outputs), seconds=round(seconds, 3),
-            supersedes=len(supersedes), priors=len(priors))  # fmt: skip
-        self._audit("job_done", job=job["id"], model=model, engine_key=inferencer.engine.key,
-                    series_uid=job["series_uid"], state=state,
-                    outputs=[{"sop_instance_uid": _sop_uid(p), "path": p} for p in outputs],
-                    destinations=[d.name for d in destinations],
-                    supersedes=supersedes,
-                    priors=[prior.study_uid for prior in priors])  # fmt: skip
+        log(
+            "job_done",
+            job=job["id"],
+            model=model,
+            series_uid=job["series_uid"],
+            state=state,
+            outputs=len(outputs),
+            seconds=round(seconds, 3),
+            supersedes=len(supersedes),
+            priors=len(priors),
+        )
+        self._audit(
+            "job_done",
+            job=job["id"],
+            model=model,
+            engine_key=inferencer.engine.key,
+            series_uid=job["series_uid"],
+            state=state,
+            outputs=[{"sop_instance_uid": _sop_uid(p), "path": p} for p in outputs],
+            destinations=[d.name for d in destinations],
+            supersedes=supersedes,
+            priors=[prior.study_uid for prior in priors],
+        )
         self._wake.set()
 
     def _wait(self, job: dict[str, Any], reason: str, longest: float) -> None:
@@ -283,8 +326,15 @@ class Worker:
         queue` shows what it waits for."""
         delay = min(longest, self.backoff * 2 ** min(job["attempts"] - 1, 20))
         self.queue.defer_job(job["id"], reason, time.time() + delay)
-        log("job_waiting", job=job["id"], model=job["model"], series_uid=job["series_uid"],
-            reason=reason, attempts=job["attempts"], retry_in=round(delay, 1))  # fmt: skip
+        log(
+            "job_waiting",
+            job=job["id"],
+            model=job["model"],
+            series_uid=job["series_uid"],
+            reason=reason,
+            attempts=job["attempts"],
+            retry_in=round(delay, 1),
+        )
 
     def _priors_dir(self, job: dict[str, Any]) -> Path:
         return self.results_dir.parent / "priors" / f"job-{job['id']}"
@@ -302,12 +352,19 @@ class Worker:
         if source is None:
             log("priors_not_configured", job=job["id"], model=job["model"])
             return []
-        header = dcmread(self.queue.series_paths(job["series_uid"])[0], stop_before_pixels=True,
-                         specific_tags=["PatientID", "StudyInstanceUID", "StudyDate",
-                                        "StudyTime", "Modality"])  # fmt: skip
-        priors = fetch_priors(parse_peer(source), header, spec.priors, self._priors_dir(job),
-                              calling=self.calling_aet,
-                              move_port=self.priors_move_port)  # fmt: skip
+        header = dcmread(
+            self.queue.series_paths(job["series_uid"])[0],
+            stop_before_pixels=True,
+            specific_tags=["PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "Modality"],
+        )
+        priors = fetch_priors(
+            parse_peer(source),
+            header,
+            spec.priors,
+            self._priors_dir(job),
+            calling=self.calling_aet,
+            move_port=self.priors_move_port,
+        )
         log("priors_fetched", job=job["id"], model=job["model"], priors=len(priors))
         return priors
 
@@ -361,9 +418,14 @@ class Worker:
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(target) as handle:
                 deidentified.dataset.save_as(handle, enforce_file_format=True)
-        self._audit("deidentified", destination=destination.name, model=model,
-                    result_uid=str(source.SOPInstanceUID), sop_instance_uid=sop_uid,
-                    burned_in_risk=deidentified.burned_in_risk)  # fmt: skip
+        self._audit(
+            "deidentified",
+            destination=destination.name,
+            model=model,
+            result_uid=str(source.SOPInstanceUID),
+            sop_instance_uid=sop_uid,
+            burned_in_risk=deidentified.burned_in_risk,
+        )
         return target
 
     def _forward(self, name: str, forwards: list[dict[str, Any]]) -> None:
@@ -392,37 +454,72 @@ class Worker:
             if attempts >= self.max_attempts:
                 self.queue.finish_forward(forward["id"], "failed", error=error)
                 self.metrics.forward(name, "failed", error)
-                log("forward_failed", forward=forward["id"], destination=name,
-                    error=error, attempts=attempts)  # fmt: skip
-                self._audit("forward_failed", destination=name, peer=destination.peer,
-                            job=forward["job_id"], sop_instance_uid=_sop_uid(forward["path"]),
-                            error=error, attempts=attempts)  # fmt: skip
+                log(
+                    "forward_failed",
+                    forward=forward["id"],
+                    destination=name,
+                    error=error,
+                    attempts=attempts,
+                )
+                self._audit(
+                    "forward_failed",
+                    destination=name,
+                    peer=destination.peer,
+                    job=forward["job_id"],
+                    sop_instance_uid=_sop_uid(forward["path"]),
+                    error=error,
+                    attempts=attempts,
+                )
                 continue
             retry_at = time.time() + self.backoff * 2 ** (attempts - 1)
             self.queue.finish_forward(forward["id"], "pending", error=error, retry_at=retry_at)
             self.metrics.forward(name, "retry", error)
-            log("forward_retry", forward=forward["id"], destination=name, error=error,
-                attempts=attempts, retry_in=round(retry_at - time.time(), 1))  # fmt: skip
+            log(
+                "forward_retry",
+                forward=forward["id"],
+                destination=name,
+                error=error,
+                attempts=attempts,
+                retry_in=round(retry_at - time.time(), 1),
+            )
         for job_id in sorted({f["job_id"] for f in delivered}):
             self._delivered(job_id)
         if delivered:
-            self._audit("forwarded", destination=name, peer=destination.peer,
-                        deid=destination.deid is not None,
-                        jobs=sorted({f["job_id"] for f in delivered}),
-                        sop_instance_uids=[_sop_uid(f["path"]) for f in delivered])  # fmt: skip
+            self._audit(
+                "forwarded",
+                destination=name,
+                peer=destination.peer,
+                deid=destination.deid is not None,
+                jobs=sorted({f["job_id"] for f in delivered}),
+                sop_instance_uids=[_sop_uid(f["path"]) for f in delivered],
+            )
 
-    def _observed(self, job: dict[str, Any], spec: Any, decoded: list[Any], result: Any,
-                  instances: int, seconds: float) -> None:  # fmt: skip
+    def _observed(
+        self,
+        job: dict[str, Any],
+        spec: Any,
+        decoded: list[Any],
+        result: Any,
+        instances: int,
+        seconds: float,
+    ) -> None:
         """Tell the metrics (and so the status page) what a job found."""
         from edgeimg.preview import thumbnail
         from edgeimg.results import finding
 
-        entry = SeriesResult(job=job["id"], series_uid=job["series_uid"], model=spec.name,
-                             state="done", finding=finding(result.line["results"]),
-                             instances=instances, finished=time.time(),
-                             seconds=seconds)  # fmt: skip
-        self.metrics.series_result(entry, decoded[0].header,
-                                   lambda: thumbnail(spec, decoded, result.items))  # fmt: skip
+        entry = SeriesResult(
+            job=job["id"],
+            series_uid=job["series_uid"],
+            model=spec.name,
+            state="done",
+            finding=finding(result.line["results"]),
+            instances=instances,
+            finished=time.time(),
+            seconds=seconds,
+        )
+        self.metrics.series_result(
+            entry, decoded[0].header, lambda: thumbnail(spec, decoded, result.items)
+        )
 
     def _delivered(self, job_id: int) -> None:
         """Observe the end-to-end latency once every result of the job has been delivered."""
@@ -445,8 +542,11 @@ def _sop_uid(path: str | Path) -> str:
     """The SOP Instance UID in a DICOM file's header (for the audit trail)."""
     from pydicom import dcmread
 
-    return str(dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
-        "SOPInstanceUID", ""))  # fmt: skip
+    return str(
+        dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
+            "SOPInstanceUID", ""
+        )
+    )
 
 
 def _decode(paths: list[Path], spec: Any) -> list[Any]:

@@ -59,24 +59,30 @@ def fetch_priors(
     if count <= 0 or not patient or _WILDCARDS & set(patient):
         return []
     current_when = f"{header.get('StudyDate', '') or ''}{header.get('StudyTime', '') or ''}"
-    query = {"PatientID": patient, "ModalitiesInStudy": str(header.get("Modality", "") or ""),
-             "StudyDate": "", "StudyTime": ""}  # fmt: skip
+    query = {
+        "PatientID": patient,
+        "ModalitiesInStudy": str(header.get("Modality", "") or ""),
+        "StudyDate": "",
+        "StudyTime": "",
+    }
     try:
         matches = find(peer, query, calling, timeout)
     except NetworkError as error:
         raise PriorsUnavailable(str(error)) from None
     candidates = [
-        match for match in matches
+        match
+        for match in matches
         if match.study_uid != current and not (current_when and match.when > current_when)
-    ]  # fmt: skip
+    ]
     chosen = sorted(candidates, key=lambda match: match.when, reverse=True)[:count]
     shutil.rmtree(folder, ignore_errors=True)  # an earlier, interrupted attempt starts over
     priors = []
     for match in chosen:
         target = folder / check_uid(match.study_uid)
         try:
-            done = retrieve(peer, [match], target, calling=calling, move_port=move_port,
-                            timeout=timeout)  # fmt: skip
+            done = retrieve(
+                peer, [match], target, calling=calling, move_port=move_port, timeout=timeout
+            )
         except NetworkError as error:
             raise PriorsUnavailable(str(error)) from None
         if done.failures:

@@ -354,10 +354,9 @@ class Queue:
                     (series_uid, inputs),
                 )
             states = {
-                row[0] for row in db.execute(
-                    "SELECT state FROM jobs WHERE series_uid = ?", (series_uid,)
-                )
-            }  # fmt: skip
+                row[0]
+                for row in db.execute("SELECT state FROM jobs WHERE series_uid = ?", (series_uid,))
+            }
             if not states & {"pending", "running"}:
                 final = "failed" if "failed" in states else "done"
                 _set_state(db, "series", "uid", series_uid, final, now)
@@ -469,12 +468,18 @@ class Queue:
                 "state": "revised" if row["state"] == "done" and row["revision"] else row["state"],
                 "revision": row["revision"],
                 "last_received": row["last_received"],
-                "jobs": _counts(db, "SELECT state, COUNT(*) FROM jobs WHERE series_uid = ?"
-                                " GROUP BY state", row["uid"]),
-                "forwards": _counts(db, "SELECT f.state, COUNT(*) FROM forwards f JOIN jobs j"
-                                    " ON f.job_id = j.id WHERE j.series_uid = ? GROUP BY f.state",
-                                    row["uid"]),
-            }  # fmt: skip
+                "jobs": _counts(
+                    db,
+                    "SELECT state, COUNT(*) FROM jobs WHERE series_uid = ? GROUP BY state",
+                    row["uid"],
+                ),
+                "forwards": _counts(
+                    db,
+                    "SELECT f.state, COUNT(*) FROM forwards f JOIN jobs j"
+                    " ON f.job_id = j.id WHERE j.series_uid = ? GROUP BY f.state",
+                    row["uid"],
+                ),
+            }
             result.append(item)
         return result
 
@@ -491,10 +496,14 @@ class Queue:
     def failures(self) -> list[dict[str, Any]]:
         """Failed jobs and forwards with their errors, for `edgeimg queue`."""
         db = self._db()
-        jobs = db.execute("SELECT 'job' AS kind, id, series_uid AS target, error, attempts"
-                          " FROM jobs WHERE state = 'failed'")  # fmt: skip
-        forwards = db.execute("SELECT 'forward' AS kind, id, destination AS target, error,"
-                              " attempts FROM forwards WHERE state = 'failed'")  # fmt: skip
+        jobs = db.execute(
+            "SELECT 'job' AS kind, id, series_uid AS target, error, attempts"
+            " FROM jobs WHERE state = 'failed'"
+        )
+        forwards = db.execute(
+            "SELECT 'forward' AS kind, id, destination AS target, error,"
+            " attempts FROM forwards WHERE state = 'failed'"
+        )
         return [dict(row) for row in [*jobs, *forwards]]
 
     def set_config(self, **values: Any) -> None:
@@ -529,11 +538,19 @@ def _add_instance(db: sqlite3.Connection, item: Instance, now: float) -> tuple[b
     cursor = db.execute(
         "INSERT OR IGNORE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (
-            item.sop_uid, item.series_uid, item.study_uid, item.sop_class,
-            item.modality, item.path, item.size, item.sha256, now,
-            item.calling_aet, item.peer_host,
+            item.sop_uid,
+            item.series_uid,
+            item.study_uid,
+            item.sop_class,
+            item.modality,
+            item.path,
+            item.size,
+            item.sha256,
+            now,
+            item.calling_aet,
+            item.peer_host,
         ),
-    )  # fmt: skip
+    )
     if cursor.rowcount == 0:
         return False, False
     db.execute(

@@ -142,8 +142,12 @@ def attach(
     weakref.finalize(waker, waker.writer.close)
     arrived = threading.Event()
     events, to_provider = dul_queues
-    for polled, kind in ((events, _DulEvents), (to_provider, _ForDul),
-                         (user_queue, _ForAssociation), (messages, _Messages)):  # fmt: skip
+    for polled, kind in (
+        (events, _DulEvents),
+        (to_provider, _ForDul),
+        (user_queue, _ForAssociation),
+        (messages, _Messages),
+    ):
         polled.__class__ = kind
         polled.waker = waker
         polled.arrived = arrived

@@ -215,8 +215,16 @@ def _deid(value: Any, where: str) -> DeidSettings | None:
 
 
 def _route(table: Mapping[str, Any], where: str, destinations: Mapping[str, Any]) -> Route:
-    keys = ("model", "modality", "sop_class", "body_part", "min_slices", "max_slices",
-            "destinations", "priors_from")  # fmt: skip
+    keys = (
+        "model",
+        "modality",
+        "sop_class",
+        "body_part",
+        "min_slices",
+        "max_slices",
+        "destinations",
+        "priors_from",
+    )
     _check_keys(table, keys, where)
     model = _required_string(table, "model", where)
     sop_classes = _strings(table, "sop_class", where)

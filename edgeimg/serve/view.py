@@ -116,12 +116,14 @@ class StatusView:
             for column in ("model", "jobs", "p50 s", "p95 s"):
                 latency.add_column(column, justify="left" if column == "model" else "right")
             for model, stats in sorted(numbers["latency"].items()):
-                latency.add_row(escape(model), str(stats["jobs"]), f"{stats['p50']:.2f}",
-                                f"{stats['p95']:.2f}")  # fmt: skip
+                latency.add_row(
+                    escape(model), str(stats["jobs"]), f"{stats['p50']:.2f}", f"{stats['p95']:.2f}"
+                )
             parts.append(latency)
         if self.tail is not None:
-            parts.append(Text("\n".join(self.tail.lines()), style="dim", overflow="ellipsis",
-                              no_wrap=True))  # fmt: skip
+            parts.append(
+                Text("\n".join(self.tail.lines()), style="dim", overflow="ellipsis", no_wrap=True)
+            )
         return Panel(Group(*parts), title=f"{escape(self.title)}  up {uptime}", expand=True)
 
 

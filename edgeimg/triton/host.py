@@ -63,10 +63,13 @@ def infer_function(engine: Engine) -> Callable[[list[Any]], list[dict[str, np.nd
                 size = len(requests[i][names[0]])
                 answers[i] = {
                     n: np.ascontiguousarray(
-                        r[start : start + size].reshape(size, 1) if n in scalars
-                        else r[start : start + size], dtype=np.float32)
+                        r[start : start + size].reshape(size, 1)
+                        if n in scalars
+                        else r[start : start + size],
+                        dtype=np.float32,
+                    )
                     for n, r in zip(outputs, results, strict=True)
-                }  # fmt: skip
+                }
                 start += size
         return answers
 
@@ -127,10 +130,15 @@ def host(engines: list[Engine], ports: Ports, ready: Callable[[], None]) -> None
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     config = TritonConfig(
-        http_address=ports.address, http_port=ports.http, grpc_address=ports.address,
-        grpc_port=ports.grpc, metrics_address=ports.address, metrics_port=ports.metrics,
-        log_verbose=0, exit_on_error=True,
-    )  # fmt: skip
+        http_address=ports.address,
+        http_port=ports.http,
+        grpc_address=ports.address,
+        grpc_port=ports.grpc,
+        metrics_address=ports.address,
+        metrics_port=ports.metrics,
+        log_verbose=0,
+        exit_on_error=True,
+    )
     security = TritonSecurityConfig(restricted_endpoints=RESTRICTED)
     triton = Triton(config=config, security_config=security)
     try:

@@ -27,8 +27,10 @@ CONFIG = "config.pbtxt"
 #: how long Triton's dynamic batcher holds a request for others to join it
 QUEUE_DELAY_US = 2000
 #: engine backend → (Triton platform, the file name Triton looks for)
-PLATFORMS = {"tensorrt": ("tensorrt_plan", "model.plan"),
-             "onnxruntime": ("onnxruntime_onnx", "model.onnx")}  # fmt: skip
+PLATFORMS = {
+    "tensorrt": ("tensorrt_plan", "model.plan"),
+    "onnxruntime": ("onnxruntime_onnx", "model.onnx"),
+}
 
 
 @dataclass
@@ -73,8 +75,10 @@ def model_config(manifest: dict[str, Any], platform: str, device: str) -> str:
         name=manifest["model"], platform=platform, max_batch_size=identity.max_batch(manifest)
     )
     signature = identity.signature(manifest)
-    for kind, tensors in ((config.input, signature["inputs"]),
-                          (config.output, signature["outputs"])):  # fmt: skip
+    for kind, tensors in (
+        (config.input, signature["inputs"]),
+        (config.output, signature["outputs"]),
+    ):
         for name, dims in tensors:
             tensor = kind.add(name=name, data_type=getattr(pb, identity.DATA_TYPE))
             tensor.dims.extend(dims)
@@ -102,8 +106,9 @@ def export_model(name: str, repo: Path, precision: str, device: str, root: Path)
     """Export one model's verified engine into `repo`; a no-op when its latest version holds it."""
     directory, manifest = choose_engine(name, precision, device, root)
     platform, filename = PLATFORMS[manifest["backend"]]
-    source = directory / (manifest["engine_file"] if platform == "tensorrt_plan"
-                          else manifest["onnx_file"])  # fmt: skip
+    source = directory / (
+        manifest["engine_file"] if platform == "tensorrt_plan" else manifest["onnx_file"]
+    )
     model_dir = repo / name
     versions = _versions(model_dir)
     config = model_config(manifest, platform, device)

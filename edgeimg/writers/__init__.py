@@ -24,7 +24,7 @@ from edgeimg.writers.items import Item, kind_of
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from edgeimg.model import ModelSpec
+    from edgeimg.sdk.model import ModelSpec
 
 #: what a writer's files are: DICOM objects (gated, listed as outputs, forwarded) or other files
 PRODUCES = ("dicom", "file")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from edgeimg.pacs import Orthanc
 from edgeimg.serve.spool import QUEUE_NAME
 from edgeimg.synth.dicom import write_study
-from tests.peers import ROOT, free_port, orthanc_rest, self_signed, start_serve, stop
+from testsupport.pacs import Orthanc
+from testsupport.peers import ROOT, free_port, orthanc_rest, self_signed, start_serve, stop
 
 TOKEN = "PHIQZ"
 

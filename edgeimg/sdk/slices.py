@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from edgeimg.datasets import SliceData, split, synthetic
-from edgeimg.implementation import ModelImplementation, missing
+from edgeimg.sdk.datasets import SliceData, split, synthetic
+from edgeimg.sdk.implementation import ModelImplementation, missing
 
 HELDOUT_STREAM = 7919
 """Mixed into the seed so a held-out set never repeats training data drawn from the same seed."""

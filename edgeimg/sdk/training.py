@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from edgeimg.console import err
 from edgeimg.errors import ContractError
-from edgeimg.implementation import provides
+from edgeimg.sdk.implementation import provides
 
 if TYPE_CHECKING:
-    from edgeimg.implementation import ModelImplementation
-    from edgeimg.model import ModelSpec
+    from edgeimg.sdk.implementation import ModelImplementation
+    from edgeimg.sdk.model import ModelSpec
 
 
 class WeightsNotFound(FileNotFoundError):

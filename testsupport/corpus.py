@@ -44,7 +44,7 @@ from pynetdicom.dsutils import decode, encode
 
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
 from edgeimg.serve.listener import MAX_PDU
-from tests.peers import ct_instance
+from testsupport.peers import ct_instance
 
 AET = "EDGE"
 CALLING = "SCANNER"
@@ -229,9 +229,14 @@ class Store:
 class Association:
     """A minimal SCU over a socket (TLS with `tls`): associate, C-STORE raw bytes, C-ECHO."""
 
-    def __init__(self, port: int, contexts: Sequence[tuple[str, str]], calling: str = CALLING,
-                 timeout: float = READ_TIMEOUT, tls: ssl.SSLContext | None = None,
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int,
+        contexts: Sequence[tuple[str, str]],
+        calling: str = CALLING,
+        timeout: float = READ_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock if tls is None else tls.wrap_socket(sock, server_hostname="localhost")
@@ -272,13 +277,15 @@ class Association:
         """The C-STORE response status for `item`."""
         self.message_id += 1
         context_id = self.ids[(item.context, item.syntax)]
-        return self._send(context_id, c_store_rq(item.sop_class, item.sop_uid, self.message_id),
-                          item.payload)  # fmt: skip
+        return self._send(
+            context_id, c_store_rq(item.sop_class, item.sop_uid, self.message_id), item.payload
+        )
 
     def echo(self) -> int:
         self.message_id += 1
-        return self._send(self.ids[(VERIFICATION, ExplicitVRLittleEndian)],
-                          c_echo_rq(self.message_id), None)  # fmt: skip
+        return self._send(
+            self.ids[(VERIFICATION, ExplicitVRLittleEndian)], c_echo_rq(self.message_id), None
+        )
 
     def close(self) -> None:
         try:
@@ -344,8 +351,9 @@ def nested_sequences(depth: int) -> bytes:
     return opening * depth + closing * depth
 
 
-def part10(payload: bytes, sop_class: str, sop_uid: str,
-           syntax: str = ExplicitVRLittleEndian) -> bytes:  # fmt: skip
+def part10(
+    payload: bytes, sop_class: str, sop_uid: str, syntax: str = ExplicitVRLittleEndian
+) -> bytes:
     """A file: preamble, DICM, file meta group, then the data set bytes as given."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -472,7 +480,7 @@ NETWORK: list[Case] = [
         "application-context-unknown",
         "reject 1/1/2, closed",
         chunks=_rq(application_context="1.2.3.4"),
-    ),  # fmt: skip
+    ),
     Case(
         "unknown-sop-class-only",
         "AC 3, release RP, closed",
@@ -485,23 +493,23 @@ NETWORK: list[Case] = [
             associate_rq(((CTImageStorage, (JPEG_XL,)), (CTImageStorage, (HTJ2K,)))),
             RELEASE_RQ,
         ],
-    ),  # fmt: skip
+    ),
     Case(
         "rq-truncated-items",
         "reject 1/1/2, closed",
         chunks=lambda: [pdu(0x01, associate_rq()[6:40])],
-    ),  # fmt: skip
+    ),
     # out-of-state and hostile PDUs
     Case(
         "p-data-before-associate", "abort 0/0, closed", chunks=lambda: p_data(1, c_echo_rq(), True)
-    ),  # fmt: skip
+    ),
     Case("release-before-associate", "abort 0/0, closed", chunks=lambda: [RELEASE_RQ]),
     Case("ac-sent-to-acceptor", "abort 0/0, closed", chunks=lambda: [pdu(0x02, b"\0" * 68)]),
     Case(
         "second-associate-rq",
         "AC 0, abort 2/0, closed",
         chunks=lambda: [associate_rq(), associate_rq()],
-    ),  # fmt: skip
+    ),
     Case(
         "p-data-before-the-ac",
         "abort 2/0, closed",  # found by fuzzing: killed a DUL thread
@@ -511,24 +519,22 @@ NETWORK: list[Case] = [
         "pdu-declares-4-gib",
         "abort 2/6, closed",
         chunks=lambda: [struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF) + b"\0" * 64],
-    ),  # fmt: skip
+    ),
     Case(
         "associate-rq-declares-2-gib",
         "abort 2/6, closed",
         chunks=lambda: [struct.pack(">BBL", 0x01, 0, 1 << 31) + b"\0" * 64],
-    ),  # fmt: skip
+    ),
     Case(
         "p-data-over-negotiated-max",
         "AC 0, abort 2/6, closed",
         chunks=lambda: [associate_rq(_CT_CONTEXT), struct.pack(">BBL", 0x04, 0, MAX_PDU + 1)],
     ),
-    Case(
-        "http-get", "abort 2/6, closed", chunks=lambda: [b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n"]
-    ),  # fmt: skip
+    Case("http-get", "abort 2/6, closed", chunks=lambda: [b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n"]),
     Case("unknown-pdu-type", "abort 0/0, closed", chunks=lambda: [pdu(0x0A, b"\0" * 8)]),
     Case(
         "stall-mid-pdu", "closed", chunks=lambda: [struct.pack(">BBL", 0x01, 0, 200) + b"\0" * 10]
-    ),  # fmt: skip
+    ),
     Case("connect-and-say-nothing", "closed", chunks=lambda: [b""]),
     # C-STORE data sets
     Case(
@@ -550,7 +556,7 @@ NETWORK: list[Case] = [
         "bits-allocated-8-for-16-bit-data",
         "status 0xA900",
         stores=lambda name: _attrs(name, BitsAllocated=8, BitsStored=8, HighBit=7),
-    ),  # fmt: skip
+    ),
     Case(
         "bits-stored-over-allocated",
         "status 0xA900",
@@ -560,7 +566,7 @@ NETWORK: list[Case] = [
         "dimensions-65535-squared-x-frames",
         "status 0xA900",
         stores=lambda name: _attrs(name, Rows=65535, Columns=65535, NumberOfFrames=10000),
-    ),  # fmt: skip
+    ),
     Case("frames-zero", "status 0xA900", stores=lambda name: _attrs(name, NumberOfFrames=0)),
     Case(
         "samples-per-pixel-4",
@@ -576,7 +582,7 @@ NETWORK: list[Case] = [
         "huge-declared-pixel-length",
         "status 0xC000",
         stores=lambda name: _store(name, _huge_pixel_length(name)),
-    ),  # fmt: skip
+    ),
     Case(
         "invalid-vr-on-rows",
         "status 0xC000",
@@ -586,12 +592,12 @@ NETWORK: list[Case] = [
         "invalid-vr-on-description",
         "status 0xC000",
         stores=lambda name: _store(name, _with_bad_vr(name)),
-    ),  # fmt: skip
+    ),
     Case(
         "sequences-nested-10000-deep",
         "status 0xC000",
         stores=lambda name: _store(name, _deep(name, 10000)),
-    ),  # fmt: skip
+    ),
     Case(
         "item-delimiter-at-top-level",
         "status 0xC000",
@@ -599,8 +605,8 @@ NETWORK: list[Case] = [
             name,
             encoded(instance(name)) + struct.pack("<HHL", 0xFFFE, 0xE00D, 0),
         ),
-    ),  # fmt: skip
-    *(Case(name, "status 0xA900", stores=_hostile) for name in _HOSTILE_UIDS),  # fmt: skip
+    ),
+    *(Case(name, "status 0xA900", stores=_hostile) for name in _HOSTILE_UIDS),
     Case(
         "series-uid-with-slashes",
         "status 0xA900",
@@ -629,7 +635,7 @@ NETWORK: list[Case] = [
             encoded(instance(name)),
             sop_uid=uid("someone else"),
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "command-class-differs-from-context",
         "status 0x0122",
@@ -638,7 +644,7 @@ NETWORK: list[Case] = [
             encoded(instance(name, SOPClassUID=MRImageStorage)),
             sop_class=MRImageStorage,
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "rle-fragment-truncated",
         "status 0xC000",
@@ -647,7 +653,7 @@ NETWORK: list[Case] = [
             _rle_cut_fragment(name),
             syntax=RLELossless,
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "rle-frames-exceed-fragments",
         "status 0xA900",
@@ -656,7 +662,7 @@ NETWORK: list[Case] = [
             encoded(_rle_frames(name)),
             syntax=RLELossless,
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "command-uid-too-long",
         "abort 2/0",
@@ -665,7 +671,7 @@ NETWORK: list[Case] = [
             encoded(instance(name)),
             sop_uid="1." + "3" * 70,
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "deflate-stream-corrupt",
         "status 0xC000",
@@ -674,7 +680,7 @@ NETWORK: list[Case] = [
             b"\xff" * 8 + encoded(instance(name), DeflatedExplicitVRLittleEndian)[8:],
             syntax=DeflatedExplicitVRLittleEndian,
         ),
-    ),  # fmt: skip
+    ),
     Case(
         "not-a-data-set",
         "status 0xC000",
@@ -685,7 +691,7 @@ NETWORK: list[Case] = [
         "status 0x0000, status 0x0000",
         stores=lambda name: _store(name, encoded(instance(name))) * 2,
         stored=(uid("duplicate-instance"),),
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -738,7 +744,7 @@ FILES: list[Case] = [
         "file-pixel-data-truncated",
         "input error",
         file=lambda name: _file(name, encoded(instance(name))[:-100]),
-    ),  # fmt: skip
+    ),
     Case(
         "file-bits-allocated-12",
         "input error",
@@ -748,17 +754,17 @@ FILES: list[Case] = [
         "file-dimensions-65535",
         "input error",
         file=_file_attrs(Rows=65535, Columns=65535, NumberOfFrames=10000),
-    ),  # fmt: skip
+    ),
     Case(
         "file-huge-declared-pixel-length",
         "input error",
         file=lambda name: _file(name, _huge_pixel_length(name)),
-    ),  # fmt: skip
+    ),
     Case(
         "file-huge-declared-text-length",
         "input error",
         file=lambda name: _file(name, _huge_text(name)),
-    ),  # fmt: skip
+    ),
     Case(
         "file-invalid-vr-on-rows",
         "input error",
@@ -768,7 +774,7 @@ FILES: list[Case] = [
         "file-sequences-nested-10000-deep",
         "input error",
         file=lambda name: _file(name, _deep(name, 10000)),
-    ),  # fmt: skip
+    ),
     Case(
         "file-uid-dot-dot-slash",
         "input error",
@@ -782,12 +788,12 @@ FILES: list[Case] = [
         "file-syntax-without-decoder",
         "input error",
         file=_undecodable_syntax,
-    ),  # fmt: skip
+    ),
     Case(
         "file-meta-only",
         "input error",
         file=lambda name: part10(b"", CTImageStorage, uid(name)),
-    ),  # fmt: skip
+    ),
 ]
 
 CORPUS: list[Case] = NETWORK + FILES

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from pydicom.errors import InvalidDicomError
 
-from edgeimg.model import InputSpec
+from edgeimg.sdk.model import InputSpec
 
 Box = tuple[int, int, int, int]
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgeimg.datasets import DataError
-from edgeimg.implementation import ModelImplementation
-from edgeimg.model import InputSpec
+from edgeimg.sdk.datasets import DataError
+from edgeimg.sdk.implementation import ModelImplementation
+from edgeimg.sdk.model import InputSpec
 from edgeimg.synth import low_dose, make_slices
 
 

@@ -17,7 +17,7 @@ from edgeimg.errors import ContractError
 if TYPE_CHECKING:
     import torch
 
-    from edgeimg.model import ModelSpec
+    from edgeimg.sdk.model import ModelSpec
 
 
 #: which commands call each method of the contract
@@ -139,7 +139,7 @@ class ModelImplementation:
     def metrics(self, outputs: list[np.ndarray], targets: list[Any]) -> dict[str, float]:
         """Task metrics over a whole dataset: one array per network output and per target.
 
-        Each array is concatenated along the batch axis (see `edgeimg.training.predict`).
+        Each array is concatenated along the batch axis (see `edgeimg.sdk.training.predict`).
         """
         raise missing(self, "metrics")
 
