@@ -30,7 +30,7 @@ from click.testing import CliRunner
 
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
-from edgeimg.inference import Decoded, Inferencer, decode_all, decode_file, decoder_pool, scan
+from edgeimg.pipeline import Decoded, Inferencer, decode_all, decode_file, decoder_pool, scan
 from edgeimg.plugins import get_registry
 from edgeimg.sdk.model import ModelSpec
 from edgeimg.synth.dicom import write_study

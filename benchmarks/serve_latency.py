@@ -28,7 +28,7 @@ from typing import Any
 
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
-from edgeimg.inference import Inferencer, decode_file, scan
+from edgeimg.pipeline import Inferencer, decode_file, scan
 from edgeimg.plugins import get_registry
 from edgeimg.sdk.metrics import percentile
 from edgeimg.synth.dicom import write_study

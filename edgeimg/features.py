@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeimg.inference import Decoded
+from edgeimg.pipeline.decode import Decoded
 from edgeimg.sdk.model import ModelSpec
 
 FEATURES_NPY = "features.npy"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from edgeimg.inference import Decoded
+from edgeimg.pipeline.decode import Decoded
 from edgeimg.sdk.model import ModelSpec
 
 MIN_SIDE = 256

@@ -12,7 +12,7 @@ from PIL import Image
 
 from edgeimg.features import FeaturesUnsupported, write_features
 from edgeimg.files import dicom_files
-from edgeimg.inference import Decoded, decode_file
+from edgeimg.pipeline import Decoded, decode_file
 from edgeimg.plugins import get_registry
 from edgeimg.preview import (
     BOX_COLOUR,

@@ -168,7 +168,7 @@ def test_decoding_workers_capture_too() -> None:
     """`run` decodes and writes in forkserver processes; their warnings are events as well."""
     done = _run_python(f"""
         from highdicom.valuerep import check_person_name
-        from edgeimg.inference import decoder_pool
+        from edgeimg.pipeline import decoder_pool
         with decoder_pool(1) as pool:
             pool.submit(check_person_name, "{MARK} Smith").result()
         """)

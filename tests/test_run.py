@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 
 from edgeimg.cli import cli
 from edgeimg.dicom.read import DicomInputError
-from edgeimg.inference import DECODE_CHUNK, decode_all, decoder_pool
+from edgeimg.pipeline import DECODE_CHUNK, decode_all, decoder_pool
 from edgeimg.plugins import get_registry
 from edgeimg.synth.dicom import write_study
 from tests.dciodvfy import dciodvfy_errors
@@ -245,16 +245,16 @@ def test_the_table_shows_findings(study, engines, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_keeps_the_series_that_finished(study, engines, tmp_path, monkeypatch):
-    import edgeimg.inference
+    import edgeimg.pipeline.runner
 
-    real = edgeimg.inference.decode_series
+    real = edgeimg.pipeline.runner.decode_series
 
     def interrupted_after_one(jobs, spec, pool):
         iterator = real(jobs, spec, pool)
         yield next(iterator)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edgeimg.inference, "decode_series", interrupted_after_one)
+    monkeypatch.setattr(edgeimg.pipeline.runner, "decode_series", interrupted_after_one)
     out = tmp_path / "out"
     args = ("cnn", str(study), "--out", str(out), "--engines-dir", str(engines), "--json")
     done = run(*args, "--workers", "0")

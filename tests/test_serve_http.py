@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from edgeimg.inference import Decoded
+from edgeimg.pipeline.decode import Decoded
 from edgeimg.plugins import get_registry
 from edgeimg.preview import render_slice, thumbnail
 from edgeimg.serve.http import (

@@ -19,7 +19,7 @@ from dciodvfy import dciodvfy_errors
 
 from edgeimg.cli import cli
 from edgeimg.errors import EdgeimgError
-from edgeimg.inference import Producer, decode_file, scan, write_outputs
+from edgeimg.pipeline import Producer, decode_file, scan, write_outputs
 from edgeimg.plugins import PluginError, load_registry
 from edgeimg.synth.dicom import write_study
 from edgeimg.writers import Writer, choose

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -26,6 +25,9 @@ from edgeimg.console import err, out, print_json
 from edgeimg.plugins import get_registry
 from edgeimg.privacy import scrub
 from edgeimg.results import file_rows, finding, write_lines
+
+if TYPE_CHECKING:
+    from edgeimg.pipeline import SeriesRun
 
 STATUSES = ("ok", "skipped", "duplicate", "error")
 STYLES = {"ok": "green", "skipped": "yellow", "duplicate": "yellow", "error": "red"}
@@ -98,27 +100,30 @@ def run(
 ) -> None:
     """Run model NAME over DICOM files or folders (recursively), or over what --from a PACS
     matches --query; write results to --out."""
-    from edgeimg.inference import scan
+    from edgeimg.pipeline import decoder_pool, scan
 
     use_weights(name, weights)
     spec = get_registry().model(name)
     extras = _extras(spec, preview, features)
     batch_run = _Run(name, out_dir, as_json, time.perf_counter())
     inputs, not_retrieved = fetch_inputs(paths, source, as_json)
-    found = scan(inputs, spec)
-    batch_run.lines += [*not_retrieved, *found.errors, *found.skipped, *found.duplicates]
-    for job in found.jobs:
-        if job.skip is not None:
-            batch_run.lines.append(_skipped(job))
-    accepted = [job for job in found.jobs if job.skip is None]
-    if not accepted:
-        batch_run.finish(found.describe() + "; nothing to run")
-        raise SystemExit(1)
+    pool = decoder_pool(workers) if workers > 0 else None
     try:
-        batch_run.process(spec, accepted, backend, precision, engines_dir, workers, batch, extras)
-    except KeyboardInterrupt:
-        batch_run.finish("interrupted: results of the series that finished are kept")
-        raise SystemExit(INTERRUPTED) from None
+        found = scan(inputs, spec, pool)
+        batch_run.lines += [*not_retrieved, *found.errors, *found.skipped, *found.duplicates]
+        batch_run.lines += [_skipped(job) for job in found.jobs if job.skip is not None]
+        accepted = [job for job in found.jobs if job.skip is None]
+        if not accepted:
+            batch_run.finish(found.describe() + "; nothing to run")
+            raise SystemExit(1)
+        try:
+            batch_run.process(spec, accepted, backend, precision, engines_dir, pool, batch, extras)
+        except KeyboardInterrupt:
+            batch_run.finish("interrupted: results of the series that finished are kept")
+            raise SystemExit(INTERRUPTED) from None
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     batch_run.finish()
     if batch_run.failed:
         raise SystemExit(1)
@@ -140,10 +145,10 @@ class _Run:
     def failed(self) -> bool:
         return any(line["status"] == "error" for line in self.lines) or self.images == 0
 
-    def process(self, spec, jobs, backend, precision, engines_dir, workers, batch, extras) -> None:
+    def process(self, spec, jobs, backend, precision, engines_dir, pool, batch, extras) -> None:
         """Infer every accepted series, writing outputs in the pool while the engine goes on."""
         from edgeimg.engine import EngineError, load_engine
-        from edgeimg.inference import Inferencer, decode_series, decoder_pool
+        from edgeimg.pipeline import Inferencer, run_series
 
         if not self.as_json:
             err.print(f"loading the {precision} engine for {self.name} ...")
@@ -157,41 +162,32 @@ class _Run:
         inferencer = Inferencer(spec, engine, batch=batch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         total = sum(len(job.paths) for job in jobs)
-        pool = decoder_pool(workers) if workers > 0 else None
-        pending: list[tuple[dict[str, Any], Future | None, int]] = []
+        runs: list[tuple[SeriesRun, dict[str, Any]]] = []
         try:
             with _progress(self.as_json or not err.is_terminal) as progress:
                 decoding = progress.add_task("decoded", total=total, rate="")
                 inferring = progress.add_task("inferred", total=total, rate="")
                 writing = progress.add_task("written", total=total, rate="")
-                for job, items in decode_series(jobs, spec, pool):
-                    decoded = [item for item in items if not isinstance(item, Exception)]
-                    for error in (item for item in items if isinstance(item, Exception)):
-                        self.lines.append(_error_line(job, error))
-                    progress.advance(decoding, len(items))
-                    if decoded:
-                        line, writes = _run_series(
-                            inferencer, job, decoded, self.out_dir, extras, pool
-                        )
-                        self.lines.append(line)
-                        pending.append((line, writes, len(items)))
-                        self.images += sum(len(item.inputs) for item in decoded)
-                    progress.advance(inferring, len(items))
+                for series in run_series(inferencer, jobs, self.out_dir, pool=pool, extras=extras):
+                    self.lines += [_error_line(series.job, error) for error in series.unreadable]
+                    progress.advance(decoding, len(series.job.paths))
+                    if series.decoded:
+                        runs.append((series, _line(series)))
+                        self.lines.append(runs[-1][1])
+                        self.images += sum(len(item.inputs) for item in series.decoded)
+                    progress.advance(inferring, len(series.job.paths))
                     elapsed = time.perf_counter() - self.started
                     progress.update(inferring, rate=f"{self.images / elapsed:.1f} images/s")
-                for line, writes, count in pending:
-                    _finish_writing(line, writes)
-                    progress.advance(writing, count)
-        except KeyboardInterrupt:
-            for line, writes, _ in pending:  # keep what finished; forget what did not
-                if writes is None or (writes.done() and writes.exception() is None):
-                    _finish_writing(line, writes)
+                for series, line in runs:
+                    _finish(series, line)
+                    progress.advance(writing, len(series.job.paths))
+        except KeyboardInterrupt:  # keep what finished; forget what did not
+            for series, line in runs:
+                if series.finished():
+                    _finish(series, line)
                 else:
                     self.lines.remove(line)
             raise
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
 
     def finish(self, note: str | None = None) -> None:
         """Write results.jsonl and the summary (a table, or one JSON document)."""
@@ -278,61 +274,22 @@ def _extras(spec: Any, preview: bool, features: bool) -> list[str]:
     return [name for name, wanted in (("preview", preview), ("features", features)) if wanted]
 
 
-def _run_series(
-    inferencer: Any,
-    job: Any,
-    decoded: list,
-    out_dir: Path,
-    extras: list[str],
-    pool: Executor | None,
-) -> tuple[dict[str, Any], Future | None]:
-    """One series through the engine; its DICOM outputs are written in the pool while the
-    engine goes on (highdicom is pure Python: in this process it would hold up inference).
-    Any failure becomes the series' error line, in our words."""
-    from edgeimg.inference import for_writing, write_outputs
-
-    try:
-        result = inferencer.infer_series(job, decoded)
-        writes = None
-        if pool is None:
-            _record(result.line, inferencer.write(decoded, result.items, out_dir))
-        else:
-            slim = for_writing(decoded)
-            writes = pool.submit(write_outputs, inferencer.producer, slim, result.items, out_dir)
-        if "preview" in extras:
-            from edgeimg.preview import write_previews
-
-            previews = write_previews(inferencer.spec, decoded, result.items, out_dir / "preview")
-            result.line["previews"] = [str(path) for path in previews]
-        if "features" in extras:
-            from edgeimg.features import write_features
-
-            npy, csv_path = write_features(inferencer.spec, decoded, out_dir)
-            result.line["features"] = {"npy": str(npy), "index": str(csv_path)}
-        return result.line, writes
-    except Exception as error:  # one series must not end the batch
-        files = [str(item.path) for item in decoded]
-        return _series_error(job.series.uid, files, error, "running the model"), None
+def _line(series: SeriesRun) -> dict[str, Any]:
+    """A series' line: its results (outputs recorded once written), or its error in our words."""
+    if series.failure is None and series.line is not None:
+        return series.line
+    doing, error = series.failure or ("running the model", RuntimeError("no result"))
+    files = [str(item.path) for item in series.decoded]
+    return _series_error(series.job.series.uid, files, error, doing)
 
 
-def _finish_writing(line: dict[str, Any], writes: Future | None) -> None:
+def _finish(series: SeriesRun, line: dict[str, Any]) -> None:
     """Wait for a series' outputs; a writer's failure turns its line into an error line."""
-    if writes is None:
-        return
-    try:
-        _record(line, writes.result())
-    except Exception as error:  # the writers' own errors are already in our words
-        failed = _series_error(line["series_uid"], line["files"], error, "writing the outputs")
+    series.finish()
+    if series.failure is not None:
+        failed = _line(series)
         line.clear()
         line.update(failed)
-
-
-def _record(line: dict[str, Any], written: Any) -> None:
-    """A series' written DICOM objects are its outputs; other files a writer made are listed
-    apart (they are not forwarded anywhere)."""
-    line["outputs"] = written.objects
-    if written.files:
-        line["written_files"] = written.files
 
 
 def _series_error(
