@@ -134,6 +134,12 @@ class SeriesRun:
                 self.failure = ("writing the outputs", error)
         return self.written
 
+    def raise_failure(self) -> None:
+        """Raise what the series failed with, if it did (`serve` fails the whole job then)."""
+        self.finish()
+        if self.failure is not None:
+            raise self.failure[1]
+
     def finished(self) -> bool:
         """Whether its outputs are written (or were never to be): what Ctrl-C keeps."""
         writing = self.writing

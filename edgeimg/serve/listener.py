@@ -35,6 +35,7 @@ from edgeimg.serve import pynetdicom_adapter as adapter
 from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL, Pending
 from edgeimg.serve.metrics import ServeMetrics
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
+from edgeimg.serve.rows import instance_of
 from edgeimg.serve.security import AllowEntry, is_allowed
 from edgeimg.serve.spool import DiskFull, Spool, Staged
 
@@ -61,7 +62,6 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
-EXPECTED_COUNT_KEYWORDS = ("ImagesInAcquisition", "NumberOfSlices")
 #: the largest P-DATA PDU we accept: a sender that uses it sends a 512 x 512 CT slice in one PDU
 #: rather than eight, and pynetdicom spends less per instance on each PDU it reads
 MAX_PDU = 1 << 20
@@ -345,11 +345,11 @@ class Listener:
             if self.queue.has_instance(sop_uid):
                 Spool.discard(staged)
                 log("duplicate", sop_uid=sop_uid, calling_aet=calling, host=host)
-                instance = _instance_of(checks.dataset, "", 0, "", calling, host)
+                instance = instance_of(checks.dataset, "", 0, "", calling, host)
                 self._audit(instance, duplicate=True)
                 return instance
             path = self.spool.path_for(checks.series_uid, sop_uid)
-            instance = _instance_of(checks.dataset, str(path), size, checks.sha256(), calling, host)
+            instance = instance_of(checks.dataset, str(path), size, checks.sha256(), calling, host)
             placed = self._publisher.submit(self.spool.place, staged, path)
             complete = self._commit(instance, path, placed)
         self.metrics.instance_stored(size)
@@ -628,33 +628,6 @@ def validate(ds: Dataset, sop_class: str, sop_uid: str) -> None:
         raise Rejected(DOES_NOT_MATCH_SOP_CLASS, error.reason) from None
     except Exception:
         raise Rejected(CANNOT_UNDERSTAND, "dataset cannot be decoded") from None
-
-
-def _instance_of(ds: Dataset, path: str, size: int, digest: str, calling: str, host: str):
-    return Instance(
-        sop_uid=str(ds.SOPInstanceUID),
-        series_uid=str(ds.SeriesInstanceUID),
-        study_uid=str(ds.StudyInstanceUID),
-        sop_class=str(ds.SOPClassUID),
-        modality=str(ds.get("Modality", "")) or None,
-        path=path,
-        size=size,
-        sha256=digest,
-        calling_aet=calling,
-        peer_host=host,
-        expected=_expected_count(ds),
-    )
-
-
-def _expected_count(ds: Dataset) -> int | None:
-    for keyword in EXPECTED_COUNT_KEYWORDS:
-        try:
-            value = int(ds.get(keyword) or 0)
-        except (TypeError, ValueError):
-            continue
-        if 0 < value < 100_000:
-            return value
-    return None
 
 
 def _dataset_size(event: Event) -> int:

@@ -15,29 +15,33 @@ import shutil
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeimg.audit import AuditLog
-from edgeimg.durable import atomic_file
 from edgeimg.engine.errors import EngineOffline
 from edgeimg.errors import user_message
 from edgeimg.privacy import describe
 from edgeimg.results import write_lines
 from edgeimg.sdk.metrics import percentile
 from edgeimg.serve import log
-from edgeimg.serve.deliver import deliver
+from edgeimg.serve.forward import Forwarder, sop_uid_of
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics
 from edgeimg.serve.priors import (
     Prior,
     PriorsUnavailable,
     fetch_priors,
     prior_headers,
-    prior_results,
+    with_priors,
 )
 from edgeimg.serve.queue import Queue
-from edgeimg.serve.routing import Destination, Routing, SeriesFacts
+from edgeimg.serve.revisions import superseded_headers
+from edgeimg.serve.routing import Routing, SeriesFacts
+from edgeimg.serve.rows import facts_of, header_of
+
+if TYPE_CHECKING:
+    from edgeimg.pipeline import SeriesRun
 
 LATENCY_WINDOW = 500
 """Job durations kept per model for the p50/p95 the status view shows."""
@@ -77,12 +81,20 @@ class Worker:
         self.precision = precision
         self.engines_dir = engines_dir
         self.calling_aet = calling_aet
-        self.max_attempts = max_attempts
         self.backoff = backoff
         self.audit = audit
-        self.deid_key = deid_key
-        self.deid_dir = Path(deid_dir) if deid_dir else self.results_dir.parent / "deid"
         self.metrics = metrics or ServeMetrics()
+        self.forwarder = Forwarder(
+            queue,
+            routing,
+            self.metrics,
+            self._audit,
+            calling_aet=calling_aet,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            deid_key=deid_key,
+            deid_dir=Path(deid_dir) if deid_dir else self.results_dir.parent / "deid",
+        )
         self.priors_move_port = priors_move_port
         self._inferencers: dict[str, Any] = {}
         self._durations: dict[str, deque[float]] = {}
@@ -126,7 +138,7 @@ class Worker:
     def _inferencer(self, name: str) -> Any:
         if name not in self._inferencers:
             from edgeimg.engine import load_engine
-            from edgeimg.inference import Inferencer
+            from edgeimg.pipeline import Inferencer
             from edgeimg.plugins import get_registry
 
             log("engine_loading", model=name, backend=self.backend, precision=self.precision)
@@ -165,36 +177,11 @@ class Worker:
         if job is not None:
             self._run_job(job)
             return True
-        due = self.queue.due_forwards(time.time())
-        by_destination: dict[str, list[dict[str, Any]]] = {}
-        for forward in due:
-            by_destination.setdefault(forward["destination"], []).append(forward)
-        for destination, forwards in by_destination.items():
-            self._forward(destination, forwards)
-        return bool(due)
-
-    def facts(self, series_uid: str) -> SeriesFacts:
-        """What routing needs of a series: one header (no pixels) and the stored count."""
-        from pydicom import dcmread
-
-        paths = self.queue.series_paths(series_uid)
-        if not paths:
-            return SeriesFacts()
-        header = dcmread(
-            paths[0],
-            stop_before_pixels=True,
-            specific_tags=["Modality", "SOPClassUID", "BodyPartExamined"],
-        )
-        return SeriesFacts(
-            modality=str(header.get("Modality", "") or ""),
-            sop_class=str(header.get("SOPClassUID", "") or ""),
-            body_part=str(header.get("BodyPartExamined", "") or ""),
-            slices=len(paths),
-        )
+        return self.forwarder.send_due()
 
     def _route(self, series_uid: str) -> None:
         try:
-            facts = self.facts(series_uid)
+            facts = facts_of(self.queue.series_rows(series_uid))
         except Exception as error:  # stored instances were validated; this is unexpected
             log("route_failed", series_uid=series_uid, error=describe(error))
             self.queue.add_jobs(series_uid, [])
@@ -211,49 +198,44 @@ class Worker:
         )
 
     def _run_job(self, job: dict[str, Any]) -> None:
-        from edgeimg.inference import scan, write_outputs
+        from edgeimg.pipeline import run_series, series_jobs
 
         started = time.perf_counter()
         model = job["model"]
+        rows = self.queue.series_rows(job["series_uid"])
         try:
             inferencer = self._inferencer(model)
-            priors = self._priors(job, inferencer.spec)
-            compared = self._with_priors(inferencer, priors)
-            superseded = self._superseded(job)
+            facts = facts_of(rows)
+            priors = self._priors(job, inferencer.spec, facts, rows)
+            compared = with_priors(inferencer, priors)
+            superseded = superseded_headers(self.queue, job)
             supersedes = [str(ds.SOPInstanceUID) for ds in superseded]
             srs = tuple(ds for ds in superseded if ds.get("Modality") == "SR")
             producer = replace(
                 inferencer.producer, predecessors=srs, other_evidence=prior_headers(priors)
             )
-            paths = [Path(p) for p in self.queue.series_paths(job["series_uid"])]
-            found = scan(paths, inferencer.spec)
+            found = series_jobs([header_of(row) for row in rows], inferencer.spec)
+            skipped = [series.skip for series in found if series.skip]
+            accepted = [series for series in found if not series.skip]
             outputs: list[str] = []
             lines: list[dict[str, Any]] = []
-            skipped = []
             shown = None
-            for series_job in found.jobs:
-                if series_job.skip:
-                    skipped.append(series_job.skip)
-                    continue
-                decoded = _decode(series_job.paths, inferencer.spec)
-                result = inferencer.infer_series(series_job, decoded)
-                compared(result.line)
-                shown = (decoded, result)
-                made = write_outputs(producer, decoded, result.items, self.results_dir / model)
-                written = made.objects  # DICOM objects: the ones forwarded
-                line = {**result.line, "outputs": written, "job": job["id"]}
-                line["written_files"] = made.files
+            out_dir = self.results_dir / model
+            for series in run_series(inferencer, accepted, out_dir, producer=producer, whole=True):
+                series.raise_failure()
+                compared(series.line)
+                shown = series
+                written_files = series.line.pop("written_files", [])
+                line = {**series.line, "job": job["id"], "written_files": written_files}
                 lines.append({**line, "supersedes": supersedes})
-                outputs.extend(written)
+                outputs.extend(series.line["outputs"])  # DICOM objects: the ones forwarded
             # One write once every series ran: a job retried after an outage adds no duplicates.
             if lines:
                 write_lines(lines, self.results_dir)
             # Forwards are queued before the job is marked done: a crash in between re-runs
             # the job, and add_forwards does not queue the same output twice.
-            destinations = self.routing.destinations_for(model, self.facts(job["series_uid"]))
-            for destination in destinations:
-                sent = [self._prepare(destination, Path(p), model) for p in outputs]
-                self.queue.add_forwards(job["id"], [destination.name], [str(p) for p in sent])
+            destinations = self.routing.destinations_for(model, facts)
+            self.forwarder.add(job["id"], destinations, outputs, model)
         except EngineOffline as error:  # a remote engine is down: wait for it, never fail
             # open the engine afresh on the next try: a server back with another engine is
             # checked (and verified) again
@@ -287,11 +269,11 @@ class Worker:
         seconds = time.perf_counter() - started
         state = "done" if outputs or not skipped else "skipped"
         reasons = "; ".join(skipped) or None
-        self.queue.finish_job(job["id"], state, outputs=outputs, error=reasons, inputs=len(paths))
+        self.queue.finish_job(job["id"], state, outputs=outputs, error=reasons, inputs=len(rows))
         if shown is not None:
-            self._observed(job, inferencer.spec, *shown, instances=len(paths), seconds=seconds)
+            self._observed(job, inferencer.spec, shown, instances=len(rows), seconds=seconds)
         if state == "done" and not (outputs and destinations):
-            self._delivered(job["id"])
+            self.forwarder.delivered(job["id"])
         self.metrics.job_finished(model, state, seconds)  # last: what it counts is recorded
         if state == "done":
             with self._durations_lock:
@@ -314,7 +296,7 @@ class Worker:
             engine_key=inferencer.engine.key,
             series_uid=job["series_uid"],
             state=state,
-            outputs=[{"sop_instance_uid": _sop_uid(p), "path": p} for p in outputs],
+            outputs=[{"sop_instance_uid": sop_uid_of(p), "path": p} for p in outputs],
             destinations=[d.name for d in destinations],
             supersedes=supersedes,
             priors=[prior.study_uid for prior in priors],
@@ -339,21 +321,24 @@ class Worker:
     def _priors_dir(self, job: dict[str, Any]) -> Path:
         return self.results_dir.parent / "priors" / f"job-{job['id']}"
 
-    def _priors(self, job: dict[str, Any], spec: Any) -> list[Prior]:
+    def _priors(
+        self, job: dict[str, Any], spec: Any, facts: SeriesFacts, rows: list[dict[str, Any]]
+    ) -> list[Prior]:
         """The prior studies a model that declares `priors` gets, fetched now (none when the
-        model asks for none or no priors source is configured for its route)."""
+        model asks for none or no priors source is configured for its route). The queue keeps
+        no patient data, so this reads one header for the PatientID and study date."""
         if spec.priors <= 0:
             return []
         from pydicom import dcmread
 
         from edgeimg.net import parse_peer
 
-        source = self.routing.priors_source(job["model"], self.facts(job["series_uid"]))
+        source = self.routing.priors_source(job["model"], facts)
         if source is None:
             log("priors_not_configured", job=job["id"], model=job["model"])
             return []
         header = dcmread(
-            self.queue.series_paths(job["series_uid"])[0],
+            rows[0]["path"],
             stop_before_pixels=True,
             specific_tags=["PatientID", "StudyInstanceUID", "StudyDate", "StudyTime", "Modality"],
         )
@@ -368,138 +353,11 @@ class Worker:
         log("priors_fetched", job=job["id"], model=job["model"], priors=len(priors))
         return priors
 
-    def _with_priors(self, inferencer: Any, priors: list[Prior]) -> Any:
-        """What adds the priors to a result line: the studies used, and the model's
-        `compare` of its results on this series with its results on theirs."""
-        if inferencer.spec.priors <= 0:
-            return lambda line: None
-        earlier = prior_results(inferencer, priors)
-        used = [prior.as_dict() for prior in priors]
-
-        def add(line: dict[str, Any]) -> None:
-            line["priors"] = used
-            line["comparison"] = inferencer.implementation.compare(line, earlier)
-
-        return add
-
-    def _superseded(self, job: dict[str, Any]) -> list[Any]:
-        """Headers of the results `job` supersedes; one whose file is gone is logged and left
-        out (the new result is still made, it just cannot name that one)."""
-        from pydicom import dcmread
-
-        headers = []
-        for path in self.queue.superseded_outputs(job):
-            try:
-                headers.append(dcmread(path, stop_before_pixels=True))
-            except OSError as error:
-                log("predecessor_unreadable", job=job["id"], error=type(error).__name__)
-        return headers
-
-    def _prepare(self, destination: Destination, result: Path, model: str) -> Path:
-        """The file to send to `destination`: the result, or its de-identified copy.
-
-        The copy is named by its (mapped) SOP Instance UID under deid/<destination>/<model>/,
-        and written durably before its forward row exists; the same key maps the same UIDs, so
-        a re-run writes the same file and the destination keeps one copy.
-        """
-        if destination.deid is None:
-            return result
-        from pydicom import dcmread
-
-        from edgeimg.dicom.deid import DeidOptions, deidentify
-        from edgeimg.dicom.uids import check_uid
-
-        options = DeidOptions(self.deid_key or b"", **asdict(destination.deid))
-        source = dcmread(result)
-        deidentified = deidentify(source, options)
-        sop_uid = check_uid(str(deidentified.dataset.SOPInstanceUID))
-        target = self.deid_dir / destination.name / model / f"{sop_uid}.dcm"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(target) as handle:
-                deidentified.dataset.save_as(handle, enforce_file_format=True)
-        self._audit(
-            "deidentified",
-            destination=destination.name,
-            model=model,
-            result_uid=str(source.SOPInstanceUID),
-            sop_instance_uid=sop_uid,
-            burned_in_risk=deidentified.burned_in_risk,
-        )
-        return target
-
-    def _forward(self, name: str, forwards: list[dict[str, Any]]) -> None:
-        """Send due results to one destination (one association, or STOW-RS requests); back
-        off on failure."""
-        destination = self.routing.destinations.get(name)
-        if destination is None:  # the config changed since the forward was queued
-            error = f"destination {name!r} is not configured"
-            for forward in forwards:
-                self.queue.finish_forward(forward["id"], "failed", error=error)
-            log("forward_failed", destination=name, error="not configured", count=len(forwards))
-            return
-        results = deliver(destination, [f["path"] for f in forwards], self.calling_aet)
-        by_path = {str(result.path): result for result in results}
-        delivered: list[dict[str, Any]] = []
-        for forward in forwards:
-            result = by_path[str(forward["path"])]
-            if result.ok:
-                self.queue.finish_forward(forward["id"], "done")
-                self.metrics.forward(name, "delivered")
-                delivered.append(forward)
-                log("forwarded", forward=forward["id"], destination=name)
-                continue
-            error = result.error or f"status 0x{(result.status or 0):04X}"
-            attempts = forward["attempts"] + 1
-            if attempts >= self.max_attempts:
-                self.queue.finish_forward(forward["id"], "failed", error=error)
-                self.metrics.forward(name, "failed", error)
-                log(
-                    "forward_failed",
-                    forward=forward["id"],
-                    destination=name,
-                    error=error,
-                    attempts=attempts,
-                )
-                self._audit(
-                    "forward_failed",
-                    destination=name,
-                    peer=destination.peer,
-                    job=forward["job_id"],
-                    sop_instance_uid=_sop_uid(forward["path"]),
-                    error=error,
-                    attempts=attempts,
-                )
-                continue
-            retry_at = time.time() + self.backoff * 2 ** (attempts - 1)
-            self.queue.finish_forward(forward["id"], "pending", error=error, retry_at=retry_at)
-            self.metrics.forward(name, "retry", error)
-            log(
-                "forward_retry",
-                forward=forward["id"],
-                destination=name,
-                error=error,
-                attempts=attempts,
-                retry_in=round(retry_at - time.time(), 1),
-            )
-        for job_id in sorted({f["job_id"] for f in delivered}):
-            self._delivered(job_id)
-        if delivered:
-            self._audit(
-                "forwarded",
-                destination=name,
-                peer=destination.peer,
-                deid=destination.deid is not None,
-                jobs=sorted({f["job_id"] for f in delivered}),
-                sop_instance_uids=[_sop_uid(f["path"]) for f in delivered],
-            )
-
     def _observed(
         self,
         job: dict[str, Any],
         spec: Any,
-        decoded: list[Any],
-        result: Any,
+        series: SeriesRun,
         instances: int,
         seconds: float,
     ) -> None:
@@ -512,20 +370,16 @@ class Worker:
             series_uid=job["series_uid"],
             model=spec.name,
             state="done",
-            finding=finding(result.line["results"]),
+            finding=finding(series.line["results"]),
             instances=instances,
             finished=time.time(),
             seconds=seconds,
         )
         self.metrics.series_result(
-            entry, decoded[0].header, lambda: thumbnail(spec, decoded, result.items)
+            entry,
+            series.decoded[0].header,
+            lambda: thumbnail(spec, series.decoded, series.items),
         )
-
-    def _delivered(self, job_id: int) -> None:
-        """Observe the end-to-end latency once every result of the job has been delivered."""
-        delivery = self.queue.delivery(job_id)
-        if delivery is not None and delivery["undelivered"] == 0:
-            self.metrics.delivered(delivery["model"], delivery["last_received"])
 
     def _audit(self, event: str, **fields: Any) -> None:
         """Record to the audit log when there is one; a failing audit write is logged, and the
@@ -536,20 +390,3 @@ class Worker:
             self.audit.record(event, **fields)
         except (OSError, ValueError) as error:
             log("audit_failed", audit_event=event, error=describe(error))
-
-
-def _sop_uid(path: str | Path) -> str:
-    """The SOP Instance UID in a DICOM file's header (for the audit trail)."""
-    from pydicom import dcmread
-
-    return str(
-        dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
-            "SOPInstanceUID", ""
-        )
-    )
-
-
-def _decode(paths: list[Path], spec: Any) -> list[Any]:
-    from edgeimg.inference import decode_file
-
-    return [decode_file(path, spec) for path in paths]

@@ -12,6 +12,7 @@ job waits and tries again. No prior found is not an error: the job runs with non
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,15 +94,30 @@ def fetch_priors(
 
 def prior_results(inferencer: Any, priors: list[Prior]) -> list[dict[str, Any]]:
     """The model's result line on each series of each prior it takes, newest study first."""
-    from edgeimg.inference import decode_file, scan
+    from edgeimg.pipeline import run_series, scan
 
     lines = []
     for prior in priors:
-        for job in scan([prior.folder], inferencer.spec).jobs:
-            if job.skip is None:
-                decoded = [decode_file(path, inferencer.spec) for path in job.paths]
-                lines.append(inferencer.infer_series(job, decoded).line)
+        jobs = [job for job in scan([prior.folder], inferencer.spec).jobs if job.skip is None]
+        for series in run_series(inferencer, jobs, None, whole=True):
+            series.raise_failure()
+            lines.append(series.line)
     return lines
+
+
+def with_priors(inferencer: Any, priors: list[Prior]) -> Callable[[dict[str, Any]], None]:
+    """What adds the priors to a result line: the studies used, and the model's `compare` of
+    its results on this series with its results on theirs (nothing for a model without)."""
+    if inferencer.spec.priors <= 0:
+        return lambda line: None
+    earlier = prior_results(inferencer, priors)
+    used = [prior.as_dict() for prior in priors]
+
+    def add(line: dict[str, Any]) -> None:
+        line["priors"] = used
+        line["comparison"] = inferencer.implementation.compare(line, earlier)
+
+    return add
 
 
 def prior_headers(priors: list[Prior]) -> tuple[Any, ...]:
