@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeimg.cli import cli
-from edgeimg.serve import queue as queue_module
+from edgeimg.serve.queue import database, instances, jobs
 from edgeimg.serve.queue import GroupCommit, Instance, Queue
 from edgeimg.serve.spool import QUEUE_NAME
 
@@ -178,7 +178,7 @@ def test_claim_after_crash_between_claim_and_jobs(tmp_path):
 
 
 class _Clock:
-    """Stands in for the queue module's `time`: a clock the test moves."""
+    """Stands in for the queue modules' `time`: a clock the test moves."""
 
     def __init__(self, now: float) -> None:
         self.now = now
@@ -189,7 +189,8 @@ class _Clock:
 
 def test_restart_restarts_the_quiet_timer(tmp_path, monkeypatch):
     clock = _Clock(1000.0)
-    monkeypatch.setattr(queue_module, "time", clock)
+    for module in (instances, jobs):
+        monkeypatch.setattr(module, "time", clock)
     path = tmp_path / "q.sqlite"
     Queue(path).add_instance(_instance("1.1"))
     clock.now += 600  # down for ten minutes: far longer than the series timeout
@@ -255,7 +256,7 @@ def test_a_spool_from_before_revisions_gets_the_new_columns(tmp_path):
     path = tmp_path / "q.sqlite"
     db = sqlite3.connect(path)
     with db:
-        db.executescript(queue_module._SCHEMA)
+        db.executescript(database._SCHEMA)
         db.execute("INSERT INTO series (uid, last_received, updated) VALUES ('1.2.3', 0, 0)")
     db.close()
     queue = Queue(path)

@@ -76,16 +76,29 @@ def test_outputs_written_in_workers_match_those_written_here(study, engines, tmp
     assert outputs[0] == outputs[1] and outputs[0]
 
 
+def _finish_writing(writes):
+    """The line `run` keeps for a series whose outputs were being written in `writes`."""
+    from types import SimpleNamespace
+
+    from edgeimg.commands.run import _finish
+    from edgeimg.pipeline.runner import SeriesResult, SeriesRun
+
+    line = {"status": "ok", "series_uid": "1.2.3", "files": ["a.dcm"], "results": []}
+    job = SimpleNamespace(series=SimpleNamespace(uid="1.2.3"))
+    decoded = [SimpleNamespace(path="a.dcm")]
+    series = SeriesRun(job, decoded, result=SeriesResult(line, decoded, []), writing=writes)
+    _finish(series, line)
+    return line
+
+
 def test_a_writer_failure_in_the_pool_becomes_an_error_line():
     from concurrent.futures import Future
 
-    from edgeimg.commands.run import _finish_writing
     from edgeimg.dicom.write import OutputRefused
 
     writes: Future = Future()
     writes.set_exception(OutputRefused("a.dcm: SliceThickness (0018,0050) is empty"))
-    line = {"status": "ok", "series_uid": "1.2.3", "files": ["a.dcm"], "results": []}
-    _finish_writing(line, writes)
+    line = _finish_writing(writes)
     assert line == {
         "status": "error",
         "series_uid": "1.2.3",
@@ -98,15 +111,12 @@ def test_a_library_failure_is_reported_by_type_and_place_not_by_its_text():
     """A library's message may quote the values it choked on; the error line never does."""
     from concurrent.futures import Future
 
-    from edgeimg.commands.run import _finish_writing
-
     writes: Future = Future()
     try:
         raise TypeError('The string "DOE JOHN" is unlikely to represent a person name')
     except TypeError as error:
         writes.set_exception(error)
-    line = {"status": "ok", "series_uid": "1.2.3", "files": ["a.dcm"], "results": []}
-    _finish_writing(line, writes)
+    line = _finish_writing(writes)
     assert line["status"] == "error" and "DOE" not in line["error"]
     assert line["error"].startswith("internal error while writing the outputs: TypeError at ")
 
