@@ -1,6 +1,6 @@
 """From DICOM files to model results and output objects: the part `run` and `serve` share.
 
-`scan` reads headers and groups series (`serve` builds the same `SeriesJob`s from its queue
+`headers` reads headers and groups series (`scan`) (`serve` builds the same `SeriesJob`s from its queue
 rows instead), `decode` turns files into model inputs in worker processes, and `runner` infers
 and hands results to the writers: one loop, whichever command drives it.
 """
@@ -22,7 +22,7 @@ from edgeimg.pipeline.runner import (
     run_series,
     write_outputs,
 )
-from edgeimg.pipeline.scan import Scan, SeriesJob, accepts, scan, series_jobs
+from edgeimg.pipeline.headers import Scan, SeriesJob, accepts, scan, series_jobs
 
 __all__ = [
     "DECODE_CHUNK",

@@ -24,7 +24,7 @@ from edgeimg.privacy import capture
 from edgeimg.sdk.model import ModelSpec
 
 if TYPE_CHECKING:
-    from edgeimg.pipeline.scan import SeriesJob
+    from edgeimg.pipeline.headers import SeriesJob
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from edgeimg.dicom.frames import is_multiframe
 from edgeimg.dicom.read import DicomInputError
 from edgeimg.pipeline.decode import Decoded, decode_series
-from edgeimg.pipeline.scan import SeriesJob
+from edgeimg.pipeline.headers import SeriesJob
 from edgeimg.sdk.model import ModelSpec
 from edgeimg.writers import Frame, SeriesOutput, Writer, Written, choose, write_series
 from edgeimg.writers.items import typed_all
