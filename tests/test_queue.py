@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeimg.cli import cli
-from edgeimg.serve.queue import database, instances, jobs
-from edgeimg.serve.queue import GroupCommit, Instance, Queue
+from edgeimg.serve.queue import GroupCommit, Instance, Queue, database, instances, jobs
 from edgeimg.serve.spool import QUEUE_NAME
 
 

@@ -1,8 +1,8 @@
 """From DICOM files to model results and output objects: the part `run` and `serve` share.
 
-`headers` reads headers and groups series (`scan`) (`serve` builds the same `SeriesJob`s from its queue
-rows instead), `decode` turns files into model inputs in worker processes, and `runner` infers
-and hands results to the writers: one loop, whichever command drives it.
+`headers` reads headers and groups series (`serve` builds the same `SeriesJob`s from its
+queue rows instead), `decode` turns files into model inputs in worker processes, and `runner`
+infers and hands results to the writers: one loop, whichever command drives it.
 """
 
 from edgeimg.pipeline.decode import (
@@ -14,6 +14,7 @@ from edgeimg.pipeline.decode import (
     decoder_pool,
     start_worker,
 )
+from edgeimg.pipeline.headers import Scan, SeriesJob, accepts, scan, series_jobs
 from edgeimg.pipeline.runner import (
     Inferencer,
     Producer,
@@ -22,7 +23,6 @@ from edgeimg.pipeline.runner import (
     run_series,
     write_outputs,
 )
-from edgeimg.pipeline.headers import Scan, SeriesJob, accepts, scan, series_jobs
 
 __all__ = [
     "DECODE_CHUNK",
