@@ -27,9 +27,6 @@ from edgeimg.sdk.model import ModelSpec
 from edgeimg.writers import Frame, SeriesOutput, Writer, Written, choose, write_series
 from edgeimg.writers.items import typed_all
 
-#: what `run_series` can write besides the DICOM outputs
-EXTRAS = ("preview", "features")
-
 
 @dataclass(frozen=True)
 class Producer:
@@ -129,7 +126,7 @@ class SeriesRun:
         if self.writing is not None:
             writing, self.writing = self.writing, None
             try:
-                self._record(writing.result())
+                self.record(writing.result())
             except Exception as error:  # the writers' own errors are already in our words
                 self.failure = ("writing the outputs", error)
         return self.written
@@ -145,9 +142,9 @@ class SeriesRun:
         writing = self.writing
         return writing is None or (writing.done() and writing.exception() is None)
 
-    def _record(self, written: Written) -> None:
-        """Written DICOM objects are the outputs; other files a writer made are listed apart
-        (they are not forwarded anywhere)."""
+    def record(self, written: Written) -> None:
+        """What the writers wrote, in the line: DICOM objects are the outputs; other files a
+        writer made are listed apart (they are not forwarded anywhere)."""
         self.written = written
         assert self.result is not None
         self.result.line["outputs"] = written.objects
@@ -168,7 +165,8 @@ def run_series(
     """Each series decoded (all queued up front), inferred and handed to the writers into
     `out_dir` (None: results only, nothing written). A failing series is reported in its
     `SeriesRun` and the others go on. `whole`: a series with a file that does not decode
-    fails instead of running on the rest. `extras` names what else to write (EXTRAS)."""
+    fails instead of running on the rest. `extras` names what else to write ("preview",
+    "features")."""
     producer = producer or inferencer.producer
     for job, items in decode_series(jobs, inferencer.spec, pool):
         run = SeriesRun(job)
@@ -196,7 +194,7 @@ def _infer_and_write(
     if out_dir is None:
         return
     if pool is None:
-        run._record(write_outputs(producer, run.decoded, result.items, out_dir))
+        run.record(write_outputs(producer, run.decoded, result.items, out_dir))
     else:
         slim = for_writing(run.decoded)
         run.writing = pool.submit(write_outputs, producer, slim, result.items, out_dir)
