@@ -5,8 +5,9 @@ output UIDs are deterministic, so a repeated job writes and sends the same objec
 PACS keeps one copy of each. A job on a series that grew after its results were made writes new
 objects (new sources, new UIDs) that supersede the old ones: its SR names the SR it replaces.
 Which model runs on a series, and where its outputs go, comes from the routing tables
-(`edgeimg.serve.routing`); a destination that asks for de-identification gets a de-identified
-copy written beside the result, while the result itself stays as it was.
+(`edgeimg.serve.routing`). Routing and series grouping read the queue's rows, not the files
+(`edgeimg.serve.rows`); the series runs through the runner `edgeimg run` uses
+(`edgeimg.pipeline`), and `edgeimg.serve.forward` sends what it wrote.
 """
 
 from __future__ import annotations
