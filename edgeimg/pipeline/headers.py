@@ -1,7 +1,8 @@
 """From paths to series a model will run on: read headers, group and order series, decide.
 
-Headers are read once, here (in the worker pool when there is one); everything after works
-from the `Series` this makes, so nothing downstream reads a header again to order or check.
+Headers are read once, here (in the worker pool when there is one), and cut down to what
+grouping needs (`edgeimg.pipeline.layout`); everything after works from the `Series` this
+makes, so nothing downstream reads a header again to order or check.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from edgeimg.dicom.read import DicomInputError, read_header
 from edgeimg.dicom.series import Series, group_series
 from edgeimg.files import dicom_files
 from edgeimg.pipeline.decode import in_chunks
+from edgeimg.pipeline.layout import slim_header
 from edgeimg.privacy import scrub
 from edgeimg.sdk.model import ModelSpec
 
@@ -116,7 +118,8 @@ def scan(paths: Sequence[Path], spec: ModelSpec, pool: Executor | None = None) -
 
 
 def _header_or_error(path: Path) -> Dataset | DicomInputError:
+    """What grouping needs of one file's header (`slim_header`): small to send from a worker."""
     try:
-        return read_header(path)
+        return slim_header(read_header(path))
     except DicomInputError as error:
         return error

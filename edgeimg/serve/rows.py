@@ -14,15 +14,13 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from edgeimg.dicom.frames import single_int
-from edgeimg.dicom.read import geometry, read_header
+from edgeimg.dicom.read import read_header
+from edgeimg.pipeline.layout import grouping_header, layout_of
 from edgeimg.serve.queue import Instance
 from edgeimg.serve.routing import SeriesFacts
 
 #: attributes that say how many instances a series will have (the first sane one counts)
 EXPECTED_COUNT_KEYWORDS = ("ImagesInAcquisition", "NumberOfSlices")
-#: integer attributes a layout keeps as they are (when one sane integer)
-_COUNTS = ("SeriesNumber", "InstanceNumber", "Rows", "Columns", "NumberOfFrames")
 
 
 def instance_of(
@@ -42,20 +40,8 @@ def instance_of(
         peer_host=host,
         expected=_expected_count(ds),
         body_part=str(ds.get("BodyPartExamined", "") or ""),
-        layout=layout_of(ds),
+        layout=json.dumps(layout_of(ds), separators=(",", ":")),
     )
-
-
-def layout_of(ds: Dataset) -> str:
-    """What ordering a series needs of one instance, as compact JSON: its numbers, size, plane
-    orientation, pixel spacing and one position per frame (from classic attributes or the
-    functional groups)."""
-    geo = geometry(ds)
-    layout: dict[str, Any] = {key: single_int(ds.get(key)) for key in _COUNTS if key in ds}
-    layout["ImageOrientationPatient"] = geo.orientation
-    layout["PixelSpacing"] = geo.pixel_spacing
-    layout["ImagePositionPatient"] = geo.positions
-    return json.dumps(layout, separators=(",", ":"))
 
 
 def header_of(row: Mapping[str, Any]) -> Dataset:
@@ -65,59 +51,15 @@ def header_of(row: Mapping[str, Any]) -> Dataset:
         header = read_header(row["path"])
         header.filename = row["path"]
         return header
-    header = Dataset()
-    header.SOPInstanceUID = row["sop_uid"]
-    header.SeriesInstanceUID = row["series_uid"]
-    header.StudyInstanceUID = row["study_uid"]
-    header.SOPClassUID = row["sop_class"]
-    if row["modality"]:
-        header.Modality = row["modality"]
-    if row["body_part"]:
-        header.BodyPartExamined = row["body_part"]
-    layout = json.loads(row["layout"])
-    for keyword in _COUNTS:
-        if layout.get(keyword) is not None:
-            setattr(header, keyword, layout[keyword])
-    _place(header, layout)
-    header.filename = row["path"]
-    return header
-
-
-def _place(header: Dataset, layout: dict[str, Any]) -> None:
-    """Geometry as `geometry()` will read it back: classic attributes for a single frame,
-    functional groups (shared orientation and spacing, a position per frame) for several."""
-    orientation = layout.get("ImageOrientationPatient")
-    spacing = layout.get("PixelSpacing")
-    positions = layout.get("ImagePositionPatient") or []
-    if len(positions) <= 1:
-        for keyword, value in (
-            ("ImageOrientationPatient", orientation),
-            ("PixelSpacing", spacing),
-            ("ImagePositionPatient", positions[0] if positions else None),
-        ):
-            if value is not None:
-                setattr(header, keyword, list(value))
-        return
-    shared = Dataset()
-    if orientation is not None:
-        shared.PlaneOrientationSequence = [_item("ImageOrientationPatient", orientation)]
-    if spacing is not None:
-        shared.PixelMeasuresSequence = [_item("PixelSpacing", spacing)]
-    header.SharedFunctionalGroupsSequence = [shared]
-    frames = []
-    for position in positions:
-        frame = Dataset()
-        if position is not None:
-            frame.PlanePositionSequence = [_item("ImagePositionPatient", position)]
-        frames.append(frame)
-    header.PerFrameFunctionalGroupsSequence = frames
-    header.NumberOfFrames = len(positions)
-
-
-def _item(keyword: str, value: Sequence[float]) -> Dataset:
-    item = Dataset()
-    setattr(item, keyword, list(value))
-    return item
+    identity = {
+        "SOPInstanceUID": row["sop_uid"],
+        "SeriesInstanceUID": row["series_uid"],
+        "StudyInstanceUID": row["study_uid"],
+        "SOPClassUID": row["sop_class"],
+        "Modality": row["modality"],
+        "BodyPartExamined": row["body_part"],
+    }
+    return grouping_header(identity, json.loads(row["layout"]), row["path"])
 
 
 def facts_of(rows: Sequence[Mapping[str, Any]]) -> SeriesFacts:
