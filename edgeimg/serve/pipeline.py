@@ -131,7 +131,8 @@ class Worker:
 
             log("engine_loading", model=name, backend=self.backend, precision=self.precision)
             engine = load_engine(
-                name,
+                get_registry().model(name),
+                get_registry().backends,
                 backend=self.backend,
                 precision=self.precision,
                 engines_dir=self.engines_dir,
