@@ -245,7 +245,7 @@ def test_load_opens_only_the_directory_its_key_names(tmp_path):
     root = tmp_path / "engines" / "fake-image"
     narrow = _build("fake-image", max_batch=4)
     assert narrow.manifest["profiles"]["image"][2][0] == 4
-    with pytest.raises(EngineNotFound, match="edgeimg build-engine fake-image --backend onnxruntime"):
+    with pytest.raises(EngineNotFound, match="build-engine fake-image --backend onnxruntime"):
         load("fake-image", "onnxruntime")
     assert load("fake-image", "onnxruntime", max_batch=4).key == narrow.key
     synthetic_int8 = _build("fake-image", "int8")

@@ -100,6 +100,10 @@ def test_the_race_keeps_the_fastest_engine_that_passes(racers):
     spec = get_registry().model("fake-image")
     assert find_engine(spec, get_registry().backend("slow"), "fp32", racers) is not None
     assert find_engine(spec, get_registry().backend("noisy"), "fp32", racers) is None
+    backends = get_registry().backends
+    assert find_raced(spec, backends, racers)[0] == result.path  # the record names the winner
+    assert find_raced(spec, backends, racers, calibration="dicom:other") is None
+    assert len(list((racers / "fake-image").glob("race-*.json"))) == 1
     again = build("fake-image", precision="auto")
     assert again.cached and again.key == result.key
     assert load("fake-image", precision="auto").key == result.key
