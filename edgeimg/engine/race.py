@@ -120,12 +120,19 @@ def find_raced(
     """The intact, verified engine the race with this scope key chose; None when there is no
     such race (or, with `calibration`, when it calibrated INT8 on other data)."""
     race_key = digest(race_key_inputs(spec, backends, scope, max_batch))
-    record = store.read_json(store.race_record_path(root, spec.name, race_key)) or {}
+    return _recorded(root, spec.name, race_key, calibration)
+
+
+def _recorded(
+    root: Path, model: str, race_key: str, calibration: str | None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The engine the record of race `race_key` names, when intact and verified."""
+    record = store.read_json(store.race_record_path(root, model, race_key)) or {}
     if not record.get("engine") or (
         calibration is not None and record.get("calibration") != calibration
     ):
         return None
-    directory = root / spec.name / str(record["engine"])
+    directory = root / model / str(record["engine"])
     manifest = store.usable(directory)
     return None if manifest is None else (directory, manifest)
 
@@ -206,7 +213,9 @@ def race(
     """The fastest engine for `spec` here that passes the accuracy gate (cached per device)."""
     root = store.engines_root(engines_dir)
     fingerprint = calibration.fingerprint([Path(p) for p in calib])
-    found = None if force else find_raced(spec, backends, root, scope, max_batch, fingerprint)
+    race_inputs = race_key_inputs(spec, backends, scope, max_batch)
+    race_key = digest(race_inputs)
+    found = None if force else _recorded(root, spec.name, race_key, fingerprint)
     if found is not None:
         directory, manifest = found
         return BuildResult(
@@ -218,7 +227,6 @@ def race(
             True,
             manifest,
         )
-    race_inputs = race_key_inputs(spec, backends, scope, max_batch)
     wanted, unavailable = candidates(backends, scope)
     targets = [engine_target(spec, b, p, max_batch, calib) for b, p in wanted]
     built, refused = _build_all(targets, root, force, progress)
@@ -256,7 +264,7 @@ def race(
     result = built[winner]
     manifest = _record(result.path, result.manifest, race_record)
     store.write_json(
-        store.race_record_path(root, spec.name, digest(race_inputs)),
+        store.race_record_path(root, spec.name, race_key),
         {
             "engine": result.key,
             "calibration": fingerprint,
