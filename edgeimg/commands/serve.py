@@ -25,7 +25,7 @@ from edgeimg.net import echo as c_echo
 from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
 from edgeimg.privacy import scrub
-from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
+from edgeimg.serve.preassociation import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
 
 try:
     import tomllib
@@ -242,7 +242,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
     Stops on SIGTERM or Ctrl-C after the associations in flight have finished.
     """
     from edgeimg.audit import AuditLog
-    from edgeimg.serve.listener import Listener, ServeConfig
+    from edgeimg.serve.config import ServeConfig
+    from edgeimg.serve.listener import Listener
     from edgeimg.serve.metrics import ServeMetrics
     from edgeimg.serve.pipeline import Worker
     from edgeimg.serve.routing import Routing
