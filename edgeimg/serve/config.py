@@ -9,6 +9,7 @@ from pathlib import Path
 from edgeimg.net import Peer
 from edgeimg.serve.preassociation import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
 from edgeimg.serve.security import AllowEntry
+from edgeimg.serve.spool import DEFAULT_SPOOL
 
 #: the largest P-DATA PDU we accept: a sender that uses it sends a 512 x 512 CT slice in one PDU
 #: rather than eight, and pynetdicom spends less per instance on each PDU it reads
@@ -22,7 +23,7 @@ class ServeConfig:
     aet: str
     port: int = 11112
     host: str = "0.0.0.0"
-    spool: Path = Path("spool")
+    spool: Path = DEFAULT_SPOOL
     models: list[str] = field(default_factory=list)
     forwards: list[Peer | str] = field(default_factory=list)
     allow: list[AllowEntry] = field(default_factory=list)
