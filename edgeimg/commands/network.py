@@ -38,15 +38,18 @@ def _destination(text: str) -> Any:
     return check_url(text) if is_url(text) else parse_peer(text)
 
 
-@click.command()
-@click.argument("peer", callback=peer_callback)
-@click.option(
+calling_option = click.option(
     "--aet",
     "calling",
     default=DEFAULT_CALLING_AET,
     show_default=True,
     help="Our (calling) AE title.",
 )
+
+
+@click.command()
+@click.argument("peer", callback=peer_callback)
+@calling_option
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
 def echo(peer, calling: str, timeout: float) -> None:
     """C-ECHO a peer (AET@HOST:PORT): exit 0 if it answers with success."""
@@ -61,13 +64,7 @@ def echo(peer, calling: str, timeout: float) -> None:
 @click.command()
 @click.argument("peer", callback=peer_callback)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--aet",
-    "calling",
-    default=DEFAULT_CALLING_AET,
-    show_default=True,
-    help="Our (calling) AE title.",
-)
+@calling_option
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1))
 def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
     """C-STORE DICOM files and folders (recursively) to a peer (AET@HOST:PORT)."""
