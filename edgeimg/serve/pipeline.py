@@ -26,8 +26,8 @@ from edgeimg.errors import user_message
 from edgeimg.privacy import describe
 from edgeimg.results import write_lines
 from edgeimg.sdk.metrics import percentile
-from edgeimg.serve import log
 from edgeimg.serve.deliver import deliver
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics
 from edgeimg.serve.priors import (
     Prior,
