@@ -52,7 +52,7 @@ def _auto(spec: Any, engines_dir: Path, results: list[dict[str, Any]]) -> dict[s
     Bars are judged on medians (a stall on a shared box moves the mean); the auto engine *is*
     ORT FP32 where that won the race, and cannot be slower than itself.
     """
-    found = find_raced(spec, engines_dir)
+    found = find_raced(spec, get_registry().backends, engines_dir)
     if found is None:
         return {"built": False}
     manifest = found[1]
@@ -86,10 +86,10 @@ def _auto(spec: Any, engines_dir: Path, results: list[dict[str, Any]]) -> dict[s
 
 
 def _model(name: str, engines_dir: Path, seconds: float, bf16_peak: float | None) -> dict[str, Any]:
-    report = bench(name, BACKENDS, PRECISIONS, BATCH, seconds, engines_dir)
-    spec = get_registry().model(name)
-    backend = get_registry().backend("onnxruntime")
-    int8 = find_engine(spec, backend, "int8", engines_dir)
+    registry = get_registry()
+    spec = registry.model(name)
+    report = bench(spec, registry.backends, BACKENDS, PRECISIONS, BATCH, seconds, engines_dir)
+    int8 = find_engine(spec, registry.backend("onnxruntime"), "int8", engines_dir, BATCH)
     refused = [
         s["reason"]
         for s in report["skipped"]

@@ -31,6 +31,7 @@ from typing import Any
 
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
+from edgeimg.plugins import get_registry
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.spool import Spool
 from edgeimg.synth.dicom import write_study
@@ -222,7 +223,9 @@ def run(rounds: int = ROUNDS, count: int = FILES) -> dict[str, Any]:
         files = sorted(str(path) for path in (study.out_dir / "series-001").glob("*.dcm"))
         size = sum(os.path.getsize(path) for path in files)
         engines = scratch / "engines"
-        engine = load_engine(MODEL, engines_dir=engines, build=True)
+        engine = load_engine(
+            get_registry().model(MODEL), get_registry().backends, engines_dir=engines, build=True
+        )
         floor = _floor(scratch, Path(files[0]))
         seconds: dict[str, list[float]] = {name: [] for name in PEERS}
         names = list(PEERS)

@@ -205,7 +205,9 @@ def run(
         synth_seconds = time.perf_counter() - started
         _dicom_only(study.out_dir)
         engines_dir = scratch / "engines"
-        engine = load_engine(MODEL, backend, precision, engines_dir=engines_dir, build=True)
+        engine = load_engine(
+            spec, get_registry().backends, backend, precision, engines_dir=engines_dir, build=True
+        )
         jobs = [job for job in scan([study.out_dir], spec).jobs if job.skip is None]
         series, decoding = _decode(jobs, spec, workers)
         inferencer = Inferencer(spec, engine, batch=batch)

@@ -122,7 +122,9 @@ def _split(log: Path, series_uid: str, last_response: float, arrived: float) -> 
 def _job_inside(paths: list[Path], engines: Path, out_dir: Path) -> dict[str, float]:
     """The job's own stages on one stored series, with the engine serve used: what to speed up."""
     spec = get_registry().model(MODEL)
-    inferencer = Inferencer(spec, load_engine(MODEL, engines_dir=engines, build=True))
+    inferencer = Inferencer(
+        spec, load_engine(spec, get_registry().backends, engines_dir=engines, build=True)
+    )
     started = time.perf_counter()
     (job,) = [job for job in scan(paths, spec).jobs if job.skip is None]
     scanned = time.perf_counter()
@@ -152,7 +154,9 @@ def run(repetitions: int = REPETITIONS) -> dict[str, Any]:
             for n in range(repetitions)
         ]
         engines = scratch / "engines"
-        engine = load_engine(MODEL, engines_dir=engines, build=True)
+        engine = load_engine(
+            get_registry().model(MODEL), get_registry().backends, engines_dir=engines, build=True
+        )
         with Orthanc("PACS") as pacs:
             server, port, log = _serve(scratch, pacs, engines)
             try:

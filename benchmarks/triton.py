@@ -29,6 +29,7 @@ import numpy as np
 
 from edgeimg.device import cpu_model
 from edgeimg.engine import load_engine
+from edgeimg.plugins import get_registry
 from edgeimg.synth.dicom import write_study
 
 MODEL = "cnn"
@@ -144,9 +145,11 @@ def _median_ms(engines: list[Any], batch: np.ndarray) -> list[float]:
 
 
 def _overhead(engines: Path, target: str) -> dict[str, float]:
-    local = load_engine(MODEL, "onnxruntime", engines_dir=engines)
+    registry = get_registry()
+    spec, backends = registry.model(MODEL), registry.backends
+    local = load_engine(spec, backends, "onnxruntime", engines_dir=engines)
     os.environ["EDGEIMG_TRITON"] = target
-    remote = load_engine(MODEL, "triton", engines_dir=engines)
+    remote = load_engine(spec, backends, "triton", engines_dir=engines)
     shape = local.manifest["profiles"][local.input_names[0]][0][1:]
     batch = np.random.default_rng(0).random((BATCH, *shape), dtype=np.float32)
     local_ms, remote_ms = _median_ms([local, remote], batch)

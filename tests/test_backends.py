@@ -32,8 +32,9 @@ def test_onnxruntime_uses_physical_cores_and_full_optimization(tmp_path):
 
 def test_auto_picks_the_best_available_backend():
     expected = "tensorrt" if get_registry().backend("tensorrt").missing() is None else "onnxruntime"
-    assert resolve_backend("auto", "fp32").name == expected
-    assert resolve_backend("auto", "int8").name == expected
+    backends = get_registry().backends
+    assert resolve_backend(backends, "auto", "fp32").name == expected
+    assert resolve_backend(backends, "auto", "int8").name == expected
 
 
 def test_precisions_each_backend_refuses():

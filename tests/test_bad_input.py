@@ -19,7 +19,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from edgeimg.cli import cli
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
 from edgeimg.serve.security import parse_allow
 from edgeimg.serve.spool import TEMP_PREFIX
 from testsupport.corpus import (

@@ -24,15 +24,10 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
 )
 
+from edgeimg.dicom.geometry import geometry
 from edgeimg.dicom.preprocess import resize, to_model_input, window
-from edgeimg.dicom.read import (
-    DicomInputError,
-    check_dataset,
-    decode,
-    geometry,
-    read_header,
-    read_image,
-)
+from edgeimg.dicom.read import DicomInputError, decode, read_header, read_image
+from edgeimg.dicom.validate import check_dataset
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
 # pydicom warns about the broken files these tests feed it on purpose.
@@ -473,7 +468,7 @@ def test_missing_decoder_names_transfer_syntax(monkeypatch):
         is_available = False
         missing_dependencies = ["pylibjpeg - requires pylibjpeg-openjpeg"]
 
-    monkeypatch.setattr("edgeimg.dicom.read.get_decoder", lambda uid: Unavailable())
+    monkeypatch.setattr("edgeimg.dicom.pixels.get_decoder", lambda uid: Unavailable())
     with raises("no decoder installed for transfer syntax JPEG 2000 Image Compression .*openjpeg"):
         decode(pydicom.dcmread(bundled("MR_small_jp2klossless.dcm")), "j2k.dcm")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +14,19 @@ from edgeimg.backends.onnxruntime import OnnxRuntimeBackend
 from edgeimg.engine import (
     EngineNotFound,
     VerificationFailed,
-    build_engine,
-    load_engine,
     store,
 )
+from edgeimg.engine import build as build_module
+from edgeimg.engine.key import engine_target
 from edgeimg.engine.network import load_network, run_torch
 from edgeimg.plugins import get_registry
-from tests.test_engine_fakes import FEATURES, fakes, write_weights  # noqa: F401
+from tests.test_engine_fakes import FEATURES, build, fakes, load, write_weights  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("fakes")
 
 
 def _build(name: str, precision: str = "fp32", **options):
-    return build_engine(name, "onnxruntime", precision, **options)
+    return build(name, "onnxruntime", precision, **options)
 
 
 def test_fp32_round_trip_records_everything_and_reuses_the_cache(tmp_path):
@@ -46,7 +47,7 @@ def test_fp32_round_trip_records_everything_and_reuses_the_cache(tmp_path):
     again = _build("fake-image")
     assert again.cached and again.key == built.key
 
-    engine = load_engine("fake-image", "onnxruntime")
+    engine = load("fake-image", "onnxruntime")
     assert engine.key == built.key and engine.input_names == ["image"]
     spec = get_registry().model("fake-image")
     image = np.random.default_rng(5).random((3, 1, 16, 16), dtype=np.float32)
@@ -103,7 +104,7 @@ def test_precision_and_weights_changes_make_new_keys(fakes):  # noqa: F811
     write_weights(fakes["fake-image"], seed=1)
     retrained = _build("fake-image")
     assert not retrained.cached and retrained.key != fp32.key
-    assert load_engine("fake-image", "onnxruntime").key == retrained.key
+    assert load("fake-image", "onnxruntime").key == retrained.key
 
 
 def test_dynamic_sequence_length():
@@ -114,7 +115,7 @@ def test_dynamic_sequence_length():
         [8, 7, FEATURES],
         [8, 12, FEATURES],
     ]
-    engine = load_engine("fake-series", "onnxruntime")
+    engine = load("fake-series", "onnxruntime")
     network = load_network(get_registry().model("fake-series"))[0]
     for batch, length in ((1, 2), (3, 11)):
         series = np.random.default_rng(length).standard_normal((batch, length, FEATURES))
@@ -125,7 +126,7 @@ def test_dynamic_sequence_length():
 
 def test_a_wrong_engine_is_refused_and_nothing_is_stored(tmp_path):
     with pytest.raises(VerificationFailed, match=r"drifts mae by \d+\.\d{4} .*tolerance 0\.05"):
-        build_engine("fake-image", "noisy", "fp32")
+        build("fake-image", "noisy", "fp32")
     assert list(store.engine_dirs(tmp_path / "engines")) == []
 
 
@@ -136,7 +137,7 @@ def test_no_verify_says_so_and_verify_later_rebuilds():
         "reason": "skipped with --no-verify",
     }
     with pytest.raises(EngineNotFound, match="edgeimg build-engine fake-image"):
-        load_engine("fake-image", "onnxruntime")
+        load("fake-image", "onnxruntime")
     verified = _build("fake-image")
     assert not verified.cached and verified.manifest["verification"]["verified"]
 
@@ -162,18 +163,18 @@ def test_force_replaces_an_engine_atomically():
 
 def test_load_engine_says_how_to_build_and_can_build(tmp_path):
     with pytest.raises(EngineNotFound) as caught:
-        load_engine("fake-image", "onnxruntime", "int8")
+        load("fake-image", "onnxruntime", "int8")
     assert "edgeimg build-engine fake-image --backend onnxruntime --precision int8" in str(
         caught.value
     )
-    engine = load_engine("fake-image", "onnxruntime", "int8", build=True)
+    engine = load("fake-image", "onnxruntime", "int8", build=True)
     assert engine.manifest["precision"] == "int8"
 
 
 def test_torch_backend_engine_runs_the_reference():
-    built = build_engine("fake-image", "torch", "fp32")
+    built = build("fake-image", "torch", "fp32")
     assert built.manifest["engine_file"] == "weights.safetensors"
-    engine = load_engine("fake-image", "torch")
+    engine = load("fake-image", "torch")
     image = np.ones((2, 1, 16, 16), np.float32)
     network = load_network(get_registry().model("fake-image"))[0]
     torch.set_num_threads(1)
@@ -185,7 +186,7 @@ def test_a_tampered_engine_is_not_loaded(tmp_path):
     (built.path / "model.ort.onnx").write_bytes(b"tampered")
     assert store.check(built.path) == ["model.ort.onnx does not match its sha256"]
     with pytest.raises(EngineNotFound):
-        load_engine("fake-image", "onnxruntime")
+        load("fake-image", "onnxruntime")
     assert not _build("fake-image").cached
 
 
@@ -201,9 +202,88 @@ def test_tensorrt_builds_and_runs_where_present(precision):
     backend = get_registry().backend("tensorrt")
     if backend.missing():
         pytest.skip(f"needs TensorRT on an NVIDIA GPU: {backend.missing()}")
-    built = build_engine("fake-series", "tensorrt", precision)
+    built = build("fake-series", "tensorrt", precision)
     assert built.manifest["verification"]["passed"]
     assert (built.path / "model.plan").is_file() and (built.path / "timing.cache").is_file()
-    engine = load_engine("fake-series", "tensorrt", precision)
+    engine = load("fake-series", "tensorrt", precision)
     series = np.zeros((3, 9, FEATURES), np.float32)
     assert engine.run(series)[0].shape == (3, 1)
+
+
+def _target(name: str, precision: str = "fp32", **options):
+    registry = get_registry()
+    backend = registry.backend("onnxruntime")
+    return engine_target(registry.model(name), backend, precision, **options)
+
+
+def test_the_key_is_known_before_export_and_names_the_built_directory(tmp_path):
+    before = _target("fake-image").key
+    built = _build("fake-image")
+    assert built.key == before == built.path.name == built.manifest["key"]
+    assert built.path == tmp_path / "engines" / "fake-image" / before
+    assert _target("fake-image").key == before
+
+
+def test_a_cached_engine_is_found_without_exporting(monkeypatch):
+    _build("fake-image")
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("a cached engine must not export")
+
+    monkeypatch.setattr(build_module, "export_onnx", no_export)
+    assert _build("fake-image").cached
+    assert load("fake-image", "onnxruntime").key == _target("fake-image").key
+
+
+def test_load_opens_only_the_directory_its_key_names(tmp_path):
+    """A decoy with a manifest that matches every field the old scan compared (model, version,
+    weights, backend, version, precision, device) but another calibration or shape profile, and
+    newer than anything else, is not used: the lookup is the key's directory or nothing."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "not-an-image.dcm").write_bytes(b"no pixels here")
+    root = tmp_path / "engines" / "fake-image"
+    narrow = _build("fake-image", max_batch=4)
+    assert narrow.manifest["profiles"]["image"][2][0] == 4
+    with pytest.raises(EngineNotFound, match="build-engine fake-image --backend onnxruntime"):
+        load("fake-image", "onnxruntime")
+    assert load("fake-image", "onnxruntime", max_batch=4).key == narrow.key
+    synthetic_int8 = _build("fake-image", "int8")
+    decoy = root / ("f" * 16)
+    shutil.copytree(synthetic_int8.path, decoy)
+    manifest = json.loads((decoy / "manifest.json").read_text())
+    manifest["built_at"] = "2999-01-01T00:00:00+00:00"
+    (decoy / "manifest.json").write_text(json.dumps(manifest))
+    assert load("fake-image", "onnxruntime", "int8").key == synthetic_int8.key
+    dicom_key = _target("fake-image", "int8", calib=[calib]).key
+    assert dicom_key != synthetic_int8.key and not (root / dicom_key).exists()
+    with pytest.raises(EngineNotFound):
+        load("fake-image", "onnxruntime", "int8", calib=[calib])
+
+
+def test_changing_profiles_or_calibration_changes_the_key(tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "a.dcm").write_bytes(b"a")
+    keys = {
+        _target("fake-image").key,
+        _target("fake-image", max_batch=16).key,
+        _target("fake-image", "int8").key,
+        _target("fake-image", "int8", calib=[calib]).key,
+    }
+    assert len(keys) == 4
+    assert _target("fake-series", max_batch=2).key != _target("fake-series").key
+
+
+def test_an_engine_of_the_old_layout_is_stale_and_rebuilt(tmp_path):
+    built = _build("fake-image")
+    old = built.path.with_name("0123456789abcdef")
+    shutil.copytree(built.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["key_inputs"] = {"onnx_sha256": "a" * 64, "calibration": None}  # before #18
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(built.path)
+    assert "stale" in store.check(old)[0]
+    rebuilt = _build("fake-image")
+    assert not rebuilt.cached and rebuilt.key == built.key
+    assert load("fake-image", "onnxruntime").key == built.key

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from edgeimg import hookimpl
 from edgeimg.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeSession
 from edgeimg.cli import cli
-from edgeimg.engine import EngineError, EngineNotFound, build_engine, find_engine, load_engine
+from edgeimg.engine import EngineError, EngineNotFound, find_engine
 from edgeimg.engine.race import MARGIN, choose, find_raced, race
 from edgeimg.plugins import get_registry, load_registry, reset_registry
-from tests.test_engine_fakes import FakePlugin, fake_specs, write_weights
+from tests.test_engine_fakes import FakePlugin, build, fake_specs, load, write_weights
 
 SLOW_SECONDS = 0.02
 
@@ -60,6 +60,12 @@ def racers(tmp_path, monkeypatch):
     return tmp_path / "engines"
 
 
+def _resolved(name: str):
+    """The spec and the backends, as a command resolves them before calling the engine."""
+    registry = get_registry()
+    return registry.model(name), registry.backends
+
+
 def invoke(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
@@ -69,7 +75,7 @@ def _entries(record: dict) -> dict[tuple[str, str], dict]:
 
 
 def test_the_race_keeps_the_fastest_engine_that_passes(racers):
-    result = race("fake-image", seconds=1.0)
+    result = race(*_resolved("fake-image"), seconds=1.0)
     record = result.manifest["race"]
     entries = _entries(record)
     timed = [c for c in record["candidates"] if c.get("ms_per_batch") is not None]
@@ -94,18 +100,23 @@ def test_the_race_keeps_the_fastest_engine_that_passes(racers):
     spec = get_registry().model("fake-image")
     assert find_engine(spec, get_registry().backend("slow"), "fp32", racers) is not None
     assert find_engine(spec, get_registry().backend("noisy"), "fp32", racers) is None
-    again = build_engine("fake-image", precision="auto")
+    backends = get_registry().backends
+    assert find_raced(spec, backends, racers)[0] == result.path  # the record names the winner
+    assert find_raced(spec, backends, racers, calibration="dicom:other") is None
+    assert len(list((racers / "fake-image").glob("race-*.json"))) == 1
+    again = build("fake-image", precision="auto")
     assert again.cached and again.key == result.key
-    assert load_engine("fake-image", precision="auto").key == result.key
+    assert load("fake-image", precision="auto").key == result.key
 
 
 def test_a_runtime_upgrade_runs_the_race_again(racers, monkeypatch):
-    first_use = load_engine("fake-image", "onnxruntime", "auto", build=True)  # as run/serve do
+    first_use = load("fake-image", "onnxruntime", "auto", build=True)  # as run/serve do
     assert first_use.manifest["race"]["scope"] == "onnxruntime"
     spec = get_registry().model("fake-image")
-    assert find_raced(spec, racers, "onnxruntime") is not None
+    backends = get_registry().backends
+    assert find_raced(spec, backends, racers, "onnxruntime") is not None
     monkeypatch.setattr(OnnxRuntimeBackend, "version", lambda self: "99.0")
-    assert find_raced(spec, racers, "onnxruntime") is None
+    assert find_raced(spec, backends, racers, "onnxruntime") is None
 
 
 def test_nothing_passing_is_an_error_naming_each_refusal(racers):
@@ -114,9 +125,9 @@ def test_nothing_passing_is_an_error_naming_each_refusal(racers):
         match=r"no engine for 'fake-image' passed verification.*"
         r"noisy fp32: .*drifts mae.*noisy int8",
     ):
-        race("fake-image", "noisy", seconds=0.2)
+        race(*_resolved("fake-image"), "noisy", seconds=0.2)
     with pytest.raises(EngineNotFound, match="edgeimg build-engine fake-image --backend noisy"):
-        load_engine("fake-image", "noisy", "auto")
+        load("fake-image", "noisy", "auto")
 
 
 def test_cli_build_then_engines_json_shows_the_race(racers):
@@ -153,7 +164,7 @@ def test_bench_measures_the_auto_engine_beside_onnxruntime_fp32(racers):
     assert result.exit_code == 0, result.output
     rows = {(r["backend"], r["precision"]): r for r in json.loads(result.stdout)["results"]}
     assert list(rows) == [("torch", "fp32"), ("onnxruntime", "fp32"), ("auto", "auto")]
-    chosen = load_engine("fake-image", precision="auto").manifest
+    chosen = load("fake-image", precision="auto").manifest
     assert rows[("auto", "auto")]["chosen"] == f"{chosen['backend']} {chosen['precision']}"
     assert rows[("onnxruntime", "fp32")]["ratio_to_onnxruntime_fp32"] == 1.0
     assert rows[("auto", "auto")]["ratio_to_onnxruntime_fp32"] > 0

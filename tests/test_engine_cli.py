@@ -145,3 +145,30 @@ def test_bench_reports_a_refused_engine_and_measures_the_rest():
     report = json.loads(result.stdout)
     assert [r["backend"] for r in report["results"]] == ["torch"]
     assert "drifts mae" in report["skipped"][0]["reason"]
+
+
+def test_an_old_store_lists_as_stale_verifies_and_is_rebuilt(tmp_path):
+    first = json.loads(
+        invoke("build-engine", "fake-image", "--backend", "onnxruntime", "--json").stdout
+    )
+    engine_dir = tmp_path / "engines" / "fake-image" / first["key"]
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    manifest["key_inputs"] = {"onnx_sha256": "a" * 64, "calibration": None}  # as before #18
+    (engine_dir / "manifest.json").write_text(json.dumps(manifest))
+    listing = json.loads(invoke("engines", "--json").stdout)["engines"]
+    assert [(row["key"], row["stale"]) for row in listing] == [(first["key"], True)]
+    assert "stale" in invoke("engines").stdout
+    checked = invoke("engines", "verify")
+    assert checked.exit_code == 0 and "stale" in checked.stdout
+    again = json.loads(
+        invoke("build-engine", "fake-image", "--backend", "onnxruntime", "--json").stdout
+    )
+    assert again["cached"] is False and again["key"] == first["key"]
+    listing = json.loads(invoke("engines", "--json").stdout)["engines"]
+    assert [(row["key"], row["stale"]) for row in listing] == [(first["key"], False)]
+
+
+def test_an_unknown_backend_exits_2_naming_the_known_ones():
+    result = invoke("build-engine", "fake-image", "--backend", "nope", "--precision", "fp32")
+    assert result.exit_code == 2
+    assert "unknown backend 'nope'" in result.stderr and "onnxruntime" in result.stderr

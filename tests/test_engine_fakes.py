@@ -17,7 +17,8 @@ from torch import nn
 
 from edgeimg import hookimpl
 from edgeimg.backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeSession
-from edgeimg.plugins import load_registry, reset_registry
+from edgeimg.engine import BuildResult, Engine, build_engine, load_engine
+from edgeimg.plugins import get_registry, load_registry, reset_registry
 from edgeimg.sdk.implementation import ModelImplementation
 from edgeimg.sdk.model import InputSpec, ModelSpec
 
@@ -104,6 +105,18 @@ class NoisyBackend(OnnxRuntimeBackend):
 
     def open(self, engine_path, spec, manifest):
         return _NoisyRunner(engine_path)
+
+
+def build(name: str, *args, **options) -> BuildResult:
+    """build_engine as a command calls it: names resolved through the registry by the caller."""
+    registry = get_registry()
+    return build_engine(registry.model(name), registry.backends, *args, **options)
+
+
+def load(name: str, *args, **options) -> Engine:
+    """load_engine as `run` calls it: names resolved through the registry by the caller."""
+    registry = get_registry()
+    return load_engine(registry.model(name), registry.backends, *args, **options)
 
 
 def write_weights(spec: ModelSpec, seed: int = 0) -> Path:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgeimg.engine import EngineError, build_engine
+from edgeimg.engine import EngineError
 from edgeimg.plugins import load_registry, reset_registry
+from tests.test_engine_fakes import build
 
 REGISTRY = load_registry()
 NAMES = [
@@ -34,7 +35,7 @@ def test_registered_model_round_trip(name, tmp_path):
     if weights is None or not weights.is_file():
         pytest.skip(f"{name}: no trained weights at {weights}")
     try:
-        built = build_engine(name, "onnxruntime", "fp32", engines_dir=tmp_path)
+        built = build(name, "onnxruntime", "fp32", engines_dir=tmp_path)
     except EngineError as error:
         pytest.fail(str(error))
     verification = built.manifest["verification"]

@@ -37,7 +37,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
 from testsupport.corpus import (
     AET,
     RELEASE_RQ,

@@ -28,8 +28,10 @@ from pynetdicom.dsutils import encode
 
 from edgeimg.audit import AuditLog
 from edgeimg.audit import read as read_audit
-from edgeimg.serve.gate import read_exactly
-from edgeimg.serve.listener import Listener, ServeConfig, framing_error
+from edgeimg.dicom.framing import framing_error
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
+from edgeimg.serve.preassociation import read_exactly
 from edgeimg.serve.pynetdicom_adapter import LOG_HANDLERS, FastStoreResponses
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.security import parse_allow, server_tls_context

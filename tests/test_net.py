@@ -14,7 +14,8 @@ from pydicom.filereader import read_file_meta_info
 
 from edgeimg.cli import cli
 from edgeimg.net import PeerError, parse_peer
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
 from testsupport.pacs import Orthanc
 from testsupport.peers import ct_instance, dataset_bytes, free_port, orthanc_rest, write
 

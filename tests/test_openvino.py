@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeimg.engine import build_engine, load_engine
 from edgeimg.engine.network import implementation, load_network, run_torch
 from edgeimg.plugins import get_registry
-from tests.test_engine_fakes import fakes  # noqa: F401
+from tests.test_engine_fakes import build, fakes, load  # noqa: F401
 
 pytest.importorskip("openvino")
 
@@ -34,7 +33,7 @@ PRECISIONS = [
 @pytest.mark.usefixtures("fakes")
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_compile_open_run_roundtrip(precision):
-    built = build_engine("fake-image", "openvino", precision)
+    built = build("fake-image", "openvino", precision)
     assert built.manifest["engine_file"] == "model.ov.blob"
     assert (built.path / "model.ov.blob").stat().st_size > 0
     assert built.manifest["verification"]["passed"]
@@ -43,22 +42,22 @@ def test_compile_open_run_roundtrip(precision):
     )
     spec = get_registry().model("fake-image")
     arrays = implementation(spec).example_inputs(3)  # a batch size the profile did not optimize
-    engine = load_engine("fake-image", "openvino", precision)
+    engine = load("fake-image", "openvino", precision)
     assert engine.key == built.key
     (got,) = engine.run(*arrays)
     (want,) = run_torch(load_network(spec)[0], arrays)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=ATOL[precision])
-    again = build_engine("fake-image", "openvino", precision)
+    again = build("fake-image", "openvino", precision)
     assert again.cached and again.key == built.key
 
 
 @pytest.mark.usefixtures("fakes")
 def test_sequence_model_with_a_dynamic_length():
-    build_engine("fake-series", "openvino", "fp32")
+    build("fake-series", "openvino", "fp32")
     spec = get_registry().model("fake-series")
     series = np.random.default_rng(5).standard_normal((2, 9, 6)).astype(np.float32)
-    (got,) = load_engine("fake-series", "openvino", "fp32").run(series)
+    (got,) = load("fake-series", "openvino", "fp32").run(series)
     (want,) = run_torch(load_network(spec)[0], (series,))
     np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -66,10 +65,10 @@ def test_sequence_model_with_a_dynamic_length():
 @pytest.mark.usefixtures("fakes")
 def test_the_key_holds_precision_runtime_version_and_cpu():
     backend = get_registry().backend("openvino")
-    fp32 = build_engine("fake-image", "openvino", "fp32", verify=False)
-    int8 = build_engine("fake-image", "openvino", "int8", verify=False)
+    fp32 = build("fake-image", "openvino", "fp32", verify=False)
+    int8 = build("fake-image", "openvino", "int8", verify=False)
     assert fp32.key != int8.key
-    ort = build_engine("fake-image", "onnxruntime", "fp32", verify=False)
+    ort = build("fake-image", "onnxruntime", "fp32", verify=False)
     assert ort.key != fp32.key
     assert fp32.manifest["backend_version"] == backend.version()
     assert fp32.manifest["device"] == backend.device() and fp32.manifest["device"]["cpu"]

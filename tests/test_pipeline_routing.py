@@ -22,7 +22,8 @@ from edgeimg.audit import AuditLog, read
 from edgeimg.commands.serve import tomllib
 from edgeimg.dicom.deid import map_uid, pseudonym
 from edgeimg.net import parse_peer, send
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
 from edgeimg.serve.pipeline import Worker
 from edgeimg.serve.routing import parse_routing
 from edgeimg.synth.dicom import write_study

@@ -13,7 +13,7 @@ import pytest
 
 from edgeimg.audit import AuditLog
 from edgeimg.privacy import describe, scrub
-from edgeimg.serve import log
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.queue import Instance, Queue
 from testsupport.peers import ROOT
 

@@ -15,7 +15,8 @@ from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket
 
 from edgeimg.serve import reactor
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
 from edgeimg.serve.pynetdicom_adapter import make_event_driven
 
 LONG = 30.0  # the idle wait in these tests: far longer than any of them takes

@@ -23,7 +23,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX, Spool
 from edgeimg.synth.dicom import write_study

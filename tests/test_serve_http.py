@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from edgeimg.pipeline.decode import Decoded
 from edgeimg.plugins import get_registry
 from edgeimg.preview import render_slice, thumbnail
+from edgeimg.serve.config import ServeConfig
 from edgeimg.serve.http import (
     HttpSettingError,
     authorized,
@@ -33,7 +34,7 @@ from edgeimg.serve.http import (
     parse_address,
     status_server,
 )
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.listener import Listener
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics, Throughput
 from edgeimg.serve.page import render_page
 from tests.conftest import run_edgeimg

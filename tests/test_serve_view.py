@@ -10,8 +10,9 @@ from pynetdicom import AE
 from rich.console import Console
 
 from edgeimg.sdk.metrics import percentile
-from edgeimg.serve import log
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.eventlog import log
+from edgeimg.serve.listener import Listener
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.view import LogTail, StatusView, established
 

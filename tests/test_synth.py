@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from edgeimg.commands.synth import MIN_SLICES, synth
 from edgeimg.synth import PERSIST_MIN, low_dose, make_phantom, make_slices
+from edgeimg.synth.anatomy import TISSUE_HU, TISSUE_NAMES
 from edgeimg.synth.dicom import write_study
 from edgeimg.synth.noise import correlated_noise
-from edgeimg.synth.phantom import TISSUE_HU, TISSUE_NAMES
 from tests.dciodvfy import dciodvfy_errors
 
 

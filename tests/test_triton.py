@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgeimg.cli import cli
-from edgeimg.engine import build_engine
 from edgeimg.synth.dicom import write_study
 from tests.conftest import ROOT
+from tests.test_engine_fakes import build
 from testsupport.peers import free_port
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed")
@@ -43,7 +43,7 @@ def test_export_triton_repository_parses_with_tritons_schema_and_versions(engine
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as pb
 
-    build_engine("cnn", "onnxruntime", engines_dir=engines)
+    build("cnn", "onnxruntime", engines_dir=engines)
     repo = tmp_path / "repo"
     args = ("export-triton", "cnn", "--repo", str(repo), "--engines-dir", str(engines), "--json")
     first = json.loads(cli_run(*args).stdout)["models"][0]
@@ -64,8 +64,8 @@ def test_export_triton_repository_parses_with_tritons_schema_and_versions(engine
 
     again = json.loads(cli_run(*args).stdout)["models"][0]
     assert not again["changed"] and again["version"] == 1
-    changed = build_engine("cnn", "onnxruntime", max_batch=4, engines_dir=engines)
-    third = json.loads(cli_run(*args).stdout)["models"][0]
+    changed = build("cnn", "onnxruntime", max_batch=4, engines_dir=engines)
+    third = json.loads(cli_run(*args, "--max-batch", "4").stdout)["models"][0]
     assert third["changed"] and third["version"] == 2 and third["key"] == changed.key
     config = text_format.Parse((repo / "cnn" / "config.pbtxt").read_text(), pb.ModelConfig())
     assert (
@@ -128,7 +128,7 @@ class Host:
 def host(engines, tmp_path_factory):
     pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed (edgeimg host)")
     for model in MODELS:
-        build_engine(model, "onnxruntime", engines_dir=engines)
+        build(model, "onnxruntime", engines_dir=engines)
     server = Host(engines, tmp_path_factory.mktemp("host") / "host.log")
     server.start()
     yield server
@@ -356,10 +356,12 @@ def test_bad_targets_are_refused(text):
 def test_auto_never_picks_the_remote_engine(monkeypatch):
     from edgeimg.engine.build import resolve_backend
     from edgeimg.engine.race import candidates
+    from edgeimg.plugins import get_registry
 
     monkeypatch.setenv("EDGEIMG_TRITON", "127.0.0.1:1")
-    wanted, unavailable = candidates("auto")
+    backends = get_registry().backends
+    wanted, unavailable = candidates(backends, "auto")
     assert "triton" not in {backend.name for backend, _ in wanted}
     assert "triton" not in {row["backend"] for row in unavailable}
-    assert resolve_backend("auto", "fp32").name != "triton"
-    assert {backend.name for backend, _ in candidates("triton")[0]} == {"triton"}
+    assert resolve_backend(backends, "auto", "fp32").name != "triton"
+    assert {backend.name for backend, _ in candidates(backends, "triton")[0]} == {"triton"}

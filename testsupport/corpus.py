@@ -43,7 +43,7 @@ from pydicom.uid import (
 from pynetdicom.dsutils import decode, encode
 
 from edgeimg.dicom.read import DicomInputError, read_header, read_image
-from edgeimg.serve.listener import MAX_PDU
+from edgeimg.serve.config import MAX_PDU
 from testsupport.peers import ct_instance
 
 AET = "EDGE"

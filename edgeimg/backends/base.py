@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edgeimg.device import cpu_model, jetpack_release
+from edgeimg import device as host
 
 if TYPE_CHECKING:
     from edgeimg.sdk.model import ModelSpec
@@ -75,6 +75,8 @@ class Backend:
     engine_file: str = "engine.bin"
     #: INT8 QDQ graphs with zero-point-free activations (TensorRT needs them; a CPU need not)
     symmetric_activations: bool = True
+    #: its engines depend on the GPU and its driver too (TensorRT plans, torch on CUDA)
+    uses_gpu: bool = False
 
     def version(self) -> str | None:
         """The installed version of the runtime, or None when it is not installed."""
@@ -105,8 +107,18 @@ class Backend:
             raise BackendUnavailable(f"backend {self.name} unavailable: {reason}")
 
     def device(self) -> dict[str, Any]:
-        """The facts an engine from this backend depends on (part of the cache key)."""
-        return {"cpu": cpu_model(), "jetpack": jetpack_release()}
+        """The facts an engine from this backend depends on (the engine key's device part):
+        the CPU model and the ISA flags its kernels may use; for GPU backends also the GPU and
+        the NVIDIA driver, which a CPU engine does not depend on."""
+        facts: dict[str, Any] = {
+            "cpu": host.cpu_model(),
+            "isa": host.cpu_isa_flags(),
+            "jetpack": host.jetpack_release(),
+        }
+        if self.uses_gpu:
+            facts["gpu"] = host.gpu_description()
+            facts["driver"] = host.nvidia_driver_version()
+        return facts
 
     def device_for(self, spec: ModelSpec) -> dict[str, Any]:
         """The device facts for one model's engine (a remote backend adds the remote model)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeimg import hookimpl
 from edgeimg.backends.base import Backend, BackendUnavailable, CompileJob, Profiles, Runner
-from edgeimg.backends.torch import gpu_description
+from edgeimg.device import gpu_description
 
 #: BuilderFlag names per precision; QDQ nodes carry INT8 scales, the flag lets TensorRT use them
 PRECISION_FLAGS: dict[str, tuple[str, ...]] = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",)}
@@ -131,6 +131,7 @@ class TensorRTBackend(Backend):
     precisions = ("fp32", "fp16", "int8")
     priority = 100
     engine_file = "model.plan"
+    uses_gpu = True
 
     def missing(self) -> str | None:
         if self.version() is None:
@@ -144,9 +145,6 @@ class TensorRTBackend(Backend):
         if gpu_description() is None:
             return "no CUDA GPU found"
         return None
-
-    def device(self) -> dict[str, Any]:
-        return {**super().device(), "gpu": gpu_description()}
 
     def compile(self, job: CompileJob) -> Path:
         import tensorrt as trt

@@ -13,16 +13,7 @@ import numpy as np
 
 from edgeimg import hookimpl
 from edgeimg.backends.base import Backend, CompileJob, Runner, physical_cores
-from edgeimg.device import cuda_devices
-
-
-def gpu_description() -> dict[str, Any] | None:
-    """The first CUDA device: what a GPU engine's validity depends on."""
-    devices = cuda_devices()
-    if not devices:
-        return None
-    first = devices[0]
-    return {key: first[key] for key in ("name", "compute_capability", "sm_count")}
+from edgeimg.device import gpu_description
 
 
 class TorchRunner:
@@ -60,15 +51,13 @@ class TorchBackend(Backend):
     precisions = ("fp32", "fp16")
     priority = 10
     engine_file = "weights.safetensors"
+    uses_gpu = True
 
     def unsupported(self, precision: str) -> str | None:
         reason = super().unsupported(precision)
         if reason is None and precision == "fp16" and gpu_description() is None:
             return "fp16 needs a CUDA GPU (none found)"
         return reason
-
-    def device(self) -> dict[str, Any]:
-        return {**super().device(), "gpu": gpu_description()}
 
     def compile(self, job: CompileJob) -> Path:
         from safetensors.torch import save_file

@@ -77,8 +77,9 @@ def _one(path: Path, target_dir: Path, options, written: dict[Path, Path]) -> di
     from pydicom.errors import InvalidDicomError
 
     from edgeimg.dicom.deid import deidentify
-    from edgeimg.dicom.read import DicomInputError, check_dataset
+    from edgeimg.dicom.read import DicomInputError
     from edgeimg.dicom.uids import check_uid
+    from edgeimg.dicom.validate import check_dataset
 
     try:
         ds = dcmread(path)

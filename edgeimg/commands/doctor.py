@@ -28,6 +28,8 @@ def collect() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": device.cpu_model(),
+        "cpu_isa": device.cpu_isa_flags(),
+        "nvidia_driver": device.nvidia_driver_version(),
         "packages": {name: device.package_version(name) for name in PACKAGES},
         "cuda_devices": device.cuda_devices(),
         "jetpack": device.jetpack_release(),
@@ -49,6 +51,7 @@ def doctor(as_json: bool) -> None:
     table.add_column("found")
     table.add_row("python", facts["python"])
     table.add_row("cpu", facts["cpu"])
+    table.add_row("cpu features", " ".join(facts["cpu_isa"]) or "none the engines key on")
     for name, version in facts["packages"].items():
         table.add_row(name, version or "[yellow]not installed[/]")
     gpus = ", ".join(
@@ -56,6 +59,7 @@ def doctor(as_json: bool) -> None:
         for gpu in facts["cuda_devices"]
     )
     table.add_row("CUDA devices", gpus or "none")
+    table.add_row("NVIDIA driver", facts["nvidia_driver"] or "none")
     table.add_row("JetPack", facts["jetpack"] or "not a Jetson")
     for name, tool in facts["tools"].items():
         table.add_row(name, tool["path"] or "[yellow]not found[/]")

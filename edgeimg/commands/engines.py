@@ -23,6 +23,9 @@ from edgeimg.console import err, out, print_json
 from edgeimg.engine import store
 from edgeimg.engine.build import AUTO
 from edgeimg.engine.errors import EngineError
+from edgeimg.plugins import get_registry
+
+STALE = "stale (keyed before the current engine key): rebuilt on next use"
 
 
 def _fail(message: str, status: int) -> None:
@@ -96,9 +99,11 @@ def build_engine_command(
         raise click.UsageError(
             "--no-verify needs an explicit --precision (auto races verified engines)"
         )
+    registry = get_registry()
     with engine_errors(), err.status("building engine") as status:
         result = build_engine(
-            name,
+            registry.model(name),
+            registry.backends,
             backend,
             precision,
             list(calib),
@@ -139,6 +144,7 @@ def _listing(root: Path) -> list[dict[str, Any]]:
                 "model": directory.parent.name,
                 "key": directory.name,
                 "path": str(directory),
+                "stale": not store.is_current(manifest),
                 "model_version": manifest.get("model_version"),
                 "backend": manifest.get("backend"),
                 "backend_version": manifest.get("backend_version"),
@@ -178,7 +184,7 @@ def engines(ctx: click.Context, engines_dir: Path | None, as_json: bool) -> None
             str(row["precision"]),
             escape(gpu or device.get("cpu") or "?"),
             str(row["built_at"]),
-            escape(describe_verification(row["verification"] or {})),
+            escape(STALE if row["stale"] else describe_verification(row["verification"] or {})),
         )
     out.print(table)
     for row in rows:
@@ -186,24 +192,39 @@ def engines(ctx: click.Context, engines_dir: Path | None, as_json: bool) -> None
             out.print(f"{row['model']} {row['key']}: {escape(describe_race(row['race']))}")
 
 
+def _checked(directory: Path) -> dict[str, Any]:
+    """One engine's problems; a stale one (keyed before the current key) is not broken."""
+    manifest = store.read_manifest(directory)
+    return {
+        "model": directory.parent.name,
+        "key": directory.name,
+        "path": str(directory),
+        "stale": manifest is not None and not store.is_current(manifest),
+        "problems": store.check(directory, manifest),
+    }
+
+
 @engines.command("verify")
 @json_option
 @click.pass_obj
 def verify_command(root: Path, as_json: bool) -> None:
     """Re-check every stored engine's files against the hashes in its manifest."""
-    checked = [
-        {"model": d.parent.name, "key": d.name, "path": str(d), "problems": store.check(d)}
-        for d in store.engine_dirs(root)
-    ]
-    bad = [item for item in checked if item["problems"]]
+    checked = [_checked(d) for d in store.engine_dirs(root)]
+    bad = [item for item in checked if item["problems"] and not item["stale"]]
     if as_json:
         print_json({"engines_dir": str(root), "engines": checked, "ok": not bad})
     else:
         for item in checked:
-            state = "[red]bad[/]" if item["problems"] else "[green]ok[/]"
+            state = (
+                "[yellow]stale[/]"
+                if item["stale"]
+                else "[red]bad[/]"
+                if item["problems"]
+                else "[green]ok[/]"
+            )
             detail = escape("; ".join(item["problems"]))
             out.print(f"{state} {item['model']}/{item['key']} {detail}".rstrip())
-        out.print(f"{len(checked) - len(bad)} of {len(checked)} engines intact")
+        out.print(f"{len(checked) - len(bad)} of {len(checked)} engines intact or stale")
     if bad:
         raise SystemExit(1)
 
@@ -233,7 +254,16 @@ def bench(
 
     use_weights(name, weights)
     with engine_errors(), err.status(f"benchmarking {name} at batch {batch}"):
-        report = run_bench(name, _csv(backends), _csv(precisions), batch, seconds, engines_dir)
+        registry = get_registry()
+        report = run_bench(
+            registry.model(name),
+            registry.backends,
+            _csv(backends),
+            _csv(precisions),
+            batch,
+            seconds,
+            engines_dir,
+        )
     if as_json:
         print_json(report)
         return

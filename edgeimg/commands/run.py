@@ -154,7 +154,12 @@ class _Run:
             err.print(f"loading the {precision} engine for {self.name} ...")
         try:
             engine = load_engine(
-                self.name, backend=backend, precision=precision, engines_dir=engines_dir, build=True
+                spec,
+                get_registry().backends,
+                backend=backend,
+                precision=precision,
+                engines_dir=engines_dir,
+                build=True,
             )
         except EngineError as error:
             raise click.ClickException(str(error)) from None

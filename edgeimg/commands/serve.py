@@ -1,58 +1,31 @@
-"""`edgeimg serve`, `echo`, `send` and `queue`: the DICOM listener and its network tools."""
+"""`edgeimg serve`: its options and config file, and the listener, worker and live view it runs."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from edgeimg.commands.deid import load_or_create_key
+from edgeimg.commands.network import peer_callback
 from edgeimg.commands.options import triton_option
 from edgeimg.commands.precision import precision_option
 from edgeimg.commands.weights import use_weights_for, weights_option
-from edgeimg.console import err, out, print_json
-from edgeimg.files import dicom_files
-from edgeimg.net import DEFAULT_CALLING_AET, NetworkError, PeerError, SendResult, parse_peer
-from edgeimg.net import echo as c_echo
-from edgeimg.net import send as c_store
 from edgeimg.plugins import UnknownName, get_registry
-from edgeimg.privacy import scrub
-from edgeimg.serve.gate import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
+from edgeimg.serve.preassociation import ARTIM, PENDING_PER_HOST, PENDING_TOTAL
+from edgeimg.serve.spool import DEFAULT_SPOOL
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-DEFAULT_SPOOL = Path("spool")
 AUDIT_NAME = "audit.jsonl"
 DEID_KEY = "deid.key"
-
-
-def _peer(ctx: click.Context, param: click.Parameter, value: Any):
-    if value is None:
-        return None
-    try:
-        if isinstance(value, tuple):
-            return [_destination(item) for item in value]
-        return parse_peer(value)
-    except (PeerError, ValueError) as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def _destination(text: str) -> Any:
-    """A `--forward`: `AET@HOST:PORT`, or a DICOMweb base URL (STOW-RS)."""
-    from edgeimg.dicomweb import check_url, is_url
-
-    return check_url(text) if is_url(text) else parse_peer(text)
 
 
 ROUTING_TABLES = ("destination", "route")
@@ -128,12 +101,12 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
     "--forward",
     "forwards",
     multiple=True,
-    callback=_peer,
+    callback=peer_callback,
     help="Send results to AET@HOST:PORT (C-STORE) or https://HOST/dicom-web (STOW-RS).",
 )
 @click.option(
     "--priors-from",
-    callback=_peer,
+    callback=peer_callback,
     metavar="AET@HOST:PORT",
     help="Query/retrieve peer for the prior studies of models that declare `priors`.",
 )
@@ -242,7 +215,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
     Stops on SIGTERM or Ctrl-C after the associations in flight have finished.
     """
     from edgeimg.audit import AuditLog
-    from edgeimg.serve.listener import Listener, ServeConfig
+    from edgeimg.serve.config import ServeConfig
+    from edgeimg.serve.listener import Listener
     from edgeimg.serve.metrics import ServeMetrics
     from edgeimg.serve.pipeline import Worker
     from edgeimg.serve.routing import Routing
@@ -404,147 +378,3 @@ def _live(stop: threading.Event, listener: Any, worker: Any, title: str) -> None
                 live.update(view.render(), refresh=True)
     finally:
         sys.stderr = terminal
-
-
-@click.command()
-@click.argument("peer", callback=_peer)
-@click.option(
-    "--aet",
-    "calling",
-    default=DEFAULT_CALLING_AET,
-    show_default=True,
-    help="Our (calling) AE title.",
-)
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1))
-def echo(peer, calling: str, timeout: float) -> None:
-    """C-ECHO a peer (AET@HOST:PORT): exit 0 if it answers with success."""
-    try:
-        ok, message = c_echo(peer, calling, timeout)
-    except NetworkError as error:
-        raise click.ClickException(str(error)) from None
-    out.print(("[green]ok[/] " if ok else "[red]failed[/] ") + escape(message), soft_wrap=True)
-    sys.exit(0 if ok else 1)
-
-
-@click.command()
-@click.argument("peer", callback=_peer)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--aet",
-    "calling",
-    default=DEFAULT_CALLING_AET,
-    show_default=True,
-    help="Our (calling) AE title.",
-)
-@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0.1))
-def send(peer, paths: tuple[Path, ...], calling: str, timeout: float) -> None:
-    """C-STORE DICOM files and folders (recursively) to a peer (AET@HOST:PORT)."""
-    columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    files, passed_over = dicom_files(paths)
-    if passed_over:
-        err.print(f"passed over {len(passed_over)} files that are not DICOM")
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("send", total=len(files))
-
-        def advance(result: SendResult) -> None:
-            progress.advance(task)
-            if result.error:
-                reason = escape(scrub(result.error))
-                progress.console.print(
-                    f"[red]failed[/] {escape(str(result.path))}: {reason}", soft_wrap=True
-                )
-
-        try:
-            results = c_store(peer, files, calling, timeout, advance, fail_fast=True)
-        except NetworkError as error:
-            raise click.ClickException(str(error)) from None
-    _summary(results)
-    sys.exit(0 if results and all(result.ok for result in results) else 1)
-
-
-def _summary(results: list[SendResult]) -> None:
-    counts: dict[str, int] = {}
-    for result in results:
-        key = "unreadable/not sent" if result.status is None else f"0x{result.status:04X}"
-        counts[key] = counts.get(key, 0) + 1
-    for result in results:
-        if result.status is not None and not result.ok:
-            out.print(f"[red]status 0x{result.status:04X}[/] {escape(str(result.path))}")
-    sent = sum(result.ok for result in results)
-    detail = ", ".join(f"{key}: {count}" for key, count in sorted(counts.items()))
-    out.print(f"{sent} of {len(results)} stored ({detail or 'no files'})")
-
-
-@click.group(invoke_without_command=True)
-@click.option(
-    "--spool",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_SPOOL,
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.pass_context
-def queue(ctx: click.Context, spool: Path, as_json: bool) -> None:
-    """What the listener holds: series received, complete, pending, running, done, failed, and
-    revised (done, with results that superseded earlier ones after more instances came)."""
-    ctx.obj = spool
-    if ctx.invoked_subcommand is not None:
-        return
-    db = _open_queue(spool)
-    series, failures, waiting = db.series_summary(), db.failures(), db.waiting()
-    if as_json:
-        print_json({"series": series, "failures": failures, "waiting": waiting})
-        return
-    table = Table(title=f"edgeimg queue ({spool})")
-    for column in ("series", "modality", "instances", "state", "jobs", "forwards"):
-        table.add_column(column)
-    for item in series:
-        table.add_row(
-            item["series_uid"],
-            item["modality"] or "",
-            str(item["instances"]),
-            item["state"],
-            _states(item["jobs"]),
-            _states(item["forwards"]),
-        )
-    out.print(table)
-    for job in waiting:
-        due = max(0.0, job["next_try"] - time.time())
-        reason = escape(str(job["reason"]))
-        out.print(
-            f"[yellow]waiting[/] job:{job['id']} {job['model']} {job['series_uid']}: "
-            f"{reason} (attempt {job['attempts']}, next try in {due:.0f} s)",
-            soft_wrap=True,
-        )
-    for failure in failures:
-        out.print(
-            f"[red]failed[/] {failure['kind']}:{failure['id']} {escape(failure['target'])}: "
-            f"{escape(str(failure['error']))}  (edgeimg queue retry "
-            f"{failure['kind']}:{failure['id']})",
-            soft_wrap=True,
-        )
-
-
-def _states(counts: dict[str, int]) -> str:
-    return ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
-
-
-def _open_queue(spool: Path):
-    from edgeimg.serve.queue import Queue
-    from edgeimg.serve.spool import QUEUE_NAME
-
-    if not (spool / QUEUE_NAME).is_file():
-        raise click.ClickException(f"no queue in {spool} (has `edgeimg serve --spool` run there?)")
-    return Queue(spool / QUEUE_NAME)
-
-
-@queue.command()
-@click.argument("ident", metavar="ID")
-@click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.pass_obj
-def retry(spool: Path, ident: str, spool_dir: Path | None) -> None:
-    """Re-queue a failed job or forward: ID, job:ID or forward:ID."""
-    kind = _open_queue(spool_dir or spool).retry(ident)
-    if kind is None:
-        raise click.ClickException(f"no failed job or forward {ident!r}")
-    out.print(f"{kind} {escape(ident)} queued again")

@@ -14,6 +14,7 @@ from rich.markup import escape
 from edgeimg.commands.engines import engine_errors, engines_dir_option, json_option
 from edgeimg.console import err, out, print_json
 from edgeimg.engine.build import PRECISIONS
+from edgeimg.plugins import get_registry
 
 
 @click.command("export-triton")
@@ -33,6 +34,13 @@ from edgeimg.engine.build import PRECISIONS
     help="Where Triton runs the model: KIND_CPU, or KIND_GPU (and a TensorRT plan "
     "where one was built here).",
 )
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="The --max-batch the engines were built with (it is part of their key).",
+)
 @engines_dir_option
 @json_option
 def export_triton(
@@ -40,6 +48,7 @@ def export_triton(
     repo: Path,
     precision: str,
     device: str,
+    max_batch: int,
     engines_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -48,9 +57,15 @@ def export_triton(
     from edgeimg.triton.repository import export_model
 
     root = store.engines_root(engines_dir)
+    registry = get_registry()
     repo.mkdir(parents=True, exist_ok=True)
     with engine_errors():
-        exported = [export_model(name, repo, precision, device, root) for name in names]
+        exported = [
+            export_model(
+                registry.model(name), registry.backends, repo, precision, device, root, max_batch
+            )
+            for name in names
+        ]
     if as_json:
         print_json({"repo": str(repo), "models": [item.as_dict() for item in exported]})
         return
@@ -93,7 +108,11 @@ def host(
         err.print("[red]error:[/] edgeimg host needs nvidia-pytriton (pip install nvidia-pytriton)")
         raise SystemExit(2) from None
     with engine_errors():
-        engines = [load_engine(name, backend, precision, engines_dir) for name in names]
+        registry = get_registry()
+        engines = [
+            load_engine(registry.model(name), registry.backends, backend, precision, engines_dir)
+            for name in names
+        ]
     ports = Ports(http_port, grpc_port, metrics_port, address)
 
     def ready() -> None:

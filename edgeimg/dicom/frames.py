@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from edgeimg.dicom.read import geometry
+from edgeimg.dicom.geometry import geometry
 
 SLICE_THICKNESS = "SliceThickness"
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from pydicom.dataset import Dataset
 
-from edgeimg.dicom.read import Image, geometry
+from edgeimg.dicom.geometry import geometry
+from edgeimg.dicom.read import Image
 
 __all__ = ["Series", "group_series"]
 

@@ -16,11 +16,11 @@ import numpy as np
 from edgeimg.backends.base import Runner, physical_cores
 from edgeimg.backends.torch import TorchRunner
 from edgeimg.device import cpu_model
-from edgeimg.engine.build import AUTO, PRECISIONS
+from edgeimg.engine.build import AUTO, PRECISIONS, Backends, named_backend
 from edgeimg.engine.errors import EngineError
 from edgeimg.engine.load import load_engine
 from edgeimg.engine.network import implementation, load_network
-from edgeimg.plugins import get_registry
+from edgeimg.sdk.model import ModelSpec
 
 WARMUP = 3
 ROUNDS = 5
@@ -37,18 +37,17 @@ class _Subject:
 
 
 def configurations(
-    backends: list[str] | None, precisions: list[str] | None
+    backends: Backends, names: list[str] | None, precisions: list[str] | None
 ) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
     """(backend, precision) pairs to measure, torch FP32 first, and the ones skipped with why.
 
     ("auto", "auto") comes last when `precisions` is None or names auto: the winner of the
     `--precision auto` race over every backend, measured beside what it raced against.
     """
-    registry = get_registry()
-    names = backends or [b.name for b in registry.backends.values() if b.missing() is None]
+    names = names or [b.name for b in backends.values() if b.missing() is None]
     wanted, skipped = [("torch", "fp32")], []
     for name in names:
-        backend = registry.backend(name)
+        backend = named_backend(backends, name)
         for precision in [p for p in precisions or PRECISIONS if p != AUTO]:
             reason = backend.missing() or backend.unsupported(precision)
             if reason:
@@ -95,16 +94,18 @@ def _summary(subject: _Subject, batch: int) -> dict[str, Any]:
 
 
 def bench(
-    name: str,
-    backends: list[str] | None = None,
+    spec: ModelSpec,
+    backends: Backends,
+    names: list[str] | None = None,
     precisions: list[str] | None = None,
     batch: int = 8,
     seconds: float = 10.0,
     engines_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Measure each configuration (building missing engines) and compare with torch FP32."""
-    spec = get_registry().model(name)
-    wanted, skipped = configurations(backends, precisions)
+    """Measure each configuration (building missing engines) and compare with torch FP32.
+
+    `backends` is the registry's name → Backend mapping; `names` the ones to measure."""
+    wanted, skipped = configurations(backends, names, precisions)
     arrays = implementation(spec).example_inputs(batch)
     subjects = []
     for backend, precision in wanted:
@@ -113,7 +114,7 @@ def bench(
             runner: Runner = TorchRunner(load_network(spec)[0], "fp32")
         else:
             try:
-                runner = load_engine(name, backend, precision, engines_dir, build=True)
+                runner = load_engine(spec, backends, backend, precision, engines_dir, build=True)
             except EngineError as error:  # e.g. INT8 refused by verification: report, go on
                 skipped.append({"backend": backend, "precision": precision, "reason": str(error)})
                 continue
@@ -132,7 +133,7 @@ def bench(
         if onnxruntime:
             result["ratio_to_onnxruntime_fp32"] = result["images_per_s"] / onnxruntime
     return {
-        "model": name,
+        "model": spec.name,
         "batch": batch,
         "device": {"cpu": cpu_model(), "threads": physical_cores()},
         "results": results,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeimg.backends.base import BackendUnavailable
 from edgeimg.errors import EdgeimgError
 
 
@@ -25,3 +26,7 @@ class EngineNotFound(EngineError):
 class EngineOffline(EngineError):
     """A remote engine cannot be reached now (server down, model not loaded): `run` stops with
     this one line; `serve` keeps the job pending and tries again later."""
+
+
+class UnknownBackend(BackendUnavailable, EngineError):
+    """A backend name that no plugin registered (exit 2 from build-engine, one line from run)."""

@@ -12,6 +12,8 @@ from edgeimg.engine.errors import EngineError
 from edgeimg.engine.network import run_torch
 
 OPSET = 17
+#: bump when `export_onnx` changes what it writes: engines of the old export are then rebuilt
+EXPORT_VERSION = 1
 #: ONNX Runtime FP32 against torch FP32 on the export check inputs
 EXPORT_ATOL = 1e-4
 EXPORT_RTOL = 1e-3

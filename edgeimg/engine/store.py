@@ -1,14 +1,15 @@
 """The engine store: `engines/<model>/<key>/` holding the engine, its ONNX and manifest.json.
 
-The key hashes everything an engine's validity depends on, so a lookup is a directory name and
-any change (weights, precision, runtime version, device) lands in a new directory. Directories
-appear whole or not at all: they are written under a temporary name and renamed into place.
+The key (edgeimg/engine/key.py) hashes everything an engine's validity depends on, so a lookup
+is a directory name and any change (weights, precision, runtime version, device) lands in a new
+directory. Directories appear whole or not at all: they are written under a temporary name and
+renamed into place. A `--precision auto` race is a small record beside them
+(`race-<key>.json`) naming the engine it chose.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -18,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeimg.durable import atomic_file
+from edgeimg.engine import key as engine_key
 from edgeimg.engine.network import sha256_file
 
 MANIFEST = "manifest.json"
 ENV_DIR = "EDGEIMG_ENGINES"
-KEY_LENGTH = 16
 
 
 def engines_root(engines_dir: str | Path | None = None) -> Path:
@@ -30,48 +31,23 @@ def engines_root(engines_dir: str | Path | None = None) -> Path:
     return Path(engines_dir or os.environ.get(ENV_DIR) or "engines")
 
 
-def cache_key(
-    onnx_sha256: str,
-    backend: str,
-    backend_version: str | None,
-    precision: str,
-    profiles: dict[str, Any],
-    device: dict[str, Any],
-    calibration: str | None = None,
-) -> str:
-    """A short stable hash of what makes an engine valid (and, for INT8, its calibration)."""
-    document = {
-        "onnx": onnx_sha256,
-        "backend": backend,
-        "backend_version": backend_version,
-        "precision": precision,
-        "profiles": {name: [list(s) for s in shapes] for name, shapes in profiles.items()},
-        "device": device,
-        "calibration": calibration if precision == "int8" else None,
-    }
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
-
-
-def key_of(manifest: dict[str, Any]) -> str:
-    """The key a manifest's own fields hash to (a renamed or edited directory will not match)."""
-    return cache_key(
-        manifest["key_inputs"]["onnx_sha256"],
-        manifest["backend"],
-        manifest["backend_version"],
-        manifest["precision"],
-        manifest["profiles"],
-        manifest["device"],
-        manifest["key_inputs"].get("calibration"),
-    )
+def is_current(manifest: dict[str, Any]) -> bool:
+    """Keyed by this version's engine key; older engines are stale: never loaded, rebuilt."""
+    return (manifest.get("key_inputs") or {}).get("format") == engine_key.KEY_FORMAT
 
 
 def read_manifest(engine_dir: Path) -> dict[str, Any] | None:
     """The manifest of an engine directory, or None when it has none or it is not JSON."""
+    return read_json(engine_dir / MANIFEST)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is absent or not a JSON object."""
     try:
-        return json.loads((engine_dir / MANIFEST).read_text())
+        document = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return document if isinstance(document, dict) else None
 
 
 def file_hashes(engine_dir: Path, names: list[str]) -> dict[str, str]:
@@ -90,12 +66,21 @@ def check(engine_dir: Path, manifest: dict[str, Any] | None = None) -> list[str]
             problems.append(f"{name} is missing")
         elif sha256_file(path) != digest:
             problems.append(f"{name} does not match its sha256")
-    try:
-        if key_of(manifest) != engine_dir.name:
-            problems.append("the manifest does not hash to the directory's key")
-    except (KeyError, TypeError):
-        problems.append("the manifest lacks key fields")
+    if not is_current(manifest):
+        problems.append("built before the current engine key: stale, rebuilt on next use")
+    elif engine_key.digest(manifest["key_inputs"]) != engine_dir.name:
+        problems.append("the manifest does not hash to the directory's key")
     return problems
+
+
+def usable(engine_dir: Path, verified: bool = True) -> dict[str, Any] | None:
+    """A stored engine's manifest if it is intact (and verified, unless `verified` is False)."""
+    manifest = read_manifest(engine_dir)
+    if manifest is None or check(engine_dir, manifest):
+        return None
+    if verified and not manifest.get("verification", {}).get("verified"):
+        return None
+    return manifest
 
 
 def engine_dirs(root: Path, model: str | None = None) -> Iterator[Path]:
@@ -130,6 +115,17 @@ def staging(final: Path) -> Iterator[Path]:
 def write_manifest(engine_dir: Path, manifest: dict[str, Any]) -> None:
     """manifest.json with sorted keys, replaced atomically and durably (it is what makes the
     directory an engine, and a race rewrites it in place)."""
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
-    with atomic_file(engine_dir / MANIFEST) as handle:
+    write_json(engine_dir / MANIFEST, manifest)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """A JSON document with sorted keys, replaced atomically and durably."""
+    text = json.dumps(document, indent=2, sort_keys=True, default=str) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as handle:
         handle.write(text.encode())
+
+
+def race_record_path(root: Path, model: str, race_key: str) -> Path:
+    """Where the record of a `--precision auto` race with this scope key lives."""
+    return root / model / f"race-{race_key}.json"

@@ -15,7 +15,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from edgeimg.dicom.frames import single_int
-from edgeimg.dicom.read import geometry
+from edgeimg.dicom.geometry import geometry
 
 #: the identity attributes a grouping header carries (a row keeps them in columns of its own)
 IDENTITY = (

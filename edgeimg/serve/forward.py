@@ -16,8 +16,8 @@ from typing import Any
 from pydicom.uid import UID
 
 from edgeimg.durable import atomic_file
-from edgeimg.serve import log
 from edgeimg.serve.deliver import deliver
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.metrics import ServeMetrics
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.routing import Destination, Routing
@@ -49,7 +49,9 @@ class Forwarder:
         self.deid_key = deid_key
         self.deid_dir = deid_dir
 
-    def add(self, job_id: int, destinations: list[Destination], outputs: list[str], model: str):
+    def add(
+        self, job_id: int, destinations: list[Destination], outputs: list[str], model: str
+    ) -> None:
         """Queue each output (or its de-identified copy) for each destination, once however
         often a re-run job calls this."""
         for destination in destinations:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edgeimg.serve import log
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.metrics import ServeMetrics, Sources
 from edgeimg.serve.queue import Queue
 from edgeimg.serve.security import is_loopback

@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from edgeimg import __version__
 from edgeimg.privacy import scrub
-from edgeimg.serve import log
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.queue import SERIES_STATES
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

@@ -26,7 +26,7 @@ from edgeimg.errors import user_message
 from edgeimg.privacy import describe
 from edgeimg.results import write_lines
 from edgeimg.sdk.metrics import percentile
-from edgeimg.serve import log
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.forward import Forwarder, sop_uid_of
 from edgeimg.serve.metrics import SeriesResult, ServeMetrics
 from edgeimg.serve.priors import (
@@ -144,7 +144,8 @@ class Worker:
 
             log("engine_loading", model=name, backend=self.backend, precision=self.precision)
             engine = load_engine(
-                name,
+                get_registry().model(name),
+                get_registry().backends,
                 backend=self.backend,
                 precision=self.precision,
                 engines_dir=self.engines_dir,

@@ -1,7 +1,7 @@
 """The one place that touches pynetdicom's internals; everything else uses its public API.
 
 edgeimg's listener needs more than pynetdicom's public API gives: a gate before the association
-(`edgeimg.serve.gate`), PDU length checks before a body is buffered, a state machine that
+(`edgeimg.serve.preassociation`), PDU length checks before a body is buffered, a state machine that
 survives peers breaking off early, event-driven reactor loops (`edgeimg.serve.reactor`), C-STORE
 responses encoded without pydicom (`edgeimg.serve.responses`), and no per-PDU log formatting.
 Each is a subclass or a class swap on pynetdicom's objects, never a patch of its modules.
@@ -30,8 +30,9 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from edgeimg.serve import log, reactor
-from edgeimg.serve.gate import (
+from edgeimg.serve import reactor
+from edgeimg.serve.eventlog import log
+from edgeimg.serve.preassociation import (
     ABORT_INVALID_LENGTH,
     NON_PDATA_LIMIT,
     Pending,
@@ -187,7 +188,8 @@ class _Handler(RequestHandler):
 class _Server(ThreadedAssociationServer):
     """Accepts without blocking, and lets a connection reach pynetdicom (and so take an
     association slot) only once its whole A-ASSOCIATE-RQ is in: before that it is pending
-    (`edgeimg.serve.gate`), TLS handshake included, which runs in the connection's own thread.
+    (`edgeimg.serve.preassociation`), TLS handshake included, which runs in the connection's
+    own thread.
     """
 
     daemon_threads = True

@@ -8,7 +8,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from edgeimg.serve import log
+from edgeimg.serve.eventlog import log
 from edgeimg.serve.queue import Queue
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from edgeimg.durable import fsync_dir, rename_durably, sync_descriptor
 
 TEMP_PREFIX = ".tmp-"
+#: where `edgeimg serve` and `edgeimg queue` keep the spool unless told otherwise
+DEFAULT_SPOOL = Path("spool")
 QUEUE_NAME = "queue.sqlite"
 INCOMING = "incoming"
 

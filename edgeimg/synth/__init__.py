@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeimg.synth.lesions import Lesion
 from edgeimg.synth.noise import low_dose
-from edgeimg.synth.phantom import PERSIST_MIN, Lesion, Phantom, make_phantom, make_slices
+from edgeimg.synth.phantom import PERSIST_MIN, Phantom, make_phantom, make_slices
 
 __all__ = [
     "PERSIST_MIN",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeimg.synth.phantom import FOV_MM
+from edgeimg.synth.anatomy import FOV_MM
 
 MU_WATER = 0.019
 """Linear attenuation of water at about 70 keV effective energy, per mm."""

@@ -18,9 +18,10 @@ from typing import Any
 
 from edgeimg.durable import atomic_file
 from edgeimg.engine import store
+from edgeimg.engine.build import Backends
 from edgeimg.engine.errors import EngineNotFound
 from edgeimg.engine.load import find_engine
-from edgeimg.plugins import get_registry
+from edgeimg.sdk.model import ModelSpec
 from edgeimg.triton import identity
 
 CONFIG = "config.pbtxt"
@@ -48,21 +49,22 @@ class Exported:
         return {**self.__dict__, "path": str(self.path)}
 
 
-def choose_engine(name: str, precision: str, device: str, root: Path) -> tuple[Path, dict]:
+def choose_engine(
+    spec: ModelSpec, backends: Backends, precision: str, device: str, root: Path, max_batch: int
+) -> tuple[Path, dict]:
     """The verified engine to export: TensorRT for a GPU where one was built, else ONNX Runtime."""
-    spec = get_registry().model(name)
-    registry = get_registry()
     candidates = ["tensorrt", "onnxruntime"] if device == "gpu" else ["onnxruntime"]
     for backend_name in candidates:
-        backend = registry.backends.get(backend_name)
+        backend = backends.get(backend_name)
         if backend is None or backend.missing():
             continue
-        found = find_engine(spec, backend, precision, root)
+        found = find_engine(spec, backend, precision, root, max_batch)
         if found is not None:
             return found
     raise EngineNotFound(
-        f"no verified {precision} onnxruntime engine for {name!r} in {root}; build one: "
-        f"edgeimg build-engine {name} --backend onnxruntime --precision {precision}"
+        f"no verified {precision} onnxruntime engine for {spec.name!r} at max batch {max_batch} "
+        f"in {root}; build one: edgeimg build-engine {spec.name} --backend onnxruntime "
+        f"--precision {precision} --max-batch {max_batch}"
     )
 
 
@@ -102,9 +104,18 @@ def _versions(model_dir: Path) -> dict[int, dict[str, Any]]:
     return versions
 
 
-def export_model(name: str, repo: Path, precision: str, device: str, root: Path) -> Exported:
+def export_model(
+    spec: ModelSpec,
+    backends: Backends,
+    repo: Path,
+    precision: str,
+    device: str,
+    root: Path,
+    max_batch: int = 8,
+) -> Exported:
     """Export one model's verified engine into `repo`; a no-op when its latest version holds it."""
-    directory, manifest = choose_engine(name, precision, device, root)
+    name = spec.name
+    directory, manifest = choose_engine(spec, backends, precision, device, root, max_batch)
     platform, filename = PLATFORMS[manifest["backend"]]
     source = directory / (
         manifest["engine_file"] if platform == "tensorrt_plan" else manifest["onnx_file"]

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from edgeimg.serve import log
+from edgeimg.serve.eventlog import log
 
 #: seconds a new connection has to send its whole A-ASSOCIATE-RQ
 ARTIM = 5.0

@@ -1,4 +1,4 @@
-"""Connections that never send an A-ASSOCIATE-RQ take no association slot (edgeimg.serve.gate).
+"""Connections without an A-ASSOCIATE-RQ take no association slot (edgeimg.serve.preassociation).
 
 A real listener on a free port, raw sockets as the flood and the slow-loris peers, and real
 associations (pynetdicom, and dcmtk's echoscu where installed) beside them.
@@ -17,8 +17,9 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from edgeimg.serve.gate import DropLog, Pending
-from edgeimg.serve.listener import Listener, ServeConfig
+from edgeimg.serve.config import ServeConfig
+from edgeimg.serve.listener import Listener
+from edgeimg.serve.preassociation import DropLog, Pending
 from edgeimg.serve.security import server_tls_context
 from testsupport.corpus import VERIFICATION, Association, associate_rq, read_pdu
 from testsupport.peers import free_port, needs_dcmtk, self_signed, start_serve, stop
