@@ -96,9 +96,10 @@ def write_sr(
     library = [frame for frame in groups.frames if frame.key in groups.referenced]
     # TID 1500 places the library before the Imaging Measurements container (the last item)
     report[0].ContentSequence.insert(-1, image_library(library))
+    root, tree = _detached(report)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*sources, *other_evidence],
-        content=report,
+        content=root,
         series_instance_uid=output.uids.series,
         series_number=output.series_number,
         sop_instance_uid=output.uids.instance(),
@@ -110,7 +111,22 @@ def write_sr(
         previous_versions=list(predecessors) or None,
         specific_character_set=character_set(sources),
     )
+    sr.ContentSequence = tree
     return save(sr, out_dir, [*sources, *other_evidence])  # the gate checks references
+
+
+def _detached(report: hd.sr.MeasurementReport) -> tuple[Dataset, hd.sr.ContentSequence]:
+    """The report's root container without its content, and that content.
+
+    Comprehensive3DSR deep-copies the tree it is given, parses the copy back into content
+    items (for its `content` property, which we never read) and searches it for the images
+    it references: half an SR's cost, and not a byte of what it writes. It is given the root
+    alone and the tree is attached after; the output gate checks the references instead.
+    """
+    root = report[0]
+    tree = root.ContentSequence
+    root.ContentSequence = []
+    return root, tree
 
 
 def _observation_context(output: Output) -> hd.sr.ObservationContext:
