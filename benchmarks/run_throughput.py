@@ -149,12 +149,23 @@ def _write(
     return _rate(sum(map(len, items)), seconds, time.process_time() - cpu)
 
 
-def _full(study: Path, out: Path, engines_dir: Path, workers: int, batch: int) -> dict[str, Any]:
-    """(c): the command itself, in this process so it sees the registered weights."""
+def _full(
+    study: Path, out: Path, engines_dir: Path, engine: Any, workers: int, batch: int
+) -> dict[str, Any]:
+    """(c): the command itself, in this process so it sees the registered weights.
+
+    It is given the backend and precision the stages used: left to the CLI's default
+    (`--precision auto`) it raced and built several engines inside the timed run. It must load
+    the engine the stages measured, already built: a different key, or a new engine in the
+    store, fails the benchmark rather than timing a build.
+    """
     from edgeimg.cli import cli
 
+    backend, precision = engine.manifest["backend"], engine.manifest["precision"]
     args = [MODEL, str(study), "--out", str(out), "--engines-dir", str(engines_dir)]
+    args += ["--backend", backend, "--precision", precision]
     args += ["--workers", str(workers), "--batch", str(batch), "--json"]
+    stored = _stored_engines(engines_dir)
     started, cpu = time.perf_counter(), time.process_time()
     done = CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
     wall = time.perf_counter() - started
@@ -162,12 +173,25 @@ def _full(study: Path, out: Path, engines_dir: Path, workers: int, batch: int) -
     if done.exit_code != 0:
         raise RuntimeError(f"edgeimg run {MODEL} failed ({done.exit_code}): {done.output[-2000:]}")
     summary = json.loads(done.stdout)
+    built = sorted(_stored_engines(engines_dir) - stored)
+    if summary["engine"] != engine.key or built:
+        raise RuntimeError(
+            f"the full run used engine {summary['engine']} (stages: {engine.key}) and built "
+            f"{built or 'none'}: it would time an engine build, not the pipeline"
+        )
     images = summary["images"]
     return {
         **_rate(images, summary["seconds"]),
         "wall_s": round(wall, 3),
         # this process only (scan, inference, IPC): the forkserver's workers are not children
         "cpu_ms_per_image_main_process": round(main_cpu / images * 1e3, 3),
+    }
+
+
+def _stored_engines(engines_dir: Path) -> set[str]:
+    """Every engine in the store, as <model>/<key>."""
+    return {
+        str(path.parent.relative_to(engines_dir)) for path in engines_dir.rglob("manifest.json")
     }
 
 
@@ -211,7 +235,7 @@ def run(
         inferencer = Inferencer(spec, engine, batch=batch)
         items, inference = _infer(inferencer, series)
         writing = _write(inferencer, series, items, scratch / "written")
-        full = _full(study.out_dir, scratch / "out", engines_dir, workers, batch)
+        full = _full(study.out_dir, scratch / "out", engines_dir, engine, workers, batch)
         decode_cpu_ms = _decode_cpu(jobs[0].paths[:50], spec)
     slowest = min(decoding["images_per_s"], inference["images_per_s"])
     ratio = full["images_per_s"] / slowest
