@@ -3,10 +3,12 @@
 On 500 synthetic 512x512 CT slices (10 series x 50) it measures, in one process:
 (a) decoding alone through the worker pool `run` uses, (b) the engine alone on pre-decoded
 inputs in batches of 8, and (c) the whole `edgeimg run cnn` command. The pipeline keeps up
-when full / min(a, b) >= 0.8. Stages (a) and (b) are timed warm (pool started, engine built);
-(c) is timed as a user sees it, scan and engine loading included. Writing the outputs (the
-model's chosen writers: SR and JSON per series) is timed alone too: not part of the ratio, but
-where the rest of (c) goes; `cpu_split_ms_per_image` gives each stage's CPU per image.
+when full / min(a, b) >= 0.8 (the goal; #18 is done at 0.5). Stages (a) and (b) are timed warm
+(pool started, engine built); (c) is timed as a user sees it, scan and engine loading included,
+with the stages' backend and precision, so that it loads the engine they built. Writing the
+outputs (the model's chosen writers: SR and JSON per series) is timed alone too (warm): not
+part of the ratio, but where the rest of (c) goes; `cpu_split_ms_per_image` gives each stage's
+CPU per image.
 CPU time per image of each stage gives a ceiling for (c) on this many cores, and so for the
 ratio: where it is below the bar, no overlap of the stages can meet it on this machine.
 `python -m benchmarks.run_throughput [--weights PATH]`; without shipped cnn weights it measures
@@ -40,6 +42,7 @@ SERIES, SLICES, SIZE = 10, 50, 512
 BATCH = 8
 WORKERS = min(2, os.cpu_count() or 1)
 BAR = 0.8
+DONE = 0.5
 
 
 def _use_weights(spec: ModelSpec, weights: Path | None, scratch: Path) -> tuple[ModelSpec, str]:
@@ -140,8 +143,14 @@ def _infer(inferencer: Inferencer, series: list[list[Decoded]]) -> tuple[list[li
 def _write(
     inferencer: Inferencer, series: list[list[Decoded]], items: list[list], out_dir: Path
 ) -> dict[str, float]:
-    """Not in the ratio, but it explains it: the DICOM outputs `run` writes after each series."""
+    """Not in the ratio, but it explains it: the DICOM outputs `run` writes after each series.
+
+    Timed warm, as (a) and (b): the writers' modules (highdicom) are imported first, as a pool
+    worker imports them once for all the series it writes.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    for writer in inferencer.producer.writers:
+        writer.load()
     started, cpu = time.perf_counter(), time.process_time()
     for decoded, results in zip(series, items, strict=True):
         inferencer.write(decoded, results, out_dir)
@@ -250,6 +259,8 @@ def run(
             "workers": workers,
             "backend": backend,
             "precision": precision,
+            "engine_backend": engine.manifest["backend"],
+            "engine_precision": engine.manifest["precision"],
             "weights": weights_source,
             "synth_seconds": round(synth_seconds, 2),
         },
@@ -272,6 +283,8 @@ def run(
         ),
         "bar": BAR,
         "met": ratio >= BAR,
+        "done_at": DONE,
+        "done": ratio >= DONE,
     }
 
 
@@ -283,7 +296,11 @@ def table(report: dict[str, Any]) -> str:
         rows.append((stage, figures["images"], figures["seconds"], figures["images_per_s"]))
     lines = [f"{a:<10} {b:>7} {c:>9} {d:>9}" for a, b, c, d in rows]
     verdict = "met" if report["met"] else "NOT met"
-    lines.append(f"full / min(decoding, inference) = {report['ratio']:.2f} (bar {BAR}: {verdict})")
+    done = "done" if report["done"] else "NOT done"
+    lines.append(
+        f"full / min(decoding, inference) = {report['ratio']:.2f} "
+        f"(goal {BAR}: {verdict}; {DONE}: {done})"
+    )
     bound = report["cpu_bound"]
     lines.append(
         f"CPU per image, all stages: {bound['cpu_ms_per_image_all_stages']} ms on "
