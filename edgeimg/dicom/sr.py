@@ -203,8 +203,11 @@ class _Groups:
             uid=self.output.uids.uid("finding", identifier), identifier=f"finding {identifier}"
         )
 
-    def _measurement(self, name: Any, value: float, unit: Any) -> hd.sr.Measurement:
-        return hd.sr.Measurement(name=name, value=value, unit=unit, algorithm_id=self.algorithm)
+    @staticmethod
+    def _measurement(name: Any, value: float, unit: Any) -> hd.sr.Measurement:
+        """A measurement of its group's algorithm: the group names it (TID 1501/1410 apply it
+        to their content), so the measurement does not repeat it (five items fewer each)."""
+        return hd.sr.Measurement(name=name, value=value, unit=unit)
 
     def _image(
         self, index: int, images: Sequence[Frame], probability: float | None, *, present: bool
