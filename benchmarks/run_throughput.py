@@ -145,17 +145,20 @@ def _write(
 ) -> dict[str, float]:
     """Not in the ratio, but it explains it: the DICOM outputs `run` writes after each series.
 
-    Timed warm, as (a) and (b): the writers' modules (highdicom) are imported first, as a pool
-    worker imports them once for all the series it writes.
+    Timed warm, as (a) and (b): the first series is written once before, untimed, as a pool
+    worker writes its first series once for all it writes after. That first write imports
+    highdicom and loads its IOD tables (about half a second of CPU per process, `warmup_s`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    for writer in inferencer.producer.writers:
-        writer.load()
+    started = time.perf_counter()
+    inferencer.write(series[0], items[0], out_dir / "warmup")
+    warmup = time.perf_counter() - started
     started, cpu = time.perf_counter(), time.process_time()
     for decoded, results in zip(series, items, strict=True):
         inferencer.write(decoded, results, out_dir)
     seconds = time.perf_counter() - started
-    return _rate(sum(map(len, items)), seconds, time.process_time() - cpu)
+    rate = _rate(sum(map(len, items)), seconds, time.process_time() - cpu)
+    return {**rate, "warmup_s": round(warmup, 3)}
 
 
 def _full(

@@ -41,40 +41,26 @@ _MODALITY = concept(codes.DCM.Modality)
 _FRAME_OF_REFERENCE = concept(codes.DCM.FrameOfReferenceUID)
 _POSITION = ("position x", "position y", "position z")
 _ORIENTATION = ("row x", "row y", "row z", "column x", "column y", "column z")
+_DCM = codes.DCM
 #: numeric descriptors (TID 1602/1604) by name: their concept and unit
 _NUMERIC = {
-    "rows": (concept(codes.DCM.PixelDataRows), PIXELS),
-    "columns": (concept(codes.DCM.PixelDataColumns), PIXELS),
-    "horizontal spacing": (concept(codes.DCM.HorizontalPixelSpacing), MM),
-    "vertical spacing": (concept(codes.DCM.VerticalPixelSpacing), MM),
-    "slice thickness": (concept(codes.DCM.SliceThickness), MM),
-    **{
-        name: (concept(code), MM)
-        for name, code in zip(
-            _POSITION,
-            (
-                codes.DCM.ImagePositionPatientX,
-                codes.DCM.ImagePositionPatientY,
-                codes.DCM.ImagePositionPatientZ,
-            ),
-            strict=True,
-        )
-    },
-    **{
-        name: (concept(code), DIRECTION)
-        for name, code in zip(
-            _ORIENTATION,
-            (
-                codes.DCM.ImageOrientationPatientRowX,
-                codes.DCM.ImageOrientationPatientRowY,
-                codes.DCM.ImageOrientationPatientRowZ,
-                codes.DCM.ImageOrientationPatientColumnX,
-                codes.DCM.ImageOrientationPatientColumnY,
-                codes.DCM.ImageOrientationPatientColumnZ,
-            ),
-            strict=True,
-        )
-    },
+    name: (concept(code), unit)
+    for name, code, unit in (
+        ("rows", _DCM.PixelDataRows, PIXELS),
+        ("columns", _DCM.PixelDataColumns, PIXELS),
+        ("horizontal spacing", _DCM.HorizontalPixelSpacing, MM),
+        ("vertical spacing", _DCM.VerticalPixelSpacing, MM),
+        ("slice thickness", _DCM.SliceThickness, MM),
+        ("position x", _DCM.ImagePositionPatientX, MM),
+        ("position y", _DCM.ImagePositionPatientY, MM),
+        ("position z", _DCM.ImagePositionPatientZ, MM),
+        ("row x", _DCM.ImageOrientationPatientRowX, DIRECTION),
+        ("row y", _DCM.ImageOrientationPatientRowY, DIRECTION),
+        ("row z", _DCM.ImageOrientationPatientRowZ, DIRECTION),
+        ("column x", _DCM.ImageOrientationPatientColumnX, DIRECTION),
+        ("column y", _DCM.ImageOrientationPatientColumnY, DIRECTION),
+        ("column z", _DCM.ImageOrientationPatientColumnZ, DIRECTION),
+    )
 }
 _MODALITIES = {getattr(codes.cid29, name).value for name in codes.cid29.dir()}
 _ACQ = hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
