@@ -3,10 +3,12 @@
 On 500 synthetic 512x512 CT slices (10 series x 50) it measures, in one process:
 (a) decoding alone through the worker pool `run` uses, (b) the engine alone on pre-decoded
 inputs in batches of 8, and (c) the whole `edgeimg run cnn` command. The pipeline keeps up
-when full / min(a, b) >= 0.8. Stages (a) and (b) are timed warm (pool started, engine built);
-(c) is timed as a user sees it, scan and engine loading included. Writing the outputs (the
-model's chosen writers: SR and JSON per series) is timed alone too: not part of the ratio, but
-where the rest of (c) goes; `cpu_split_ms_per_image` gives each stage's CPU per image.
+when full / min(a, b) >= 0.8 (the goal; #18 is done at 0.5). Stages (a) and (b) are timed warm
+(pool started, engine built); (c) is timed as a user sees it, scan and engine loading included,
+with the stages' backend and precision, so that it loads the engine they built. Writing the
+outputs (the model's chosen writers: SR and JSON per series) is timed alone too (warm): not
+part of the ratio, but where the rest of (c) goes; `cpu_split_ms_per_image` gives each stage's
+CPU per image.
 CPU time per image of each stage gives a ceiling for (c) on this many cores, and so for the
 ratio: where it is below the bar, no overlap of the stages can meet it on this machine.
 `python -m benchmarks.run_throughput [--weights PATH]`; without shipped cnn weights it measures
@@ -40,6 +42,7 @@ SERIES, SLICES, SIZE = 10, 50, 512
 BATCH = 8
 WORKERS = min(2, os.cpu_count() or 1)
 BAR = 0.8
+DONE = 0.5
 
 
 def _use_weights(spec: ModelSpec, weights: Path | None, scratch: Path) -> tuple[ModelSpec, str]:
@@ -140,21 +143,41 @@ def _infer(inferencer: Inferencer, series: list[list[Decoded]]) -> tuple[list[li
 def _write(
     inferencer: Inferencer, series: list[list[Decoded]], items: list[list], out_dir: Path
 ) -> dict[str, float]:
-    """Not in the ratio, but it explains it: the DICOM outputs `run` writes after each series."""
+    """Not in the ratio, but it explains it: the DICOM outputs `run` writes after each series.
+
+    Timed warm, as (a) and (b): the first series is written once before, untimed, as a pool
+    worker writes its first series once for all it writes after. That first write imports
+    highdicom and loads its IOD tables (about half a second of CPU per process, `warmup_s`).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    inferencer.write(series[0], items[0], out_dir / "warmup")
+    warmup = time.perf_counter() - started
     started, cpu = time.perf_counter(), time.process_time()
     for decoded, results in zip(series, items, strict=True):
         inferencer.write(decoded, results, out_dir)
     seconds = time.perf_counter() - started
-    return _rate(sum(map(len, items)), seconds, time.process_time() - cpu)
+    rate = _rate(sum(map(len, items)), seconds, time.process_time() - cpu)
+    return {**rate, "warmup_s": round(warmup, 3)}
 
 
-def _full(study: Path, out: Path, engines_dir: Path, workers: int, batch: int) -> dict[str, Any]:
-    """(c): the command itself, in this process so it sees the registered weights."""
+def _full(
+    study: Path, out: Path, engines_dir: Path, engine: Any, workers: int, batch: int
+) -> dict[str, Any]:
+    """(c): the command itself, in this process so it sees the registered weights.
+
+    It is given the backend and precision the stages used: left to the CLI's default
+    (`--precision auto`) it raced and built several engines inside the timed run. It must load
+    the engine the stages measured, already built: a different key, or a new engine in the
+    store, fails the benchmark rather than timing a build.
+    """
     from edgeimg.cli import cli
 
+    backend, precision = engine.manifest["backend"], engine.manifest["precision"]
     args = [MODEL, str(study), "--out", str(out), "--engines-dir", str(engines_dir)]
+    args += ["--backend", backend, "--precision", precision]
     args += ["--workers", str(workers), "--batch", str(batch), "--json"]
+    stored = _stored_engines(engines_dir)
     started, cpu = time.perf_counter(), time.process_time()
     done = CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
     wall = time.perf_counter() - started
@@ -162,12 +185,25 @@ def _full(study: Path, out: Path, engines_dir: Path, workers: int, batch: int) -
     if done.exit_code != 0:
         raise RuntimeError(f"edgeimg run {MODEL} failed ({done.exit_code}): {done.output[-2000:]}")
     summary = json.loads(done.stdout)
+    built = sorted(_stored_engines(engines_dir) - stored)
+    if summary["engine"] != engine.key or built:
+        raise RuntimeError(
+            f"the full run used engine {summary['engine']} (stages: {engine.key}) and built "
+            f"{built or 'none'}: it would time an engine build, not the pipeline"
+        )
     images = summary["images"]
     return {
         **_rate(images, summary["seconds"]),
         "wall_s": round(wall, 3),
         # this process only (scan, inference, IPC): the forkserver's workers are not children
         "cpu_ms_per_image_main_process": round(main_cpu / images * 1e3, 3),
+    }
+
+
+def _stored_engines(engines_dir: Path) -> set[str]:
+    """Every engine in the store, as <model>/<key>."""
+    return {
+        str(path.parent.relative_to(engines_dir)) for path in engines_dir.rglob("manifest.json")
     }
 
 
@@ -213,7 +249,7 @@ def run(
         inferencer = Inferencer(spec, engine, batch=batch)
         items, inference = _infer(inferencer, series)
         writing = _write(inferencer, series, items, scratch / "written")
-        full = _full(study.out_dir, scratch / "out", engines_dir, workers, batch)
+        full = _full(study.out_dir, scratch / "out", engines_dir, engine, workers, batch)
         decode_cpu_ms = _decode_cpu(jobs[0].paths[:50], spec)
     slowest = min(decoding["images_per_s"], inference["images_per_s"])
     ratio = full["images_per_s"] / slowest
@@ -228,6 +264,8 @@ def run(
             "workers": workers,
             "backend": backend,
             "precision": precision,
+            "engine_backend": engine.manifest["backend"],
+            "engine_precision": engine.manifest["precision"],
             "weights": weights_source,
             "synth_seconds": round(synth_seconds, 2),
         },
@@ -250,6 +288,8 @@ def run(
         ),
         "bar": BAR,
         "met": ratio >= BAR,
+        "done_at": DONE,
+        "done": ratio >= DONE,
     }
 
 
@@ -261,7 +301,11 @@ def table(report: dict[str, Any]) -> str:
         rows.append((stage, figures["images"], figures["seconds"], figures["images_per_s"]))
     lines = [f"{a:<10} {b:>7} {c:>9} {d:>9}" for a, b, c, d in rows]
     verdict = "met" if report["met"] else "NOT met"
-    lines.append(f"full / min(decoding, inference) = {report['ratio']:.2f} (bar {BAR}: {verdict})")
+    done = "done" if report["done"] else "NOT done"
+    lines.append(
+        f"full / min(decoding, inference) = {report['ratio']:.2f} "
+        f"(goal {BAR}: {verdict}; {DONE}: {done})"
+    )
     bound = report["cpu_bound"]
     lines.append(
         f"CPU per image, all stages: {bound['cpu_ms_per_image_all_stages']} ms on "

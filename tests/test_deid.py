@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import stat
+import traceback
 
 import numpy as np
 import pytest
@@ -350,7 +351,11 @@ def _tree(root):
 
 
 def _deid(*args: str):
-    return CliRunner().invoke(cli, ["deid", *args])
+    result = CliRunner().invoke(cli, ["deid", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+        traceback.format_exception(result.exception)
+    )
+    return result
 
 
 def test_cli_mirrors_tree_and_reports(tmp_path) -> None:

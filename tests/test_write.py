@@ -263,21 +263,54 @@ def test_sr_library_leaves_out_the_geometry_a_source_does_not_give(change, sourc
             setattr(flat[0], keyword, None)
     finding = [{"sop_instance_uid": flat[0].SOPInstanceUID, "probability": 0.9, "label": True}]
     path = write_sr(flat, finding, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
-    names = {
-        item.ConceptNameCodeSequence[0].CodeMeaning
-        for item in _library_entries(pydicom.dcmread(path))[0].ContentSequence
-    }
+    names = {item.ConceptNameCodeSequence[0].CodeMeaning for item in _described(path)}
     assert "Image Position (Patient) X" in names
     assert not names & {"Horizontal Pixel Spacing", "Slice Thickness"}
     assert dciodvfy_errors(path) == []
     hd.sr.srread(path)
 
 
-def _library_entries(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
+def _library_groups(sr: pydicom.Dataset) -> list[pydicom.Dataset]:
     root = sr.ContentSequence
     library = next(i for i in root if i.ConceptNameCodeSequence[0].CodeMeaning == "Image Library")
-    entries = [item for group in library.ContentSequence for item in group.ContentSequence]
-    return [item for item in entries if item.ValueType == "IMAGE"]
+    return list(library.ContentSequence)
+
+
+def _described(path: Path) -> list[pydicom.Dataset]:
+    """The descriptors that apply to the first library entry: its group's and its own."""
+    (group,) = _library_groups(pydicom.dcmread(path))
+    said = [item for item in group.ContentSequence if item.ValueType != "IMAGE"]
+    entry = next(item for item in group.ContentSequence if item.ValueType == "IMAGE")
+    return [*said, *entry.get("ContentSequence", [])]
+
+
+def test_sr_library_says_once_on_the_group_what_its_entries_share(sources, tmp_path):
+    """TID 1600 lets a group carry the descriptors common to its entries: a series' size,
+    spacing, orientation and X, Y position; an entry keeps its own Z."""
+    named = [{"sop_instance_uids": [ds.SOPInstanceUID for ds in sources], "probability": 0.9}]
+    path = write_sr(sources, named, model=MODEL, engine_key=ENGINE, out_dir=tmp_path)
+    (group,) = _library_groups(pydicom.dcmread(path))
+    on_group = {
+        item.ConceptNameCodeSequence[0].CodeMeaning
+        for item in group.ContentSequence
+        if item.ValueType != "IMAGE"
+    }
+    assert {
+        "Image Position (Patient) X",
+        "Image Position (Patient) Y",
+        "Pixel Data Rows",
+    } <= on_group
+    entries = [item for item in group.ContentSequence if item.ValueType == "IMAGE"]
+    own = [
+        [
+            (i.ConceptNameCodeSequence[0].CodeMeaning, i.MeasuredValueSequence[0].NumericValue)
+            for i in entry.ContentSequence
+        ]
+        for entry in entries
+    ]
+    assert own == [[("Image Position (Patient) Z", -2.5 * index)] for index in range(3)]
+    assert dciodvfy_errors(path) == []
+    hd.sr.srread(path)
 
 
 @pytest.mark.parametrize("kind", KINDS)

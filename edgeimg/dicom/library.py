@@ -6,71 +6,87 @@ SliceThickness): an enhanced image keeps those in functional groups, and a legal
 SliceThickness empty (Type 2). Entry descriptors (TID 1602) are optional, so each entry here
 names its image (and frame, for multi-frame sources) and carries the descriptors that are known,
 leaving out the ones the source does not give rather than inventing them.
+
+The library is most of an SR's content items, and every item costs to build and to write:
+descriptors are keyed by plain names (a highdicom CodedConcept hashes through pydicom attribute
+access) and their concepts are built once, here, then shared by every item that names them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import highdicom as hd
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from edgeimg.dicom.frames import Frame
+
+
+def concept(code: Code) -> hd.sr.CodedConcept:
+    """A pydicom Code as the CodedConcept highdicom would otherwise build anew per item."""
+    return hd.sr.CodedConcept.from_code(code)
+
 
 SOURCE = hd.sr.CodedConcept("260753009", "SCT", "Source")
 PIXELS = hd.sr.CodedConcept("{pixels}", "UCUM", "Pixels")
 DIRECTION = hd.sr.CodedConcept("{-1:1}", "UCUM", "{-1:1}")
-MM = codes.UCUM.Millimeter
+MM = concept(codes.UCUM.Millimeter)
 CROSS_SECTIONAL = ("CT", "MR", "PT")
-_MODALITIES = {
-    getattr(codes.cid29, name).value: getattr(codes.cid29, name) for name in codes.cid29.dir()
+_LIBRARY = concept(codes.DCM.ImageLibrary)
+_GROUP = concept(codes.DCM.ImageLibraryGroup)
+_MODALITY = concept(codes.DCM.Modality)
+_FRAME_OF_REFERENCE = concept(codes.DCM.FrameOfReferenceUID)
+_POSITION = ("position x", "position y", "position z")
+_ORIENTATION = ("row x", "row y", "row z", "column x", "column y", "column z")
+_DCM = codes.DCM
+#: numeric descriptors (TID 1602/1604) by name: their concept and unit
+_NUMERIC = {
+    name: (concept(code), unit)
+    for name, code, unit in (
+        ("rows", _DCM.PixelDataRows, PIXELS),
+        ("columns", _DCM.PixelDataColumns, PIXELS),
+        ("horizontal spacing", _DCM.HorizontalPixelSpacing, MM),
+        ("vertical spacing", _DCM.VerticalPixelSpacing, MM),
+        ("slice thickness", _DCM.SliceThickness, MM),
+        ("position x", _DCM.ImagePositionPatientX, MM),
+        ("position y", _DCM.ImagePositionPatientY, MM),
+        ("position z", _DCM.ImagePositionPatientZ, MM),
+        ("row x", _DCM.ImageOrientationPatientRowX, DIRECTION),
+        ("row y", _DCM.ImageOrientationPatientRowY, DIRECTION),
+        ("row z", _DCM.ImageOrientationPatientRowZ, DIRECTION),
+        ("column x", _DCM.ImageOrientationPatientColumnX, DIRECTION),
+        ("column y", _DCM.ImageOrientationPatientColumnY, DIRECTION),
+        ("column z", _DCM.ImageOrientationPatientColumnZ, DIRECTION),
+    )
 }
-_POSITION = (
-    codes.DCM.ImagePositionPatientX,
-    codes.DCM.ImagePositionPatientY,
-    codes.DCM.ImagePositionPatientZ,
-)
-_ORIENTATION = (
-    codes.DCM.ImageOrientationPatientRowX,
-    codes.DCM.ImageOrientationPatientRowY,
-    codes.DCM.ImageOrientationPatientRowZ,
-    codes.DCM.ImageOrientationPatientColumnX,
-    codes.DCM.ImageOrientationPatientColumnY,
-    codes.DCM.ImageOrientationPatientColumnZ,
-)
+_MODALITIES = {getattr(codes.cid29, name).value for name in codes.cid29.dir()}
 _ACQ = hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
-#: descriptors that name one image and so never go on the group
-_PER_IMAGE = {(name, MM) for name in _POSITION}
 
 
 def image_library(frames: Sequence[Frame]) -> hd.sr.ContainerContentItem:
     """TID 1600: one group per modality and frame of reference, one entry per frame.
 
     A descriptor every entry of a group gives alike (modality, size, spacing, thickness,
-    orientation: a series' own) is said once, on the group, which TID 1600 provides for; an
-    entry keeps its position and whatever differs. A library entry of a CT slice was 17 content
-    items, and building them was most of an SR's cost per finding.
+    orientation, and the position components a series shares, such as X and Y of an axial
+    series) is said once, on the group, which TID 1600 provides for; an entry keeps whatever
+    differs (its Z). A library entry of a CT slice was 17 content items; it is now 2 and writes
+    in less than half the bytes, with nothing left out.
     """
-    library = hd.sr.ContainerContentItem(name=codes.DCM.ImageLibrary, relationship_type=_CONTAINS)
+    library = hd.sr.ContainerContentItem(name=_LIBRARY, relationship_type=_CONTAINS)
     library.ContentSequence = hd.sr.ContentSequence()
     groups: dict[tuple[str, str | None], list[Frame]] = {}
     for frame in frames:
         groups.setdefault((_modality(frame), _frame_of_reference(frame)), []).append(frame)
     for members in groups.values():
         described = [_descriptors(frame) for frame in members]
-        shared = [
-            key
-            for key in described[0]
-            if key not in _PER_IMAGE and all(d.get(key) == described[0][key] for d in described)
-        ]
-        group = hd.sr.ContainerContentItem(
-            name=codes.DCM.ImageLibraryGroup, relationship_type=_CONTAINS
-        )
-        group.ContentSequence = hd.sr.ContentSequence(
-            [_item(key, described[0][key]) for key in shared]
-        )
+        first = described[0]
+        shared = [key for key in first if all(d.get(key) == first[key] for d in described)]
+        group = hd.sr.ContainerContentItem(name=_GROUP, relationship_type=_CONTAINS)
+        group.ContentSequence = hd.sr.ContentSequence([_item(key, first[key]) for key in shared])
         for frame, descriptors in zip(members, described, strict=True):
             own = [_item(key, value) for key, value in descriptors.items() if key not in shared]
             group.ContentSequence.append(_entry(frame, own))
@@ -92,39 +108,51 @@ def _entry(frame: Frame, descriptors: list[hd.sr.ContentItem]) -> hd.sr.ImageCon
     return item
 
 
-def _descriptors(frame: Frame) -> dict[Any, Any]:
-    """TID 1602/1604 descriptors for what the frame's source says of it: (concept, unit) or
-    "modality" / "frame of reference" to the value, in the order the entry lists them."""
+def _descriptors(frame: Frame) -> dict[str, Any]:
+    """TID 1602/1604 descriptors for what the frame's source says of it, by name (see
+    `_NUMERIC`, plus "modality" and "frame of reference"), in the order an entry lists them."""
     modality = _modality(frame)
-    found: dict[Any, Any] = {}
+    found: dict[str, Any] = {}
     if modality in _MODALITIES:
-        found["modality"] = _MODALITIES[modality]
+        found["modality"] = modality
     if _frame_of_reference(frame):
         found["frame of reference"] = _frame_of_reference(frame)
-    found[(codes.DCM.PixelDataRows, PIXELS)] = int(frame.source.Rows)
-    found[(codes.DCM.PixelDataColumns, PIXELS)] = int(frame.source.Columns)
+    found["rows"] = int(frame.source.Rows)
+    found["columns"] = int(frame.source.Columns)
     if modality not in CROSS_SECTIONAL:
         return found
     if frame.pixel_spacing is not None:
-        found[(codes.DCM.HorizontalPixelSpacing, MM)] = float(frame.pixel_spacing[1])
-        found[(codes.DCM.VerticalPixelSpacing, MM)] = float(frame.pixel_spacing[0])
+        found["horizontal spacing"] = float(frame.pixel_spacing[1])
+        found["vertical spacing"] = float(frame.pixel_spacing[0])
     if frame.slice_thickness is not None:
-        found[(codes.DCM.SliceThickness, MM)] = float(frame.slice_thickness)
-    for name, value in zip(_POSITION, frame.position or (), strict=False):
-        found[(name, MM)] = float(value)
-    for name, value in zip(_ORIENTATION, frame.orientation or (), strict=False):
-        found[(name, DIRECTION)] = float(value)
+        found["slice thickness"] = float(frame.slice_thickness)
+    found.update(zip(_POSITION, map(float, frame.position or ()), strict=False))
+    found.update(zip(_ORIENTATION, map(float, frame.orientation or ()), strict=False))
     return found
 
 
-def _item(key: Any, value: Any) -> hd.sr.ContentItem:
+def _item(key: str, value: Any) -> hd.sr.ContentItem:
     """The content item of one descriptor (see `_descriptors` for the keys)."""
     if key == "modality":
-        return hd.sr.CodeContentItem(name=codes.DCM.Modality, value=value, relationship_type=_ACQ)
+        return hd.sr.CodeContentItem(
+            name=_MODALITY, value=_modality_concept(value), relationship_type=_ACQ
+        )
     if key == "frame of reference":
-        return _uid(value)
-    name, unit = key
+        return hd.sr.UIDRefContentItem(
+            name=_FRAME_OF_REFERENCE, value=value, relationship_type=_ACQ
+        )
+    name, unit = _NUMERIC[key]
     return hd.sr.NumContentItem(name=name, value=value, unit=unit, relationship_type=_ACQ)
+
+
+@cache
+def _modality_concept(modality: str) -> hd.sr.CodedConcept:
+    """CID 29's concept for a modality, built once per process."""
+    return next(
+        concept(code)
+        for code in (getattr(codes.cid29, name) for name in codes.cid29.dir())
+        if code.value == modality
+    )
 
 
 def _modality(frame: Frame) -> str:
@@ -133,9 +161,3 @@ def _modality(frame: Frame) -> str:
 
 def _frame_of_reference(frame: Frame) -> str | None:
     return str(frame.source.get("FrameOfReferenceUID", "") or "") or None
-
-
-def _uid(value: str) -> hd.sr.UIDRefContentItem:
-    return hd.sr.UIDRefContentItem(
-        name=codes.DCM.FrameOfReferenceUID, value=value, relationship_type=_ACQ
-    )

@@ -25,6 +25,8 @@ SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 LEGACY_CT = "1.2.840.10008.5.1.4.1.1.2.2"
+#: (0040,A360) Predecessor Documents Sequence: earlier outputs, not sources
+PREDECESSORS = 0x0040A360
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 IMAGE_PIXEL = (
     "Rows",
@@ -312,9 +314,16 @@ def _references(ds: Dataset, sources: Sequence[Dataset]) -> Iterator[str]:
 
 
 def _referencing_items(ds: Dataset) -> Iterator[Dataset]:
-    """Items holding a ReferencedSOPInstanceUID, anywhere but under predecessor documents."""
-    for element in ds:
-        if element.VR != "SQ" or element.keyword == "PredecessorDocumentsSequence":
+    """Items holding a ReferencedSOPInstanceUID, anywhere but under predecessor documents.
+
+    Only sequences are looked into, so only they are turned into data elements (a raw one, or
+    an implicit VR one whose VR is not known yet); an SR is hundreds of small items.
+    """
+    for raw in ds.elements():
+        if raw.VR not in ("SQ", "UN", None) or raw.tag == PREDECESSORS:
+            continue
+        element = ds[raw.tag]
+        if element.VR != "SQ":
             continue
         for item in element.value:
             if "ReferencedSOPInstanceUID" in item:

@@ -39,8 +39,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from edgeimg.dicom.frames import Frame, frames_of
-from edgeimg.dicom.library import image_library
+from edgeimg.dicom.frames import Frame, frame_count, frames_of, is_multiframe
+from edgeimg.dicom.library import concept, image_library
 from edgeimg.dicom.write import (
     MANUFACTURER,
     Output,
@@ -55,8 +55,11 @@ PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
 PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "Probability")
 SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
-PROCEDURES = {"CT": codes.SCT.ComputedTomography}
+PROCEDURES = {"CT": concept(codes.SCT.ComputedTomography)}
 IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging")
+PRESENT = concept(codes.SCT.Present)
+ABSENT = concept(codes.SCT.Absent)
+DEVICE = concept(codes.DCM.Device)
 
 Group = (
     hd.sr.MeasurementsAndQualitativeEvaluations
@@ -93,12 +96,13 @@ def write_sr(
         procedure_reported=PROCEDURES.get(sources[0].Modality, IMAGING_PROCEDURE),
         imaging_measurements=measurements,
     )
-    library = [frame for frame in groups.frames if frame.key in groups.referenced]
+    library = groups.referenced_frames()
     # TID 1500 places the library before the Imaging Measurements container (the last item)
     report[0].ContentSequence.insert(-1, image_library(library))
+    root, tree = _detached(report)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*sources, *other_evidence],
-        content=report,
+        content=root,
         series_instance_uid=output.uids.series,
         series_number=output.series_number,
         sop_instance_uid=output.uids.instance(),
@@ -110,7 +114,22 @@ def write_sr(
         previous_versions=list(predecessors) or None,
         specific_character_set=character_set(sources),
     )
+    sr.ContentSequence = tree
     return save(sr, out_dir, [*sources, *other_evidence])  # the gate checks references
+
+
+def _detached(report: hd.sr.MeasurementReport) -> tuple[Dataset, hd.sr.ContentSequence]:
+    """The report's root container without its content, and that content.
+
+    Comprehensive3DSR deep-copies the tree it is given, parses the copy back into content
+    items (for its `content` property, which we never read) and searches it for the images
+    it references: half an SR's cost, and not a byte of what it writes. It is given the root
+    alone and the tree is attached after; the output gate checks the references instead.
+    """
+    root = report[0]
+    tree = root.ContentSequence
+    root.ContentSequence = []
+    return root, tree
 
 
 def _observation_context(output: Output) -> hd.sr.ObservationContext:
@@ -122,9 +141,7 @@ def _observation_context(output: Output) -> hd.sr.ObservationContext:
         model_name=output.model_name,
         serial_number=output.device_serial_number,
     )
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device, observer_identifying_attributes=device
-    )
+    observer = hd.sr.ObserverContext(observer_type=DEVICE, observer_identifying_attributes=device)
     return hd.sr.ObservationContext(observer_device_context=observer)
 
 
@@ -133,9 +150,14 @@ class _Groups:
 
     def __init__(self, sources: Sequence[Dataset], output: Output) -> None:
         self.sources = list(sources)
-        self.frames = [frame for ds in sources for frame in frames_of(ds)]
-        self.by_key = {frame.key: frame for frame in self.frames}
+        # every frame by key, in source order; its geometry is read only if a finding names it
+        self.keys = {
+            (str(ds.SOPInstanceUID), number if is_multiframe(ds) else None): ds
+            for ds in sources
+            for number in range(1, frame_count(ds) + 1)
+        }
         self.referenced: set[tuple[str, int | None]] = set()
+        self._frames: dict[str, list[Frame]] = {}
         self.output = output
         label = output.model.labels[0]
         self.finding_type = hd.sr.CodedConcept(label.value, label.scheme, label.meaning)
@@ -148,16 +170,12 @@ class _Groups:
         if finding.get("level") == "series" or "sop_instance_uids" in finding:
             uids = finding.get("sop_instance_uids")
             frames = finding.get("frames") or [None] * len(uids or [])
-            keys = (
-                [frame.key for frame in self.frames]
-                if uids is None
-                else list(zip(uids, frames, strict=True))
-            )
+            keys = list(self.keys) if uids is None else list(zip(uids, frames, strict=True))
         else:
             keys = [(finding.get("sop_instance_uid"), finding.get("frame"))]
-        images = [self.by_key.get(key) for key in keys]
-        if not images or None in images:
+        if not keys or any(key not in self.keys for key in keys):
             raise ValueError(f"finding {index} names no source image or frame: {keys[:3]}")
+        images = [self._frame(key) for key in keys]
         self.referenced.update(keys)
         if finding.get("boxes"):
             return [
@@ -169,13 +187,27 @@ class _Groups:
         probability = float(finding["probability"])
         return [self._image(index, images, probability, present=bool(finding.get("label")))]
 
+    def _frame(self, key: tuple[str, int | None]) -> Frame:
+        """The frame `key` names, its source's frames read once, when first named."""
+        uid, number = key
+        if uid not in self._frames:
+            self._frames[uid] = frames_of(self.keys[key])
+        return self._frames[uid][(number or 1) - 1]
+
+    def referenced_frames(self) -> list[Frame]:
+        """The frames findings named, in source order: what the Image Library lists."""
+        return [self._frame(key) for key in self.keys if key in self.referenced]
+
     def _tracking(self, identifier: str) -> hd.sr.TrackingIdentifier:
         return hd.sr.TrackingIdentifier(
             uid=self.output.uids.uid("finding", identifier), identifier=f"finding {identifier}"
         )
 
-    def _measurement(self, name: Any, value: float, unit: Any) -> hd.sr.Measurement:
-        return hd.sr.Measurement(name=name, value=value, unit=unit, algorithm_id=self.algorithm)
+    @staticmethod
+    def _measurement(name: Any, value: float, unit: Any) -> hd.sr.Measurement:
+        """A measurement of its group's algorithm: the group names it (TID 1501/1410 apply it
+        to their content), so the measurement does not repeat it (five items fewer each)."""
+        return hd.sr.Measurement(name=name, value=value, unit=unit)
 
     def _image(
         self, index: int, images: Sequence[Frame], probability: float | None, *, present: bool
@@ -185,7 +217,7 @@ class _Groups:
             if probability is None
             else [self._measurement(PROBABILITY, probability, PROBABILITY_UNIT)]
         )
-        presence = codes.SCT.Present if present else codes.SCT.Absent
+        presence = PRESENT if present else ABSENT
         return hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=self._tracking(str(index)),
             finding_type=self.finding_type,
