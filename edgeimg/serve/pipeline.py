@@ -248,26 +248,15 @@ class Worker:
             self._wait(job, f"waiting for priors: {error}", PRIORS_MAX_WAIT)
             return
         except Exception as error:  # one bad series must not stop the worker
-            shutil.rmtree(self._priors_dir(job), ignore_errors=True)
             message = user_message(error, f"running {model}")
             self.queue.finish_job(job["id"], "failed", error=message)
             self.metrics.job_finished(model, "failed", time.perf_counter() - started)
-            log(
-                "job_failed",
-                job=job["id"],
-                model=model,
-                series_uid=job["series_uid"],
-                error=message,
-            )
-            self._audit(
-                "job_failed",
-                job=job["id"],
-                model=model,
-                series_uid=job["series_uid"],
-                error=message,
-            )
+            failed = dict(job=job["id"], model=model, series_uid=job["series_uid"], error=message)
+            log("job_failed", **failed)
+            self._audit("job_failed", **failed)
             return
-        shutil.rmtree(self._priors_dir(job), ignore_errors=True)  # the result names them
+        finally:  # the result names the priors; a waiting job fetches them again
+            shutil.rmtree(self._priors_dir(job), ignore_errors=True)
         seconds = time.perf_counter() - started
         state = "done" if outputs or not skipped else "skipped"
         reasons = "; ".join(skipped) or None
