@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import multiprocessing
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,12 +66,27 @@ def _decode_or_error(path: Path, spec: ModelSpec) -> Decoded | DicomInputError:
         return error
 
 
-def decoder_pool(workers: int) -> Executor:
-    """Worker processes for decoding; forkserver keeps them clear of the engine's threads."""
-    context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(
-        max_workers=max(1, workers), mp_context=context, initializer=start_worker
-    )
+#: what a worker needs, imported once in the forkserver so that every worker forks with it:
+#: in each worker they cost about half a second, the first SR's delay at the end of a run
+PRELOAD = ("edgeimg.pipeline.runner", "edgeimg.writers.builtin", "highdicom")
+
+
+class DecoderPool(ProcessPoolExecutor):
+    """The worker processes `run` decodes and writes in; `workers` says how many."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        self.workers = max(1, workers)
+        super().__init__(max_workers=self.workers, mp_context=context, initializer=start_worker)
+
+
+def decoder_pool(workers: int) -> DecoderPool:
+    """Worker processes for decoding, started now (a no-op task) so they come up while the
+    caller goes on; forkserver keeps them clear of the engine's threads."""
+    pool = DecoderPool(workers)
+    pool.submit(int)  # a forkserver pool starts all its processes on its first task
+    return pool
 
 
 def start_worker() -> None:
@@ -105,18 +121,33 @@ def keep_freed_memory() -> None:
 DECODE_CHUNK = 8
 
 
+#: decoding chunks in flight per worker: enough to keep the workers busy while the engine
+#: infers a series, few enough that the outputs written in the same pool do not queue
+#: behind every decode of the run (they did: a writing tail of a third of the run)
+READAHEAD = 4
+
+
 def in_chunks(
-    function: Callable[..., T], paths: Sequence[Path], pool: Executor | None, *args: Any
+    function: Callable[..., T],
+    paths: Sequence[Path],
+    pool: Executor | None,
+    *args: Any,
+    ahead: int | None = None,
 ) -> Iterator[T]:
     """`function(path, *args)` for each path in order, computed ahead in the pool (in chunks
-    of DECODE_CHUNK) while the caller goes on; in this process when there is no pool."""
+    of DECODE_CHUNK, at most `ahead` chunks in flight; None: all) while the caller goes on; in
+    this process when there is no pool."""
     if pool is None:
         yield from (function(path, *args) for path in paths)
         return
     chunks = [paths[start : start + DECODE_CHUNK] for start in range(0, len(paths), DECODE_CHUNK)]
-    futures = [pool.submit(_each, function, chunk, args) for chunk in chunks]
-    for future in futures:
-        yield from future.result()
+    pending: deque[Future] = deque()
+    for chunk in chunks:
+        if ahead is not None and len(pending) >= ahead:
+            yield from pending.popleft().result()
+        pending.append(pool.submit(_each, function, chunk, args))
+    while pending:
+        yield from pending.popleft().result()
 
 
 def _each(function: Callable[..., T], paths: Sequence[Path], args: tuple) -> list[T]:
@@ -124,17 +155,19 @@ def _each(function: Callable[..., T], paths: Sequence[Path], args: tuple) -> lis
 
 
 def decode_all(
-    paths: Sequence[Path], spec: ModelSpec, pool: Executor | None
+    paths: Sequence[Path], spec: ModelSpec, pool: Executor | None, ahead: int | None = None
 ) -> Iterator[Decoded | DicomInputError]:
     """Decoded files in order, computed ahead in the pool while the caller infers."""
-    return in_chunks(_decode_or_error, paths, pool, spec)
+    return in_chunks(_decode_or_error, paths, pool, spec, ahead=ahead)
 
 
 def decode_series(
     jobs: Sequence[SeriesJob], spec: ModelSpec, pool: Executor | None
 ) -> Iterator[tuple[SeriesJob, list[Decoded | DicomInputError]]]:
-    """Each series decoded, with every series queued up front so decoding never waits."""
+    """Each series decoded, decoding running on ahead across series (READAHEAD chunks per
+    worker) so that it never waits for the engine and writes queued meanwhile are not last."""
     paths = [path for job in jobs for path in job.paths]
-    decoded = decode_all(paths, spec, pool)
+    workers = pool.workers if isinstance(pool, DecoderPool) else 1
+    decoded = decode_all(paths, spec, pool, ahead=READAHEAD * workers)
     for job in jobs:
         yield job, [next(decoded) for _ in job.paths]
