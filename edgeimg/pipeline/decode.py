@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -66,9 +67,8 @@ def _decode_or_error(path: Path, spec: ModelSpec) -> Decoded | DicomInputError:
         return error
 
 
-#: what a worker needs, imported once in the forkserver so that every worker forks with it:
-#: in each worker they cost about half a second, the first SR's delay at the end of a run
-PRELOAD = ("edgeimg.pipeline.runner", "edgeimg.writers.builtin", "highdicom")
+#: imported once in the forkserver, so that every worker forks with it (`edgeimg.pipeline.warm`)
+PRELOAD = ("edgeimg.pipeline.warm",)
 
 
 class DecoderPool(ProcessPoolExecutor):
@@ -82,10 +82,14 @@ class DecoderPool(ProcessPoolExecutor):
 
 
 def decoder_pool(workers: int) -> DecoderPool:
-    """Worker processes for decoding, started now (a no-op task) so they come up while the
-    caller goes on; forkserver keeps them clear of the engine's threads."""
+    """Worker processes for decoding, started now so they come up while the caller goes on;
+    forkserver keeps them clear of the engine's threads.
+
+    A forkserver pool starts all its processes on its first task, and starting the forkserver
+    (its preloads) holds up whoever submits it: a thread does, and the caller goes on.
+    """
     pool = DecoderPool(workers)
-    pool.submit(int)  # a forkserver pool starts all its processes on its first task
+    threading.Thread(target=pool.submit, args=(int,), name="edgeimg-pool-start").start()
     return pool
 
 
