@@ -6,6 +6,7 @@ process; each is set up once (`start_worker`) so its heap and its log lines beha
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -89,8 +90,13 @@ def decoder_pool(workers: int) -> DecoderPool:
     (its preloads) holds up whoever submits it: a thread does, and the caller goes on.
     """
     pool = DecoderPool(workers)
-    threading.Thread(target=pool.submit, args=(int,), name="edgeimg-pool-start").start()
+    threading.Thread(target=_start, args=(pool,), name="edgeimg-pool-start").start()
     return pool
+
+
+def _start(pool: Executor) -> None:
+    with contextlib.suppress(RuntimeError):  # shut down before it started: nothing to start
+        pool.submit(int)
 
 
 def start_worker() -> None:
