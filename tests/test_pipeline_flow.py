@@ -92,3 +92,27 @@ def test_workers_fork_from_a_server_that_preloaded_the_writers(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True"
+
+
+def test_a_decoded_file_carries_its_header_as_bytes_until_read(tmp_path):
+    import pickle
+
+    import numpy as np
+    from pydicom.dataset import Dataset
+
+    from edgeimg.pipeline import Decoded, for_writing
+
+    header = Dataset()
+    header.SOPInstanceUID = "1.2.3.4"
+    header.PatientID = "ID-1"
+    decoded = Decoded(tmp_path / "a.dcm", header, np.ones((1, 1, 4, 4), np.float32), 4, 4)
+    received = pickle.loads(pickle.dumps(decoded))
+    assert "header" not in received.__dict__ and received.sop_instance_uid == "1.2.3.4"
+    (sent,) = pickle.loads(pickle.dumps(for_writing([received])))
+    assert sent.inputs.shape == (1, 1, 4, 0) and received.inputs.shape == (1, 1, 4, 4)
+    assert sent.header == header and received.header == header and sent.size == (4, 4)
+    replaced = Dataset()
+    replaced.SOPInstanceUID = "5.6"
+    received.header = replaced
+    assert pickle.loads(pickle.dumps(received)).header == replaced
+    assert received.sop_instance_uid == "5.6"
