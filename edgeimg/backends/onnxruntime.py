@@ -12,15 +12,20 @@ from typing import Any
 import numpy as np
 
 from edgeimg import hookimpl
-from edgeimg.backends.base import Backend, CompileJob, Runner, physical_cores
+from edgeimg.backends.base import Backend, CompileJob, Runner
+from edgeimg.backends.threads import thread_budget
 
 
 def session_options(optimized_path: Path | None = None) -> Any:
-    """Tuned options: one intra-op thread per physical core, every graph optimization."""
+    """Tuned options: one intra-op thread per physical core (fewer, not spinning, when the
+    caller shares the cores: `edgeimg.backends.threads`), every graph optimization."""
     import onnxruntime as ort
 
+    budget = thread_budget()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = budget.threads
+    if not budget.spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if optimized_path is None:

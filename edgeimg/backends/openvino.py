@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgeimg import hookimpl
-from edgeimg.backends.base import Backend, CompileJob, Runner, physical_cores
+from edgeimg.backends.base import Backend, CompileJob, Runner
+from edgeimg.backends.threads import thread_budget
 
 DEVICE = "CPU"
 #: our precision name → OpenVINO's inference precision hint (INT8 runs the QDQ graph's
@@ -38,7 +39,8 @@ def cpu_capabilities() -> tuple[str, ...]:
 
 
 def compile_config(precision: str) -> dict[str, Any]:
-    """One stream at latency, one thread per physical core, like the ONNX Runtime sessions.
+    """One stream at latency, one thread per physical core (or the caller's budget when it
+    shares the cores: `edgeimg.backends.threads`), like the ONNX Runtime sessions.
 
     Threads are not pinned: with pinning, every further compiled model in the process (serve
     runs several; a race opens six) ran slower, the third instance of one cnn engine at 32 ms
@@ -48,7 +50,7 @@ def compile_config(precision: str) -> dict[str, Any]:
         "INFERENCE_PRECISION_HINT": HINTS[precision],
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": "1",
-        "INFERENCE_NUM_THREADS": physical_cores(),
+        "INFERENCE_NUM_THREADS": thread_budget().threads,
         "ENABLE_CPU_PINNING": False,
     }
 

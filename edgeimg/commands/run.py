@@ -7,7 +7,9 @@ finished is kept). One series failing never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,14 +104,17 @@ def run(
     matches --query; write results to --out."""
     from edgeimg.pipeline import decoder_pool, scan
 
-    use_weights(name, weights)
-    spec = get_registry().model(name)
-    extras = _extras(spec, preview, features)
-    batch_run = _Run(name, out_dir, as_json, time.perf_counter())
-    inputs, not_retrieved = fetch_inputs(paths, source, as_json)
-    pool = decoder_pool(workers) if workers > 0 else None
+    started = time.perf_counter()
+    pool = decoder_pool(workers) if workers > 0 else None  # its workers start meanwhile
     try:
+        use_weights(name, weights)
+        spec = get_registry().model(name)
+        extras = _extras(spec, preview, features)
+        batch_run = _Run(name, out_dir, as_json, started)
+        inputs, not_retrieved = fetch_inputs(paths, source, as_json)
+        warming = _warm_up(spec)
         found = scan(inputs, spec, pool)
+        warming.join()
         batch_run.lines += [*not_retrieved, *found.errors, *found.skipped, *found.duplicates]
         batch_run.lines += [_skipped(job) for job in found.jobs if job.skip is not None]
         accepted = [job for job in found.jobs if job.skip is None]
@@ -147,20 +152,22 @@ class _Run:
 
     def process(self, spec, jobs, backend, precision, engines_dir, pool, batch, extras) -> None:
         """Infer every accepted series, writing outputs in the pool while the engine goes on."""
+        from edgeimg.backends.threads import sharing_cores
         from edgeimg.engine import EngineError, load_engine
         from edgeimg.pipeline import Inferencer, run_series
 
         if not self.as_json:
             err.print(f"loading the {precision} engine for {self.name} ...")
         try:
-            engine = load_engine(
-                spec,
-                get_registry().backends,
-                backend=backend,
-                precision=precision,
-                engines_dir=engines_dir,
-                build=True,
-            )
+            with sharing_cores(_engine_threads(pool)):
+                engine = load_engine(
+                    spec,
+                    get_registry().backends,
+                    backend=backend,
+                    precision=precision,
+                    engines_dir=engines_dir,
+                    build=True,
+                )
         except EngineError as error:
             raise click.ClickException(str(error)) from None
         self.engine_key = engine.key
@@ -226,6 +233,32 @@ class _Run:
         if note:
             out.print(escape(note))
         out.print(f"results in {escape(str(results))}")
+
+
+def _warm_up(spec: Any) -> threading.Thread:
+    """Import the engine code and the model's implementation (torch) in a thread while the
+    headers are read in the pool: the main process would otherwise wait for both in turn. A
+    failure here is left for loading the engine to report."""
+
+    def imports() -> None:
+        with contextlib.suppress(Exception):
+            import edgeimg.engine  # noqa: F401
+
+            spec.load()
+
+    thread = threading.Thread(target=imports, name="edgeimg-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _engine_threads(pool: Any) -> int | None:
+    """Intra-op threads for the engine: the cores the decoding workers leave it, at least one
+    (all of them, spinning, when there is no pool; `edgeimg.backends.threads`)."""
+    if pool is None:
+        return None
+    from edgeimg.backends.base import physical_cores
+
+    return max(1, physical_cores() - pool.workers)
 
 
 def _table(name: str, lines: list[dict[str, Any]]) -> Table:

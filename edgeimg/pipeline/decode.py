@@ -6,11 +6,15 @@ process; each is set up once (`start_worker`) so its heap and its log lines beha
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
+import pickle
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,7 +35,13 @@ T = TypeVar("T")
 
 @dataclass
 class Decoded:
-    """One file decoded for a model: (F, C, H, W) input plus what writers need of its header."""
+    """One file decoded for a model: (F, C, H, W) input plus what writers need of its header.
+
+    Pickled (worker to `run`'s main process, and on to the worker that writes), the header
+    travels as bytes, unpickled only where it is read: the main process does not read it,
+    and unpickling it there, then pickling it again for the writer, was a tenth of the
+    main process's CPU per image.
+    """
 
     path: Path
     header: Dataset
@@ -42,6 +52,44 @@ class Decoded:
     @property
     def size(self) -> tuple[int, int]:
         return self.rows, self.columns
+
+    @property
+    def sop_instance_uid(self) -> str:
+        """The SOP Instance UID, without unpickling the header for it."""
+        uid = self.__dict__.get("_uid")
+        return uid if uid is not None else str(self.header.SOPInstanceUID)
+
+    def without_inputs(self) -> Decoded:
+        """The same file without its model inputs (which writers never read): cheap to send."""
+        twin = object.__new__(Decoded)
+        twin.__dict__.update(self.__dict__)
+        twin.inputs = self.inputs[:, :0]
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        header = state.pop("header", None)
+        if state.get("_header_bytes") is None:
+            state["_header_bytes"] = pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL)
+            state["_uid"] = str(header.get("SOPInstanceUID", "")) if header is not None else ""
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str) -> Any:
+        """The header, unpickled on first use (only a pickled Decoded lacks it)."""
+        blob = self.__dict__.get("_header_bytes")
+        if name != "header" or blob is None:
+            raise AttributeError(name)
+        header = self.__dict__["header"] = pickle.loads(blob)  # the bytes stay what is sent
+        return header
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "header":  # a header set anew is the one to send
+            self.__dict__.pop("_header_bytes", None)
+            self.__dict__.pop("_uid", None)
+        object.__setattr__(self, name, value)
 
 
 def decode_file(path: Path, spec: ModelSpec) -> Decoded:
@@ -65,12 +113,35 @@ def _decode_or_error(path: Path, spec: ModelSpec) -> Decoded | DicomInputError:
         return error
 
 
-def decoder_pool(workers: int) -> Executor:
-    """Worker processes for decoding; forkserver keeps them clear of the engine's threads."""
-    context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(
-        max_workers=max(1, workers), mp_context=context, initializer=start_worker
-    )
+#: imported once in the forkserver, so that every worker forks with it (`edgeimg.pipeline.warm`)
+PRELOAD = ("edgeimg.pipeline.warm",)
+
+
+class DecoderPool(ProcessPoolExecutor):
+    """The worker processes `run` decodes and writes in; `workers` says how many."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        self.workers = max(1, workers)
+        super().__init__(max_workers=self.workers, mp_context=context, initializer=start_worker)
+
+
+def decoder_pool(workers: int) -> DecoderPool:
+    """Worker processes for decoding, started now so they come up while the caller goes on;
+    forkserver keeps them clear of the engine's threads.
+
+    A forkserver pool starts all its processes on its first task, and starting the forkserver
+    (its preloads) holds up whoever submits it: a thread does, and the caller goes on.
+    """
+    pool = DecoderPool(workers)
+    threading.Thread(target=_start, args=(pool,), name="edgeimg-pool-start").start()
+    return pool
+
+
+def _start(pool: Executor) -> None:
+    with contextlib.suppress(RuntimeError):  # shut down before it started: nothing to start
+        pool.submit(int)
 
 
 def start_worker() -> None:
@@ -105,18 +176,33 @@ def keep_freed_memory() -> None:
 DECODE_CHUNK = 8
 
 
+#: decoding chunks in flight per worker: enough to keep the workers busy while the engine
+#: infers a series, few enough that the outputs written in the same pool do not queue
+#: behind every decode of the run (they did: a writing tail of a third of the run)
+READAHEAD = 4
+
+
 def in_chunks(
-    function: Callable[..., T], paths: Sequence[Path], pool: Executor | None, *args: Any
+    function: Callable[..., T],
+    paths: Sequence[Path],
+    pool: Executor | None,
+    *args: Any,
+    ahead: int | None = None,
 ) -> Iterator[T]:
     """`function(path, *args)` for each path in order, computed ahead in the pool (in chunks
-    of DECODE_CHUNK) while the caller goes on; in this process when there is no pool."""
+    of DECODE_CHUNK, at most `ahead` chunks in flight; None: all) while the caller goes on; in
+    this process when there is no pool."""
     if pool is None:
         yield from (function(path, *args) for path in paths)
         return
     chunks = [paths[start : start + DECODE_CHUNK] for start in range(0, len(paths), DECODE_CHUNK)]
-    futures = [pool.submit(_each, function, chunk, args) for chunk in chunks]
-    for future in futures:
-        yield from future.result()
+    pending: deque[Future] = deque()
+    for chunk in chunks:
+        if ahead is not None and len(pending) >= ahead:
+            yield from pending.popleft().result()
+        pending.append(pool.submit(_each, function, chunk, args))
+    while pending:
+        yield from pending.popleft().result()
 
 
 def _each(function: Callable[..., T], paths: Sequence[Path], args: tuple) -> list[T]:
@@ -124,17 +210,19 @@ def _each(function: Callable[..., T], paths: Sequence[Path], args: tuple) -> lis
 
 
 def decode_all(
-    paths: Sequence[Path], spec: ModelSpec, pool: Executor | None
+    paths: Sequence[Path], spec: ModelSpec, pool: Executor | None, ahead: int | None = None
 ) -> Iterator[Decoded | DicomInputError]:
     """Decoded files in order, computed ahead in the pool while the caller infers."""
-    return in_chunks(_decode_or_error, paths, pool, spec)
+    return in_chunks(_decode_or_error, paths, pool, spec, ahead=ahead)
 
 
 def decode_series(
     jobs: Sequence[SeriesJob], spec: ModelSpec, pool: Executor | None
 ) -> Iterator[tuple[SeriesJob, list[Decoded | DicomInputError]]]:
-    """Each series decoded, with every series queued up front so decoding never waits."""
+    """Each series decoded, decoding running on ahead across series (READAHEAD chunks per
+    worker) so that it never waits for the engine and writes queued meanwhile are not last."""
     paths = [path for job in jobs for path in job.paths]
-    decoded = decode_all(paths, spec, pool)
+    workers = pool.workers if isinstance(pool, DecoderPool) else 1
+    decoded = decode_all(paths, spec, pool, ahead=READAHEAD * workers)
     for job in jobs:
         yield job, [next(decoded) for _ in job.paths]

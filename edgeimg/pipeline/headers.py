@@ -20,7 +20,7 @@ from edgeimg.dicom.read import DicomInputError, read_header
 from edgeimg.dicom.series import Series, group_series
 from edgeimg.files import dicom_files
 from edgeimg.pipeline.decode import in_chunks
-from edgeimg.pipeline.layout import slim_header
+from edgeimg.pipeline.layout import grouping_header, identity_of, layout_of
 from edgeimg.privacy import scrub
 from edgeimg.sdk.model import ModelSpec
 
@@ -93,10 +93,11 @@ def scan(paths: Sequence[Path], spec: ModelSpec, pool: Executor | None = None) -
             {"status": "skipped", "file": str(path), "reason": "not a DICOM file"}
         )
     first: dict[str, str] = {}
-    for path, header in zip(files, in_chunks(_header_or_error, files, pool), strict=True):
-        if isinstance(header, DicomInputError):
-            result.errors.append({"status": "error", "file": str(path), "error": scrub(header)})
+    for path, read in zip(files, in_chunks(_layout_or_error, files, pool), strict=True):
+        if isinstance(read, DicomInputError):
+            result.errors.append({"status": "error", "file": str(path), "error": scrub(read)})
             continue
+        header = grouping_header(*read, str(path))
         uid = str(header.SOPInstanceUID)
         if uid in first:
             reason = f"same SOP Instance UID as {first[uid]}; only that file is run"
@@ -117,9 +118,12 @@ def scan(paths: Sequence[Path], spec: ModelSpec, pool: Executor | None = None) -
     return result
 
 
-def _header_or_error(path: Path) -> Dataset | DicomInputError:
-    """What grouping needs of one file's header (`slim_header`): small to send from a worker."""
+def _layout_or_error(path: Path) -> tuple[dict, dict] | DicomInputError:
+    """What grouping needs of one file's header, as plain values: cheap to send from a worker
+    (a pydicom Dataset cost as much to unpickle as to build), made a header again by the
+    caller, who is idle while the workers read."""
     try:
-        return slim_header(read_header(path))
+        header = read_header(path)
     except DicomInputError as error:
         return error
+    return identity_of(header), layout_of(header)

@@ -56,10 +56,10 @@ def grouping_header(
     return header
 
 
-def slim_header(ds: Dataset) -> Dataset:
-    """`ds` cut down to what grouping needs (`filename` kept)."""
-    identity = {keyword: ds.get(keyword) for keyword in IDENTITY}
-    return grouping_header(identity, layout_of(ds), str(getattr(ds, "filename", "") or ""))
+def identity_of(ds: Dataset) -> dict[str, str | None]:
+    """The identity attributes of one instance, as strings (None where absent)."""
+    values = {keyword: ds.get(keyword) for keyword in IDENTITY}
+    return {keyword: None if value is None else str(value) for keyword, value in values.items()}
 
 
 def _count(ds: Dataset, keyword: str) -> int | None:

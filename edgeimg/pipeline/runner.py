@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ class Inferencer:
             "study_uid": job.series.study_uid,
             "series_uid": job.series.uid,
             "files": [str(item.path) for item in decoded],
-            "sop_instance_uids": [str(item.header.SOPInstanceUID) for item in decoded],
+            "sop_instance_uids": [item.sop_instance_uid for item in decoded],
             "frames": [len(item.inputs) for item in decoded],
             "results": [summarize(item) for item in items],
             "outputs": [],
@@ -239,7 +239,7 @@ def series_output(
 
 def for_writing(decoded: list[Decoded]) -> list[Decoded]:
     """The decoded series without its model inputs, which writers never read: cheap to send."""
-    return [replace(item, inputs=item.inputs[:, :0]) for item in decoded]
+    return [item.without_inputs() for item in decoded]
 
 
 def summarize(item: dict[str, Any]) -> dict[str, Any]:
