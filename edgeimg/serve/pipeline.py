@@ -143,15 +143,17 @@ class Worker:
             from edgeimg.plugins import get_registry
 
             log("engine_loading", model=name, backend=self.backend, precision=self.precision)
+            registry = get_registry()
+            spec = registry.model(name)
             engine = load_engine(
-                get_registry().model(name),
-                get_registry().backends,
+                spec,
+                registry.backends,
                 backend=self.backend,
                 precision=self.precision,
                 engines_dir=self.engines_dir,
                 build=True,
             )
-            self._inferencers[name] = Inferencer(get_registry().model(name), engine)
+            self._inferencers[name] = Inferencer(spec, engine)
             self.metrics.engine_ready(name, getattr(engine, "manifest", {}), engine.key)
             log("engine_ready", model=name, engine=engine.key)
         return self._inferencers[name]
