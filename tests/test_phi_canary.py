@@ -63,5 +63,6 @@ def test_no_marker_outside_the_dicom_objects(tmp_path, tmp_path_factory) -> None
     assert run.counts["previews"] > 0  # their PNG text chunks were searched
     assert run.counts["spooled with markers"] >= 3 * 8  # the markers did go through serve
     assert run.counts["results at the PACS"] > 0
+    assert run.counts["servers with their own engine store"] == 0  # they used those built first
     serve_log = (tmp_path / "work" / "serve-tls" / "serve.log").read_text()
     assert '"event": "library_warning"' in serve_log  # library text was there to be scrubbed

@@ -249,6 +249,7 @@ class Exercise:
             *args,
             port=port,
             cwd=folder,
+            env=self.env,  # the engines built up front, not a race per server
         )
         return process, port, folder / "spool"
 
@@ -267,6 +268,8 @@ def exercise(
     for model in models:  # up front, so no two servers build the same engine at once
         run.edgeimg(f"build-engine {model}", "build-engine", model)
     spools = _through_serve(run, studies, bad, models)
+    # a server that missed $EDGEIMG_ENGINES races its own engines (minutes per model)
+    run.counts["servers with their own engine store"] = sum(1 for _ in work.glob("serve-*/engines"))
     out = str(work / "run-cnn")
     run.edgeimg("run cnn", "run", "cnn", str(inputs), "--out", out, "--preview", "--json")
     if "autoencoder" in models:

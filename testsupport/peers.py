@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +45,17 @@ def wait_for_port(port: int, timeout: float = 20, host: str = "127.0.0.1") -> No
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
 
 
-def start_serve(*args: str, port: int, cwd: Path) -> subprocess.Popen:
-    """`edgeimg serve` as a user runs it, listening on `port`, JSON log in cwd/serve.log."""
+def start_serve(
+    *args: str, port: int, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
+    """`edgeimg serve` as a user runs it, listening on `port`, JSON log in cwd/serve.log;
+    `env` adds to (or overrides) this process's environment, e.g. $EDGEIMG_ENGINES."""
     command = [sys.executable, "-m", "edgeimg", "serve", "--port", str(port), *args]
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
+    given = {**os.environ, **(env or {})}
+    path = os.pathsep.join(filter(None, [str(ROOT), given.get("PYTHONPATH")]))
+    environment = {**given, "PYTHONPATH": path, "PYTHONFAULTHANDLER": "1"}
     log = open(cwd / "serve.log", "ab")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
+    process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log, stderr=log)
     log.close()
     wait_for_port(port)
     return process
