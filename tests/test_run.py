@@ -53,6 +53,21 @@ def test_run_writes_valid_dicom_results(model, study, engines, tmp_path):
             assert "not for clinical use" in written.SeriesDescription
 
 
+def test_a_batch_past_the_default_profile_gets_an_engine_built_for_it(study, engines, tmp_path):
+    """TensorRT refuses a batch past its profile's max, so `--batch 12` may not reuse the
+    engine built for 8; a smaller batch does."""
+    keys = {}
+    for batch in ("4", "8", "12"):
+        args = ("cnn", str(study), "--out", str(tmp_path / batch), "--engines-dir", str(engines))
+        options = ("--backend", "onnxruntime", "--precision", "fp32", "--batch", batch, "--json")
+        done = run(*args, *options)
+        assert done.exit_code == 0, done.output
+        keys[batch] = json.loads(done.stdout)["engine"]
+    assert keys["4"] == keys["8"] != keys["12"]
+    manifest = json.loads((engines / "cnn" / keys["12"] / "manifest.json").read_text())
+    assert [shape[0] for shape in manifest["profiles"]["image"]] == [1, 12, 12]  # min, opt, max
+
+
 def test_rerun_gives_the_same_output_uids(study, engines, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):

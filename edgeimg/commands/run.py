@@ -75,7 +75,13 @@ def _progress(disable: bool) -> Progress:
     show_default=True,
     help="Decoding processes (0 decodes in this process).",
 )
-@click.option("--batch", default=8, show_default=True, help="Slices per engine call.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Slices per engine call (over 8, the engine is built for it).",
+)
 @click.option(
     "--preview",
     is_flag=True,
@@ -154,6 +160,7 @@ class _Run:
         """Infer every accepted series, writing outputs in the pool while the engine goes on."""
         from edgeimg.backends.threads import sharing_cores
         from edgeimg.engine import EngineError, load_engine
+        from edgeimg.engine.profiles import MAX_BATCH
         from edgeimg.pipeline import Inferencer, run_series
 
         if not self.as_json:
@@ -167,6 +174,7 @@ class _Run:
                     precision=precision,
                     engines_dir=engines_dir,
                     build=True,
+                    max_batch=max(batch, MAX_BATCH),  # TensorRT refuses a batch past its profile
                 )
         except EngineError as error:
             raise click.ClickException(str(error)) from None

@@ -12,6 +12,9 @@ from typing import Any
 
 from edgeimg.backends.base import Profiles
 
+#: the batch an engine takes when nobody asks for more; a bigger `run --batch` gets its own
+MAX_BATCH = 8
+
 
 def axis_range(axis_name: str, spec: Any, max_batch: int) -> tuple[int, int, int]:
     """(min, opt, max) for one dynamic axis; opt is where TensorRT tunes its kernels."""
