@@ -35,7 +35,7 @@ from edgeimg.plugins import get_registry
 from edgeimg.serve.queue import Instance, Queue
 from edgeimg.serve.spool import Spool
 from edgeimg.synth.dicom import write_study
-from testsupport.peers import free_port, stop, wait_for_port
+from testsupport.peers import free_port, start_serve, stop, wait_for_event, wait_for_port
 
 FILES, SIZE, ROUNDS = 200, 512, 3
 MODEL = "cnn"
@@ -70,32 +70,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _edgeimg(directory: Path, port: int, engines: Path) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "edgeimg",
-        "serve",
-        "--aet",
-        AET,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--spool",
-        str(directory / "spool"),
-        "--model",
-        MODEL,
-        "--series-timeout",
-        "3600",
-        "--min-free-mb",
-        "0",
-    ]
-    log = directory / "serve.log"
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(
-            command, stdout=handle, stderr=handle, env=_env(EDGEIMG_ENGINES=str(engines))
-        )
-    _wait(lambda: b'"engine_ready"' in log.read_bytes(), process, "edgeimg serve", log)
+    process = start_serve(
+        *("--aet", AET, "--host", "127.0.0.1", "--spool", str(directory / "spool")),
+        *("--model", MODEL, "--series-timeout", "3600", "--min-free-mb", "0"),
+        port=port,
+        cwd=directory,
+        env={"TCP_NODELAY": "1", "EDGEIMG_ENGINES": str(engines)},
+    )
+    wait_for_event(directory / "serve.log", "engine_ready", process, READY_TIMEOUT)
     return process
 
 
@@ -120,16 +102,6 @@ PEERS: dict[str, Callable[[Path, int, Path], subprocess.Popen]] = {
     "storescp": _storescp,
     "pynetdicom": _pynetdicom,
 }
-
-
-def _wait(ready: Callable[[], bool], process: subprocess.Popen, name: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not ready():
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{name} did not get ready (exit {process.returncode}): {tail}")
-        time.sleep(0.1)
 
 
 def _stored(name: str, directory: Path) -> int:

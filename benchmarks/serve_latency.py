@@ -33,7 +33,7 @@ from edgeimg.plugins import get_registry
 from edgeimg.sdk.metrics import percentile
 from edgeimg.synth.dicom import write_study
 from testsupport.pacs import Orthanc
-from testsupport.peers import free_port, stop, wait_for_port
+from testsupport.peers import free_port, start_serve, stop, wait_for_event
 
 SLICES, SIZE, REPETITIONS = 100, 512, 5
 MODEL = "cnn"
@@ -42,41 +42,17 @@ READY_TIMEOUT = 180
 
 
 def _serve(scratch: Path, pacs: Orthanc, engines: Path) -> tuple[subprocess.Popen, int, Path]:
-    port, log = free_port(), scratch / "serve.log"
-    command = [
-        sys.executable,
-        "-m",
-        "edgeimg",
-        "serve",
-        "--aet",
-        "EDGEIMG",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--spool",
-        str(scratch / "spool"),
-        "--model",
-        MODEL,
-        "--forward",
-        pacs.address,
-        "--complete-on-release",
-        "--series-timeout",
-        "600",
-        "--min-free-mb",
-        "0",
-    ]
-    env = {**os.environ, "TCP_NODELAY": "1", "EDGEIMG_ENGINES": str(engines)}
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=handle, env=env)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while b'"engine_ready"' not in log.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError(f"edgeimg serve did not get ready: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-    wait_for_port(port)
-    return process, port, log
+    port = free_port()
+    process = start_serve(
+        *("--aet", "EDGEIMG", "--host", "127.0.0.1", "--spool", str(scratch / "spool")),
+        *("--model", MODEL, "--forward", pacs.address, "--complete-on-release"),
+        *("--series-timeout", "600", "--min-free-mb", "0"),
+        port=port,
+        cwd=scratch,
+        env={"TCP_NODELAY": "1", "EDGEIMG_ENGINES": str(engines)},
+    )
+    wait_for_event(scratch / "serve.log", "engine_ready", process, READY_TIMEOUT)
+    return process, port, scratch / "serve.log"
 
 
 def _send(port: int, files: list[Path]) -> float:

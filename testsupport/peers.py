@@ -61,6 +61,18 @@ def start_serve(
     return process
 
 
+def wait_for_event(log: Path, event: str, process: subprocess.Popen, timeout: float) -> None:
+    """Block until serve's JSON log has `event` (say, engine_ready); when the server exits or
+    the time runs out, stop it and fail with the log's tail."""
+    deadline = time.monotonic() + timeout
+    while f'"{event}"'.encode() not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"edgeimg serve logged no {event} ({process.returncode}): {tail}")
+        time.sleep(0.1)
+
+
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
     """Signal the process and wait for it; kill it if it does not go."""
     if process.poll() is None:
