@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from edgeimg import __version__
 from edgeimg.dicom.output_gate import check_output
+from edgeimg.dicom.pydicom_write import write_part10
 from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
 from edgeimg.durable import atomic_file
@@ -234,5 +234,5 @@ def save(dataset: Dataset, out_dir: Path, sources: Sequence[Dataset]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{check_uid(str(dataset.SOPInstanceUID))}.dcm"
     with atomic_file(path, prefix=f".{path.name}.") as stream:
-        pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
+        write_part10(stream, dataset)
     return path
