@@ -99,8 +99,13 @@ def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> list[Datas
     return [_with_type2(ds) for ds in sources]
 
 
+#: COPIED_TYPE2 with their tags: a source's tags are tested as stored, not keyword by keyword
+_TYPE2_TAGS = tuple((keyword, tag_for_keyword(keyword)) for keyword in COPIED_TYPE2)
+
+
 def _with_type2(ds: Dataset) -> Dataset:
-    missing = [keyword for keyword in COPIED_TYPE2 if keyword not in ds]
+    present = ds.keys()
+    missing = [keyword for keyword, tag in _TYPE2_TAGS if tag not in present]
     if not missing:
         return ds
     filled = Dataset(dict(ds))  # a new element dict: the caller's dataset stays as it was
