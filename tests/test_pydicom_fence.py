@@ -97,28 +97,80 @@ def test_a_tree_built_in_memory_is_written_without_ambiguous_vr_walks(monkeypatc
     assert len(calls) > 4
 
 
-def test_the_bytes_are_dcmwrite_s_and_the_tree_is_left_as_it_was():
+def _rich() -> Dataset:
+    """A tree using what SR, SEG and plugin objects use: most VRs, empty and multiple values,
+    undefined lengths, a character set of an item's own, a private sequence, a group length."""
     ds = _tree()
-    assert _bytes(fence.write_part10, ds) == _bytes(_dcmwrite, _tree())
-    item = ds.ContentSequence[0].ContentSequence[0]
-    assert ds.original_encoding == item.original_encoding == (None, None)
-    assert (
-        ds.original_character_set == item.original_character_set == Dataset().original_character_set
-    )
+    ds.StudyDate = "20240102"
+    ds.ContentTime = "101112.5"
+    ds.InstanceNumber = 7
+    ds.Rows = 12
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.PatientID = ""
+    ds.add_new(0x00091010, "SQ", Sequence([Dataset()]))
+    ds.add_new(0x00090010, "LO", "EDGEIMG TEST")
+    item = Dataset()
+    item.SpecificCharacterSet = "ISO_IR 192"
+    item.PersonName = "山田^太郎"
+    item.TextValue = "ünïcödé " * 3
+    item.NumericValue = "0.93"
+    item.FloatingPointValue = 0.93
+    item.GraphicData = [1.5, 2.5, 3.5, 4.5]
+    item.ReferencedSegmentNumber = [1, 2, 3]
+    item.DateTime = "20240102101112"
+    item.add_new(0x00290000, "UL", 12)
+    item.is_undefined_length_sequence_item = True
+    nested = Sequence([item, Dataset()])
+    ds.ReferencedSeriesSequence = nested
+    ds["ReferencedSeriesSequence"].is_undefined_length = True
+    ds.OtherPatientIDsSequence = Sequence()
+    ds.ContentSequence[0].EncapsulatedDocument = b"\x00\x01\x02"
+    ds.ContentSequence[0].Originator = ""
+    return ds
 
 
-def test_trees_with_something_to_correct_take_pydicom_s_way():
+def test_the_bytes_are_dcmwrite_s_and_the_tree_is_left_as_it_was():
+    ds = _rich()
+    sequences = {tag: ds[tag] for tag in ds.keys() if ds[tag].VR == "SQ"}
+    assert _bytes(fence.write_part10, ds) == _bytes(_dcmwrite, _rich())
+    assert {tag: ds[tag] for tag in sequences} == sequences
+    assert all(ds[tag] is element for tag, element in sequences.items())
+    assert ds.original_encoding == (None, None)
+    assert ds.original_character_set == Dataset().original_character_set
+
+
+def test_the_rich_tree_s_sequences_reach_dcmwrite_encoded(monkeypatch):
+    """The test above compares the encoder's bytes, not dcmwrite's fallback."""
+    seen = []
+    dcmwrite = pydicom.dcmwrite
+
+    def spy(stream, ds, **kwargs):
+        seen.extend(type(ds.get_item(tag)).__name__ for tag in ds.keys() if tag.group != 9)
+        return dcmwrite(stream, ds, **kwargs)
+
+    monkeypatch.setattr(fence.pydicom, "dcmwrite", spy)
+    ds = _rich()
+    fence.write_part10(io.BytesIO(), ds)
+    assert seen.count("RawDataElement") == 3  # ContentSequence, OtherPatientIDs, ReferencedSeries
+
+
+def test_trees_with_something_to_correct_or_decode_are_dcmwrite_s():
     ambiguous = _tree()
     ambiguous.ContentSequence[0].PixelRepresentation = 1
     ambiguous.ContentSequence[0].SmallestImagePixelValue = -3  # US or SS: corrected by pydicom
     implicit = _tree(ImplicitVRLittleEndian)
-    stream = io.BytesIO(_bytes(_dcmwrite, _tree()))
-    read = pydicom.dcmread(stream)
+    read = pydicom.dcmread(io.BytesIO(_bytes(_dcmwrite, _rich())))
     for ds in (ambiguous, implicit, read):
-        assert fence._datasets_to_mark(ds) == []
-    assert _bytes(fence.write_part10, ambiguous) == _bytes(_dcmwrite, ambiguous)
-    assert _bytes(fence.write_part10, read) == _bytes(_dcmwrite, read)
-    assert len(fence._datasets_to_mark(_tree(depth=3))) == 7
+        assert not fence._plain(ds)
+        assert _bytes(fence.write_part10, ds) == _bytes(_dcmwrite, ds)
+    assert fence._plain(_rich())
+
+
+def test_a_value_too_long_for_its_vr_is_left_to_dcmwrite(recwarn):
+    ds = _tree()
+    ds.ContentSequence[0].ContentSequence[0].TextValue = "x" * 70000  # UT: fine
+    ds.ContentSequence[0].ContentSequence[0].add_new(0x00204000, "LT", "y" * 70000)  # UN
+    assert _bytes(fence.write_part10, ds) == _bytes(_dcmwrite, ds)
 
 
 def test_only_the_fence_touches_pydicom_writer_internals():

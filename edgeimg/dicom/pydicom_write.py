@@ -1,16 +1,19 @@
 """The one place that relies on pydicom's writer internals; everything else calls dcmwrite.
 
-pydicom's `write_dataset` runs `correct_ambiguous_vr` on every dataset whose original encoding
-differs from the file's, which is every dataset built in memory, and that walk recurses into the
-dataset's sequences: an SR of hundreds of nested content items is walked once per level of
-nesting (about five times per item), a quarter of its write. A tree with no ambiguous VR and no
-raw element has nothing to correct, so for the write each of its datasets is said to be in the
-file's encoding already (`Dataset.set_original_encoding`), and is reset after. Any other tree
-is written exactly as before. The bytes are the same either way.
+An SR is hundreds of small nested content items, and pydicom's writer costs per element and
+per item far more than the bytes do: `write_dataset` runs `correct_ambiguous_vr` on every
+dataset built in memory, a walk that recurses into its sequences (so each item is walked once
+per level above it), and `write_data_element` re-derives the character set's codecs for every
+element. For a tree with nothing to correct or decode (`_plain`), the root's sequences are
+encoded here, once, in pydicom's framing (explicit VR little endian, defined lengths unless an
+item or sequence says otherwise) with every value written by pydicom's own value writer, and
+handed to dcmwrite as raw elements, which it writes as they are. Anything else, and any
+element this encoder does not take (`_Unusual`), is dcmwrite's alone. The bytes are the same
+either way; tests/test_pydicom_fence.py compares them.
 
-That shortcut rests on how `write_dataset` decides to correct (the encoding and character set
-comparison) and on `Dataset._character_set`, names pydicom may change in any release, so
-pyproject.toml pins the versions they were measured on, `ASSUMPTIONS` lists them, and
+This rests on names pydicom may change in any release (the `writers` table, how
+`write_dataset` decides to correct and writes raw elements, `Dataset._character_set`), so
+pyproject.toml pins the versions it was measured on, `ASSUMPTIONS` lists them, and
 tests/test_pydicom_fence.py fails naming the one that moved (`contract_problems`).
 """
 
@@ -18,49 +21,145 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from struct import pack
 from typing import BinaryIO
 
 import pydicom
 from pydicom import filewriter
-from pydicom.dataelem import RawDataElement
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
-from pydicom.valuerep import AMBIGUOUS_VR, VR
+from pydicom.valuerep import AMBIGUOUS_VR, CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32, VR
 
 
 def write_part10(stream: BinaryIO, dataset: Dataset) -> None:
-    """`pydicom.dcmwrite(stream, dataset, enforce_file_format=True)`, without the repeated
-    ambiguous-VR walks where the tree has nothing to correct."""
-    marked = [(item, item.original_character_set) for item in _datasets_to_mark(dataset)]
+    """`pydicom.dcmwrite(stream, dataset, enforce_file_format=True)`, byte for byte, in a
+    fraction of the time where the tree is plain (`_plain`): its sequences are encoded here,
+    every value by pydicom's own value writer, and handed to dcmwrite as raw elements, which it
+    writes as they are; the header and the root's other elements are dcmwrite's."""
+    sequences = [
+        element
+        for element in dataset.values()
+        if element.VR == VR.SQ and not element.tag.is_private
+    ]
     try:
-        for item, _ in marked:
-            item.set_original_encoding(False, True, item._character_set)
+        if not _plain(dataset):
+            raise _Unusual("not a plain tree")
+        encodings = _encodings(dataset, default_encoding)
+        raw = [_raw_sequence(element, encodings) for element in sequences]
+    except _Unusual:
+        pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
+        return
+    character_set = dataset.original_character_set
+    dataset.set_original_encoding(False, True, dataset._character_set)
+    try:
+        for element in raw:
+            dataset[element.tag] = element
         pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
     finally:
-        for item, character_set in marked:
-            item.set_original_encoding(None, None, character_set)
+        for element in sequences:
+            dataset[element.tag] = element
+        dataset.set_original_encoding(None, None, character_set)
 
 
-def _datasets_to_mark(dataset: Dataset) -> list[Dataset]:
-    """Every dataset of the tree, when it is written explicit VR little endian and built in
-    memory: no raw element (it would need decoding), no ambiguous VR, none read from a file.
-    Otherwise none: pydicom then corrects and converts as it always does."""
+class _Unusual(Exception):
+    """Something the encoder here leaves to pydicom (a long value that becomes UN)."""
+
+
+def _encodings(dataset: Dataset, parent: str | list[str]) -> list[str]:
+    """The Python encodings pydicom's writers use for `dataset`'s text (write_dataset's)."""
+    return convert_encodings(dataset.get("SpecificCharacterSet", parent) or [default_encoding])
+
+
+def _raw_sequence(element: DataElement, encodings: list[str]) -> RawDataElement:
+    value, undefined = _sequence_value(element, encodings)
+    length = 0xFFFFFFFF if undefined else len(value)
+    return RawDataElement(element.tag, VR.SQ, length, value, 0, False, True)
+
+
+def _sequence_value(element: DataElement, encodings: list[str]) -> tuple[bytes, bool]:
+    """A sequence's items as write_sequence writes them, and whether its length is undefined."""
+    parts = []
+    for item in element.value:
+        body = _dataset_bytes(item, encodings)
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            parts += (_ITEM_UNDEFINED, body, _ITEM_END)
+        else:
+            parts += (pack("<HHL", 0xFFFE, 0xE000, len(body)), body)
+    return b"".join(parts), element.is_undefined_length
+
+
+def _dataset_bytes(dataset: Dataset, parent: list[str]) -> bytes:
+    """One item's elements as write_dataset writes them (explicit VR little endian)."""
+    encodings = _encodings(dataset, parent)
+    parts = []
+    for element in sorted(dataset.values(), key=_tag_number):
+        tag = element.tag
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # retired group length
+        vr = element.VR
+        undefined = False
+        if vr == VR.SQ:
+            value, undefined = _sequence_value(element, encodings)
+        elif element.is_empty:
+            value = b""
+        else:
+            if element.is_buffered or element.is_undefined_length:
+                raise _Unusual(f"{tag}: buffered or undefined length")
+            if vr not in filewriter.writers:
+                raise _Unusual(f"{tag}: no pydicom writer for VR {vr}")
+            buffer = DicomBytesIO()
+            buffer.is_little_endian = True
+            buffer.is_implicit_VR = False
+            write, parameter = filewriter.writers[vr]
+            if vr in CUSTOMIZABLE_CHARSET_VR:
+                write(buffer, element, encodings=encodings)
+            elif parameter is not None:
+                write(buffer, element, parameter)
+            else:
+                write(buffer, element)
+            value = buffer.getvalue()
+        if undefined:
+            parts += (pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, b"SQ", 0xFFFFFFFF), value)
+            parts.append(_SEQUENCE_END)
+        elif vr in EXPLICIT_VR_LENGTH_32:
+            parts += (pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)), value)
+        elif len(value) > 0xFFFF:
+            raise _Unusual(f"{tag}: {len(value)} bytes in a VR of 16-bit length")
+        else:
+            parts += (pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)), value)
+    return b"".join(parts)
+
+
+def _tag_number(element: DataElement) -> int:
+    return int(element.tag)
+
+
+_ITEM_UNDEFINED = pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+_ITEM_END = pack("<HHL", 0xFFFE, 0xE00D, 0)
+_SEQUENCE_END = pack("<HHL", 0xFFFE, 0xE0DD, 0)
+
+
+def _plain(dataset: Dataset) -> bool:
+    """Written explicit VR little endian and built in memory: no dataset of the tree was read
+    from a file, no element is raw (it would need decoding) or of an ambiguous VR (it would
+    need correcting). Anything else is dcmwrite's alone."""
     meta = getattr(dataset, "file_meta", None)
     if meta is None or meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
-        return []
-    found = []
+        return False
     pending = [dataset]
     while pending:
         item = pending.pop()
         if item.original_encoding != (None, None):
-            return []
-        found.append(item)
+            return False
         for element in item.values():
             if isinstance(element, RawDataElement) or element.VR in AMBIGUOUS_VR:
-                return []
+                return False
             if element.VR == VR.SQ:
                 pending.extend(element.value)
-    return found
+    return True
 
 
 def _source_says(function: Callable, *fragments: str) -> Callable[[], str | None]:
@@ -94,6 +193,18 @@ def _original_encoding() -> str | None:
     return None
 
 
+def _writers() -> str | None:
+    table = getattr(filewriter, "writers", None)
+    if not isinstance(table, dict):
+        return "filewriter.writers is not a dict"
+    missing = [vr for vr in VR if vr not in table and vr not in AMBIGUOUS_VR]
+    if missing:
+        return f"filewriter.writers lacks {missing}"
+    if not all(isinstance(entry, tuple) and len(entry) == 2 for entry in table.values()):
+        return "filewriter.writers entries are no longer (function, parameter)"
+    return None
+
+
 #: what `write_part10` relies on in pydicom, and how to tell each still holds
 ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
     (
@@ -103,12 +214,39 @@ ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
             "fp_encoding != or_encoding",
             "dataset.original_character_set != dataset._character_set",
             "dataset = correct_ambiguous_vr(dataset, fp.is_little_endian)",
+            "get_item: Callable",
         ),
     ),
     (
-        "filewriter.correct_ambiguous_vr recurses into sequences",
-        _source_says(filewriter.correct_ambiguous_vr, "correct_ambiguous_vr(item,"),
+        "filewriter.write_dataset skips group lengths and takes the character set so",
+        _source_says(
+            filewriter.write_dataset,
+            "tag.element == 0 and tag.group > 6",
+            'dataset.get("SpecificCharacterSet", parent_encoding)',
+        ),
     ),
+    (
+        "filewriter.write_data_element writes raw values as they are, others by writers[VR]",
+        _source_says(
+            filewriter.write_data_element,
+            "buffer.write(cast(bytes, elem.value))",
+            "is_undefined_length = elem.length == 0xFFFFFFFF",
+            "encodings = encodings or [default_encoding]",
+            "encodings = convert_encodings(encodings)",
+            "fn(buffer, elem, encodings=encodings)",
+            "fn(buffer, elem, param)",
+            "EXPLICIT_VR_LENGTH_32",
+        ),
+    ),
+    (
+        "filewriter.write_sequence_item frames items",
+        _source_says(
+            filewriter.write_sequence_item,
+            "is_undefined_length_sequence_item",
+            "write_dataset(fp, dataset, parent_encoding=encodings)",
+        ),
+    ),
+    ("filewriter.writers", _writers),
     ("Dataset._character_set", _character_set),
     ("Dataset.set_original_encoding", _original_encoding),
 )
