@@ -47,8 +47,9 @@ def write_part10(stream: BinaryIO, dataset: Dataset) -> None:
     try:
         if not _plain(dataset):
             raise _Unusual("not a plain tree")
-        encodings = _encodings(dataset, default_encoding)
-        raw = [_raw_sequence(element, encodings) for element in sequences]
+        encoder = _Encoder()
+        encodings = encoder.encodings(dataset, default_encoding)
+        raw = [encoder.raw(element, encodings) for element in sequences]
     except _Unusual:
         pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
         return
@@ -68,69 +69,83 @@ class _Unusual(Exception):
     """Something the encoder here leaves to pydicom (a long value that becomes UN)."""
 
 
-def _encodings(dataset: Dataset, parent: str | list[str]) -> list[str]:
-    """The Python encodings pydicom's writers use for `dataset`'s text (write_dataset's)."""
-    return convert_encodings(dataset.get("SpecificCharacterSet", parent) or [default_encoding])
+class _Encoder:
+    """Encodes the items of one tree's sequences as pydicom's write_sequence would."""
 
+    def __init__(self) -> None:
+        self._codecs: dict[object, list[str]] = {}
 
-def _raw_sequence(element: DataElement, encodings: list[str]) -> RawDataElement:
-    value, undefined = _sequence_value(element, encodings)
-    length = 0xFFFFFFFF if undefined else len(value)
-    return RawDataElement(element.tag, VR.SQ, length, value, 0, False, True)
+    def encodings(self, dataset: Dataset, parent: str | list[str]) -> list[str]:
+        """The Python encodings pydicom's writers use for `dataset`'s text (write_dataset's
+        choice), converted once per distinct character set rather than once per element."""
+        given = dataset.get("SpecificCharacterSet", parent) or [default_encoding]
+        key = given if isinstance(given, str) else tuple(given)
+        if key not in self._codecs:
+            self._codecs[key] = convert_encodings(given)
+        return self._codecs[key]
 
+    def raw(self, element: DataElement, encodings: list[str]) -> RawDataElement:
+        """The sequence `element` as the raw element dcmwrite writes as it is."""
+        value, undefined = self.sequence(element, encodings)
+        length = 0xFFFFFFFF if undefined else len(value)
+        return RawDataElement(element.tag, VR.SQ, length, value, 0, False, True)
 
-def _sequence_value(element: DataElement, encodings: list[str]) -> tuple[bytes, bool]:
-    """A sequence's items as write_sequence writes them, and whether its length is undefined."""
-    parts = []
-    for item in element.value:
-        body = _dataset_bytes(item, encodings)
-        if getattr(item, "is_undefined_length_sequence_item", False):
-            parts += (_ITEM_UNDEFINED, body, _ITEM_END)
-        else:
-            parts += (pack("<HHL", 0xFFFE, 0xE000, len(body)), body)
-    return b"".join(parts), element.is_undefined_length
-
-
-def _dataset_bytes(dataset: Dataset, parent: list[str]) -> bytes:
-    """One item's elements as write_dataset writes them (explicit VR little endian)."""
-    encodings = _encodings(dataset, parent)
-    parts = []
-    for element in sorted(dataset.values(), key=_tag_number):
-        tag = element.tag
-        if tag & 0xFFFF == 0 and tag >> 16 > 6:
-            continue  # retired group length
-        vr = element.VR
-        undefined = False
-        if vr == VR.SQ:
-            value, undefined = _sequence_value(element, encodings)
-        elif element.is_empty:
-            value = b""
-        else:
-            if element.is_buffered or element.is_undefined_length:
-                raise _Unusual(f"{tag}: buffered or undefined length")
-            if vr not in filewriter.writers:
-                raise _Unusual(f"{tag}: no pydicom writer for VR {vr}")
-            buffer = DicomBytesIO()
-            buffer.is_little_endian = True
-            buffer.is_implicit_VR = False
-            write, parameter = filewriter.writers[vr]
-            if vr in CUSTOMIZABLE_CHARSET_VR:
-                write(buffer, element, encodings=encodings)
-            elif parameter is not None:
-                write(buffer, element, parameter)
+    def sequence(self, element: DataElement, encodings: list[str]) -> tuple[bytes, bool]:
+        """A sequence's items as write_sequence writes them, and whether its length is
+        undefined."""
+        parts = []
+        for item in element.value:
+            body = self.dataset(item, encodings)
+            if getattr(item, "is_undefined_length_sequence_item", False):
+                parts += (_ITEM_UNDEFINED, body, _ITEM_END)
             else:
-                write(buffer, element)
-            value = buffer.getvalue()
-        if undefined:
-            parts += (pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, b"SQ", 0xFFFFFFFF), value)
-            parts.append(_SEQUENCE_END)
-        elif vr in EXPLICIT_VR_LENGTH_32:
-            parts += (pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)), value)
-        elif len(value) > 0xFFFF:
-            raise _Unusual(f"{tag}: {len(value)} bytes in a VR of 16-bit length")
-        else:
-            parts += (pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(value)), value)
-    return b"".join(parts)
+                parts += (pack("<HHL", 0xFFFE, 0xE000, len(body)), body)
+        return b"".join(parts), element.is_undefined_length
+
+    def dataset(self, dataset: Dataset, parent: list[str]) -> bytes:
+        """One item's elements as write_dataset writes them (explicit VR little endian): values
+        by pydicom's writers into one buffer, then each behind its tag, VR and length."""
+        encodings = self.encodings(dataset, parent)
+        buffer = DicomBytesIO()
+        buffer.is_little_endian = True
+        buffer.is_implicit_VR = False
+        values: list[tuple[int, str, bytes | int, bool]] = []
+        for element in sorted(dataset.values(), key=_tag_number):
+            tag = element.tag
+            if tag & 0xFFFF == 0 and tag >> 16 > 6:
+                continue  # retired group length
+            vr = element.VR
+            if vr == VR.SQ:
+                value, undefined = self.sequence(element, encodings)
+                values.append((tag, vr, value, undefined))
+                continue
+            if element.is_buffered or element.is_undefined_length or vr not in filewriter.writers:
+                raise _Unusual(f"{tag}: buffered, of undefined length or of VR {vr}")
+            if not element.is_empty:
+                write, parameter = filewriter.writers[vr]
+                if vr in CUSTOMIZABLE_CHARSET_VR:
+                    write(buffer, element, encodings=encodings)
+                elif parameter is not None:
+                    write(buffer, element, parameter)
+                else:
+                    write(buffer, element)
+            values.append((tag, vr, buffer.tell(), False))
+        data = buffer.getvalue()
+        parts = []
+        start = 0
+        for tag, vr, value, undefined in values:
+            if isinstance(value, int):
+                value, start = data[start:value], value
+            group, number = tag >> 16, tag & 0xFFFF
+            if undefined:
+                parts += (pack("<HH2s2xL", group, number, b"SQ", 0xFFFFFFFF), value, _SEQUENCE_END)
+            elif vr in EXPLICIT_VR_LENGTH_32:
+                parts += (pack("<HH2s2xL", group, number, vr.encode(), len(value)), value)
+            elif len(value) > 0xFFFF:
+                raise _Unusual(f"{tag}: {len(value)} bytes in a VR of 16-bit length")
+            else:
+                parts += (pack("<HH2sH", group, number, vr.encode(), len(value)), value)
+        return b"".join(parts)
 
 
 def _tag_number(element: DataElement) -> int:
