@@ -139,31 +139,44 @@ def test_the_bytes_are_dcmwrite_s_and_the_tree_is_left_as_it_was():
     assert ds.original_character_set == Dataset().original_character_set
 
 
-def test_the_rich_tree_s_sequences_reach_dcmwrite_encoded(monkeypatch):
-    """The test above compares the encoder's bytes, not dcmwrite's fallback."""
-    seen = []
-    dcmwrite = pydicom.dcmwrite
+def _handed_raw(monkeypatch, ds: Dataset) -> int:
+    """How many sequences encoded here write_part10 hands dcmwrite for `ds`."""
+    encoded, handed = [], []
+    dcmwrite, raw = pydicom.dcmwrite, fence._Encoder.raw
+
+    def encoding(self, element, encodings):
+        encoded.append(raw(self, element, encodings))
+        return encoded[-1]
 
     def spy(stream, ds, **kwargs):
-        seen.extend(type(ds.get_item(tag)).__name__ for tag in ds.keys() if tag.group != 9)
+        handed.extend(ds.get_item(tag) for tag in ds.keys())
         return dcmwrite(stream, ds, **kwargs)
 
+    monkeypatch.setattr(fence._Encoder, "raw", encoding)
     monkeypatch.setattr(fence.pydicom, "dcmwrite", spy)
-    ds = _rich()
     fence.write_part10(io.BytesIO(), ds)
-    assert seen.count("RawDataElement") == 3  # ContentSequence, OtherPatientIDs, ReferencedSeries
+    monkeypatch.undo()
+    return sum(any(element is each for each in encoded) for element in handed)
 
 
-def test_trees_with_something_to_correct_or_decode_are_dcmwrite_s():
+def test_the_rich_tree_s_sequences_reach_dcmwrite_encoded(monkeypatch):
+    """The test above compares the encoder's bytes, not dcmwrite's fallback."""
+    assert _handed_raw(monkeypatch, _rich()) == 3  # Content, OtherPatientIDs, ReferencedSeries
+
+
+def test_trees_with_something_to_correct_or_decode_are_dcmwrite_s(monkeypatch):
     ambiguous = _tree()
     ambiguous.ContentSequence[0].PixelRepresentation = 1
     ambiguous.ContentSequence[0].SmallestImagePixelValue = -3  # US or SS: corrected by pydicom
+    private = _rich()
+    private[0x00091010].value[0].SmallestImagePixelValue = 3
     implicit = _tree(ImplicitVRLittleEndian)
     read = pydicom.dcmread(io.BytesIO(_bytes(_dcmwrite, _rich())))
-    for ds in (ambiguous, implicit, read):
-        assert not fence._plain(ds)
+    nested_read = _tree()
+    nested_read.ContentSequence.append(read.ContentSequence[0])
+    for ds in (ambiguous, private, implicit, read, nested_read):
+        assert _handed_raw(monkeypatch, ds) == 0
         assert _bytes(fence.write_part10, ds) == _bytes(_dcmwrite, ds)
-    assert fence._plain(_rich())
 
 
 def test_a_value_too_long_for_its_vr_is_left_to_dcmwrite(recwarn):

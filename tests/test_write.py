@@ -187,7 +187,7 @@ def test_failed_write_leaves_nothing(sources, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(write.pydicom, "dcmwrite", broken)
+    monkeypatch.setattr(write, "write_part10", broken)
     with pytest.raises(OSError, match="disk full"):
         run("seg", sources, tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -105,6 +105,8 @@ class _Encoder:
     def dataset(self, dataset: Dataset, parent: list[str]) -> bytes:
         """One item's elements as write_dataset writes them (explicit VR little endian): values
         by pydicom's writers into one buffer, then each behind its tag, VR and length."""
+        if dataset.original_encoding != (None, None):
+            raise _Unusual("an item read from a file")
         encodings = self.encodings(dataset, parent)
         buffer = DicomBytesIO()
         buffer.is_little_endian = True
@@ -115,6 +117,8 @@ class _Encoder:
             if tag & 0xFFFF == 0 and tag >> 16 > 6:
                 continue  # retired group length
             vr = element.VR
+            if isinstance(element, RawDataElement) or vr in AMBIGUOUS_VR:
+                raise _Unusual(f"{tag}: raw or of an ambiguous VR")
             if vr == VR.SQ:
                 value, undefined = self.sequence(element, encodings)
                 values.append((tag, vr, value, undefined))
@@ -160,7 +164,9 @@ _SEQUENCE_END = pack("<HHL", 0xFFFE, 0xE0DD, 0)
 def _plain(dataset: Dataset) -> bool:
     """Written explicit VR little endian and built in memory: no dataset of the tree was read
     from a file, no element is raw (it would need decoding) or of an ambiguous VR (it would
-    need correcting). Anything else is dcmwrite's alone."""
+    need correcting). Anything else is dcmwrite's alone. The root and what pydicom itself will
+    write under it (private sequences) are looked at here, the items `_Encoder` encodes as it
+    goes: the tree is walked once."""
     meta = getattr(dataset, "file_meta", None)
     if meta is None or meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
         return False
@@ -172,7 +178,7 @@ def _plain(dataset: Dataset) -> bool:
         for element in item.values():
             if isinstance(element, RawDataElement) or element.VR in AMBIGUOUS_VR:
                 return False
-            if element.VR == VR.SQ:
+            if element.VR == VR.SQ and (item is not dataset or element.tag.is_private):
                 pending.extend(element.value)
     return True
 
