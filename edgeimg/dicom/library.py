@@ -25,14 +25,27 @@ from pydicom.sr.coding import Code
 from edgeimg.dicom.frames import Frame
 
 
-def concept(code: Code) -> hd.sr.CodedConcept:
+class SharedConcept(hd.sr.CodedConcept):
+    """A CodedConcept built once and named by many items. Every ContentSequence that holds an
+    item hashes the item's name (through pydicom attribute access, twice per item); a shared
+    concept keeps the hash CodedConcept gives it, computed once."""
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_shared_hash")
+        if cached is None:
+            cached = super().__hash__()
+            self.__dict__["_shared_hash"] = cached
+        return cached
+
+
+def concept(code: Code) -> SharedConcept:
     """A pydicom Code as the CodedConcept highdicom would otherwise build anew per item."""
-    return hd.sr.CodedConcept.from_code(code)
+    return SharedConcept.from_code(code)
 
 
-SOURCE = hd.sr.CodedConcept("260753009", "SCT", "Source")
-PIXELS = hd.sr.CodedConcept("{pixels}", "UCUM", "Pixels")
-DIRECTION = hd.sr.CodedConcept("{-1:1}", "UCUM", "{-1:1}")
+SOURCE = SharedConcept("260753009", "SCT", "Source")
+PIXELS = SharedConcept("{pixels}", "UCUM", "Pixels")
+DIRECTION = SharedConcept("{-1:1}", "UCUM", "{-1:1}")
 MM = concept(codes.UCUM.Millimeter)
 CROSS_SECTIONAL = ("CT", "MR", "PT")
 _LIBRARY = concept(codes.DCM.ImageLibrary)
