@@ -66,7 +66,8 @@ def write_part10(stream: BinaryIO, dataset: Dataset) -> None:
 
 
 class _Unusual(Exception):
-    """Something the encoder here leaves to pydicom (a long value that becomes UN)."""
+    """What the encoder here leaves to dcmwrite: an item read from a file, a raw element or one
+    of an ambiguous VR, a value pydicom would write as UN, one buffered or of undefined length."""
 
 
 class _Encoder:
