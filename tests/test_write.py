@@ -13,6 +13,7 @@ import pytest
 from dciodvfy import dciodvfy_errors
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
+from pydicom.sr.coding import Code
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     CTImageStorage,
@@ -22,6 +23,7 @@ from pydicom.uid import (
 
 from edgeimg.dicom import write
 from edgeimg.dicom.derived import write_derived
+from edgeimg.dicom.library import SharedConcept
 from edgeimg.dicom.seg import resample_mask, write_seg
 from edgeimg.dicom.sr import write_sr
 from edgeimg.dicom.uids import check_uid
@@ -187,7 +189,7 @@ def test_failed_write_leaves_nothing(sources, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(write.pydicom, "dcmwrite", broken)
+    monkeypatch.setattr(write, "write_part10", broken)
     with pytest.raises(OSError, match="disk full"):
         run("seg", sources, tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -425,3 +427,14 @@ def test_japanese_studies_get_their_outputs(kind, sources, tmp_path):
         written = pydicom.dcmread(path)
         assert str(written.PatientName) == name
         assert dciodvfy_errors(path) == [], path
+
+
+def test_a_shared_concept_hashes_and_compares_as_highdicom_s():
+    shared = SharedConcept("260753009", "SCT", "Source")
+    built = hd.sr.CodedConcept("260753009", "SCT", "Source")
+    assert hash(shared) == hash(shared) == hash(built) and shared == built
+    lookup = {built: "found"}
+    assert lookup[shared] == "found"
+    from_code = SharedConcept.from_code(Code("1", "UCUM", "no units"))
+    assert isinstance(from_code, SharedConcept)
+    assert from_code == hd.sr.CodedConcept("1", "UCUM", "no units")

@@ -5,10 +5,12 @@ dciodvfy, and the same input gives the same bytes."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import signal
 import subprocess
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,70 @@ def _items(spec) -> list[dict]:
     return [{"probability": p, "label": p > 0.5} for p in (0.2, 0.7, 0.8, 0.1, 0.9, 0.3)]
 
 
+#: sha256 of what every built-in writer wrote for `study` and `_items` before the SR write was
+#: made cheaper (main at c4ab85f): making it cheaper must not move a byte. The bytes name the
+#: versions below (highdicom and edgeimg write theirs into them); after an upgrade, regenerate
+#: the digests from a checkout that has not changed what is written.
+GOLDEN_VERSIONS = {"pydicom": "3.0.2", "highdicom": "0.28.2", "edgeimg": "0.1.0"}
+GOLDEN_DIGESTS = {
+    "cnn": {
+        "2.25.125722523890057432745423349850643901954.dcm": (
+            "49055b271e824e72a06b766c08454da8d018ce468717ddcd48c8d469e64fd429"
+        ),
+        "2.25.141759412504040216624044142551001437845.cnn.json": (
+            "c6bf9c85ff23c752344fc99ad8c71c9aa5afc0e4e707e2136099ac272422454e"
+        ),
+    },
+    "unet": {
+        "2.25.189523783390379362998713660350263245801.dcm": (
+            "0ce31c85fe0f0b9d65709ea7d4d26dd50766dcf97414ae280d579fd6323b3d33"
+        ),
+        "2.25.141759412504040216624044142551001437845.unet.json": (
+            "0578dc2332c18776a41f04a88d94879ed6eea5ad9222599a41dad63973c93607"
+        ),
+    },
+    "gan": {
+        "2.25.161811402973230174230081365031410025871.dcm": (
+            "6def70771acddd20e035c75cf2090dfa569b6f9524d818335b9462d9adf98d4e"
+        ),
+        "2.25.17588020791221946173040936239494596309.dcm": (
+            "092653e0ea18add8168ba946d2968703c936526fe57436bcd4ae11099933145a"
+        ),
+        "2.25.214508946771619853426048205478244037967.dcm": (
+            "72d9064a869e93ea45d980e321280c05e368f4f68b3051eaef4a01fedb41d1c8"
+        ),
+        "2.25.242699909567965750215055670285458231455.dcm": (
+            "0ee6ee1cf3024e797d7dd2f29a911b13093af4b7e3195dd4aadfebc31f9c517f"
+        ),
+        "2.25.290543961406826974032534141833845337636.dcm": (
+            "8e9ca4fb01791aecc9f997a38ba35620f2999294f90e4c00a51b8eaa63821685"
+        ),
+        "2.25.54940306706973219863544917703033675140.dcm": (
+            "16690c07ffddf3a7d9bc9d2d07d2e380a1a32ba9748e76ee663a7bbecbcdc5f4"
+        ),
+        "2.25.141759412504040216624044142551001437845.gan.json": (
+            "ee9c3cb3f0987e230668fbade1e4989a94bee5ed08ebddf3f4a6942a7e2957b6"
+        ),
+    },
+    "detector": {
+        "2.25.45122236511237911831468849434992168826.dcm": (
+            "fada6c750d40644574198c272b3a3886bb47bcd6c69b648eed5cefc047dcb6e3"
+        ),
+        "2.25.141759412504040216624044142551001437845.detector.json": (
+            "8172b9a44b204543774b26ab086ab86201d2b385fd03086d7e84bf893f840427"
+        ),
+    },
+    "lstm": {
+        "2.25.288427773071240464824527628896506111904.dcm": (
+            "6b83accca8e0097f58792bdf455bd1b6af6b893758993c1f50e31b316caddc31"
+        ),
+        "2.25.141759412504040216624044142551001437845.lstm.json": (
+            "3b1551aa6f986b9bfb64857c7192435104406b4b48b34613c79b3f712d1d0af4"
+        ),
+    },
+}
+
+
 @pytest.mark.parametrize("model", ["cnn", "unet", "gan", "detector", "lstm"])
 def test_every_built_in_writer_gives_the_same_bytes_twice(model, study, tmp_path):
     registry = load_registry()
@@ -84,6 +150,19 @@ def test_every_built_in_writer_gives_the_same_bytes_twice(model, study, tmp_path
         assert one.read_bytes() == other.read_bytes(), one.name
         if one.suffix == ".dcm":
             assert dciodvfy_errors(one) == []
+
+
+@pytest.mark.parametrize("model", sorted(GOLDEN_DIGESTS))
+def test_every_built_in_writer_writes_the_bytes_it_wrote_before(model, study, tmp_path):
+    installed = {name: version(name) for name in GOLDEN_VERSIONS}
+    if installed != GOLDEN_VERSIONS:
+        pytest.skip(f"digests are of {GOLDEN_VERSIONS}, installed {installed}")
+    registry = load_registry()
+    spec = registry.model(model)
+    producer = Producer(spec, "0123456789abcdef", choose(spec, registry))
+    written = _written(producer, study, _items(spec), tmp_path)
+    digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in written}
+    assert digests == GOLDEN_DIGESTS[model]
 
 
 def test_a_model_asking_for_a_writer_that_does_not_take_its_results_is_refused():

@@ -25,14 +25,27 @@ from pydicom.sr.coding import Code
 from edgeimg.dicom.frames import Frame
 
 
-def concept(code: Code) -> hd.sr.CodedConcept:
+class SharedConcept(hd.sr.CodedConcept):
+    """A CodedConcept built once and named by many items. Every ContentSequence that holds an
+    item hashes the item's name (through pydicom attribute access, twice per item); a shared
+    concept keeps the hash CodedConcept gives it, computed once."""
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_shared_hash")
+        if cached is None:
+            cached = super().__hash__()
+            self.__dict__["_shared_hash"] = cached
+        return cached
+
+
+def concept(code: Code) -> SharedConcept:
     """A pydicom Code as the CodedConcept highdicom would otherwise build anew per item."""
-    return hd.sr.CodedConcept.from_code(code)
+    return SharedConcept.from_code(code)
 
 
-SOURCE = hd.sr.CodedConcept("260753009", "SCT", "Source")
-PIXELS = hd.sr.CodedConcept("{pixels}", "UCUM", "Pixels")
-DIRECTION = hd.sr.CodedConcept("{-1:1}", "UCUM", "{-1:1}")
+SOURCE = SharedConcept("260753009", "SCT", "Source")
+PIXELS = SharedConcept("{pixels}", "UCUM", "Pixels")
+DIRECTION = SharedConcept("{-1:1}", "UCUM", "{-1:1}")
 MM = concept(codes.UCUM.Millimeter)
 CROSS_SECTIONAL = ("CT", "MR", "PT")
 _LIBRARY = concept(codes.DCM.ImageLibrary)
@@ -76,22 +89,30 @@ def image_library(frames: Sequence[Frame]) -> hd.sr.ContainerContentItem:
     differs (its Z). A library entry of a CT slice was 17 content items; it is now 2 and writes
     in less than half the bytes, with nothing left out.
     """
-    library = hd.sr.ContainerContentItem(name=_LIBRARY, relationship_type=_CONTAINS)
-    library.ContentSequence = hd.sr.ContentSequence()
     groups: dict[tuple[str, str | None], list[Frame]] = {}
     for frame in frames:
         groups.setdefault((_modality(frame), _frame_of_reference(frame)), []).append(frame)
-    for members in groups.values():
-        described = [_descriptors(frame) for frame in members]
-        first = described[0]
-        shared = [key for key in first if all(d.get(key) == first[key] for d in described)]
-        group = hd.sr.ContainerContentItem(name=_GROUP, relationship_type=_CONTAINS)
-        group.ContentSequence = hd.sr.ContentSequence([_item(key, first[key]) for key in shared])
-        for frame, descriptors in zip(members, described, strict=True):
-            own = [_item(key, value) for key, value in descriptors.items() if key not in shared]
-            group.ContentSequence.append(_entry(frame, own))
-        library.ContentSequence.append(group)
+    library = hd.sr.ContainerContentItem(name=_LIBRARY, relationship_type=_CONTAINS)
+    library.ContentSequence = [_group(members) for members in groups.values()]
     return library
+
+
+def _group(members: Sequence[Frame]) -> hd.sr.ContainerContentItem:
+    """One library group: the descriptors its entries share, then its entries.
+
+    Content is handed to highdicom as plain lists: a content item wraps whatever it is given
+    in a ContentSequence of its own, so a ContentSequence built here would be built twice.
+    """
+    described = [_descriptors(frame) for frame in members]
+    first = described[0]
+    shared = [key for key in first if all(d.get(key) == first[key] for d in described)]
+    content = [_item(key, first[key]) for key in shared]
+    for frame, descriptors in zip(members, described, strict=True):
+        own = [_item(key, value) for key, value in descriptors.items() if key not in shared]
+        content.append(_entry(frame, own))
+    group = hd.sr.ContainerContentItem(name=_GROUP, relationship_type=_CONTAINS)
+    group.ContentSequence = content
+    return group
 
 
 def _entry(frame: Frame, descriptors: list[hd.sr.ContentItem]) -> hd.sr.ImageContentItem:
@@ -104,7 +125,7 @@ def _entry(frame: Frame, descriptors: list[hd.sr.ContentItem]) -> hd.sr.ImageCon
         relationship_type=_CONTAINS,
     )
     if descriptors:
-        item.ContentSequence = hd.sr.ContentSequence(descriptors)
+        item.ContentSequence = descriptors
     return item
 
 

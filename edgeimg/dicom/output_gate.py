@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
@@ -27,6 +28,8 @@ ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 LEGACY_CT = "1.2.840.10008.5.1.4.1.1.2.2"
 #: (0040,A360) Predecessor Documents Sequence: earlier outputs, not sources
 PREDECESSORS = 0x0040A360
+#: (0008,1155) Referenced SOP Instance UID
+REFERENCED_SOP_INSTANCE = 0x00081155
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 IMAGE_PIXEL = (
     "Rows",
@@ -317,16 +320,20 @@ def _referencing_items(ds: Dataset) -> Iterator[Dataset]:
     """Items holding a ReferencedSOPInstanceUID, anywhere but under predecessor documents.
 
     Only sequences are looked into, so only they are turned into data elements (a raw one, or
-    an implicit VR one whose VR is not known yet); an SR is hundreds of small items.
+    an implicit VR one whose VR is not known yet); an SR is hundreds of small items, so each
+    item's elements are scanned as stored and only its sequences are put in tag order.
     """
-    for raw in ds.elements():
-        if raw.VR not in ("SQ", "UN", None) or raw.tag == PREDECESSORS:
-            continue
-        element = ds[raw.tag]
+    candidates = sorted(
+        (element.tag, element)
+        for element in ds.values()
+        if element.VR in ("SQ", "UN", None) and element.tag != PREDECESSORS
+    )
+    for tag, raw in candidates:
+        element = ds[tag] if isinstance(raw, RawDataElement) else raw
         if element.VR != "SQ":
             continue
         for item in element.value:
-            if "ReferencedSOPInstanceUID" in item:
+            if REFERENCED_SOP_INSTANCE in item.keys():
                 yield item
             yield from _referencing_items(item)
 

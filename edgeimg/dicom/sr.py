@@ -40,7 +40,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from edgeimg.dicom.frames import Frame, frame_count, frames_of, is_multiframe
-from edgeimg.dicom.library import concept, image_library
+from edgeimg.dicom.library import SharedConcept, concept, image_library
 from edgeimg.dicom.write import (
     MANUFACTURER,
     Output,
@@ -51,12 +51,12 @@ from edgeimg.dicom.write import (
 )
 from edgeimg.sdk.model import ModelSpec
 
-PROBABILITY = hd.sr.CodedConcept("122157", "DCM", "Probability")
-PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "Probability")
-SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
-NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+PROBABILITY = SharedConcept("122157", "DCM", "Probability")
+PROBABILITY_UNIT = SharedConcept("{probability}", "UCUM", "Probability")
+SCORE = SharedConcept("246262008", "SCT", "Score")
+NO_UNITS = SharedConcept("1", "UCUM", "no units")
 PROCEDURES = {"CT": concept(codes.SCT.ComputedTomography)}
-IMAGING_PROCEDURE = hd.sr.CodedConcept("363679005", "SCT", "Imaging")
+IMAGING_PROCEDURE = SharedConcept("363679005", "SCT", "Imaging")
 PRESENT = concept(codes.SCT.Present)
 ABSENT = concept(codes.SCT.Absent)
 DEVICE = concept(codes.DCM.Device)
@@ -160,7 +160,7 @@ class _Groups:
         self._frames: dict[str, list[Frame]] = {}
         self.output = output
         label = output.model.labels[0]
-        self.finding_type = hd.sr.CodedConcept(label.value, label.scheme, label.meaning)
+        self.finding_type = SharedConcept(label.value, label.scheme, label.meaning)
         self.algorithm = hd.sr.AlgorithmIdentification(
             name=output.model.name, version=output.model.version
         )

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from edgeimg import __version__
 from edgeimg.dicom.output_gate import check_output
+from edgeimg.dicom.pydicom_write import write_part10
 from edgeimg.dicom.type2 import COPIED_TYPE2
 from edgeimg.dicom.uids import OutputUIDs, check_uid, output_uids
 from edgeimg.durable import atomic_file
@@ -99,8 +99,13 @@ def check_sources(sources: Sequence[Dataset], *, one_series: bool) -> list[Datas
     return [_with_type2(ds) for ds in sources]
 
 
+#: COPIED_TYPE2 with their tags: a source's tags are tested as stored, not keyword by keyword
+_TYPE2_TAGS = tuple((keyword, tag_for_keyword(keyword)) for keyword in COPIED_TYPE2)
+
+
 def _with_type2(ds: Dataset) -> Dataset:
-    missing = [keyword for keyword in COPIED_TYPE2 if keyword not in ds]
+    present = ds.keys()
+    missing = [keyword for keyword, tag in _TYPE2_TAGS if tag not in present]
     if not missing:
         return ds
     filled = Dataset(dict(ds))  # a new element dict: the caller's dataset stays as it was
@@ -234,5 +239,5 @@ def save(dataset: Dataset, out_dir: Path, sources: Sequence[Dataset]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{check_uid(str(dataset.SOPInstanceUID))}.dcm"
     with atomic_file(path, prefix=f".{path.name}.") as stream:
-        pydicom.dcmwrite(stream, dataset, enforce_file_format=True)
+        write_part10(stream, dataset)
     return path
