@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pynetdicom
 import pytest
-import tomllib
-from packaging.requirements import Requirement
 
 from edgeimg.serve import pynetdicom_adapter as adapter
+from testsupport.pins import pin_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTER = ROOT / "edgeimg" / "serve" / "pynetdicom_adapter.py"
@@ -41,13 +40,7 @@ IMPORT = re.compile(
 
 
 def test_installed_pynetdicom_is_within_the_pin():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    (pin,) = [Requirement(dep) for dep in project["dependencies"] if dep.startswith("pynetdicom")]
-    assert pin.specifier, "pynetdicom must be pinned: the adapter relies on its internals"
-    assert pin.specifier.contains(pynetdicom.__version__), (
-        f"pynetdicom {pynetdicom.__version__} is outside the pin {pin}: run this module's "
-        "contract test, then move the pin"
-    )
+    assert pin_problem("pynetdicom", "edgeimg.serve.pynetdicom_adapter") is None
 
 
 def test_every_assumption_about_pynetdicom_internals_holds():

@@ -33,6 +33,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import AMBIGUOUS_VR, CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32, VR
 
+from edgeimg import fence
+
 
 def write_part10(stream: BinaryIO, dataset: Dataset) -> None:
     """`pydicom.dcmwrite(stream, dataset, enforce_file_format=True)`, byte for byte, in a
@@ -228,7 +230,7 @@ def _writers() -> str | None:
 
 
 #: what `write_part10` relies on in pydicom, and how to tell each still holds
-ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
+ASSUMPTIONS: tuple[fence.Assumption, ...] = (
     (
         "filewriter.write_dataset corrects only on an encoding or character set change",
         _source_says(
@@ -276,12 +278,4 @@ ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
 
 def contract_problems() -> list[str]:
     """What moved in the installed pydicom, one line per broken assumption."""
-    problems = []
-    for what, check in ASSUMPTIONS:
-        try:
-            problem = check()
-        except Exception as error:
-            problem = f"checking it raised {error!r}"
-        if problem:
-            problems.append(f"{what}: {problem}")
-    return problems
+    return fence.problems(ASSUMPTIONS)

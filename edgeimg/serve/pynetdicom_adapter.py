@@ -30,6 +30,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from edgeimg import fence
 from edgeimg.serve import reactor
 from edgeimg.serve.eventlog import log
 from edgeimg.serve.preassociation import (
@@ -349,7 +350,7 @@ def _servers_list() -> str | None:
 
 
 #: every pynetdicom internal this module relies on, as (what, check returning a problem or None)
-ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
+ASSUMPTIONS: tuple[fence.Assumption, ...] = (
     ("_handlers log handlers", _has(_handlers, *(h.__name__ for _, h in LOG_HANDLERS))),
     ("_config.STORE_SEND_CHUNKED_DATASET", _has(_config, "STORE_SEND_CHUNKED_DATASET")),
     ("fsm.StateMachine", _has(fsm.StateMachine, "do_action")),
@@ -379,12 +380,4 @@ ASSUMPTIONS: tuple[tuple[str, Callable[[], str | None]], ...] = (
 
 def contract_problems() -> list[str]:
     """What moved in the installed pynetdicom, one line per broken assumption."""
-    problems = []
-    for what, check in ASSUMPTIONS:
-        try:
-            problem = check()
-        except Exception as error:
-            problem = f"checking it raised {error!r}"
-        if problem:
-            problems.append(f"{what}: {problem}")
-    return problems
+    return fence.problems(ASSUMPTIONS)
