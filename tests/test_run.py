@@ -68,6 +68,24 @@ def test_a_batch_past_the_default_profile_gets_an_engine_built_for_it(study, eng
     assert [shape[0] for shape in manifest["profiles"]["image"]] == [1, 12, 12]  # min, opt, max
 
 
+def test_an_int8_engine_calibrated_on_the_user_s_data_is_the_one_run_loads(study, tmp_path):
+    """`run --calib` names the engine `build-engine --calib` built (calibration is in the key)
+    instead of building one calibrated on synthetic data."""
+    engines = tmp_path / "engines"
+    int8 = ("--backend", "openvino", "--precision", "int8", "--engines-dir", str(engines))
+    built = CliRunner().invoke(
+        cli,
+        ["build-engine", "cnn", *int8, "--calib", str(study), "--json"],
+        catch_exceptions=False,
+    )
+    assert built.exit_code == 0, built.output
+    key = json.loads(built.stdout)["key"]
+    done = run("cnn", str(study), "--out", str(tmp_path / "out"), *int8, "--calib", str(study))
+    assert done.exit_code == 0, done.output
+    assert {line["engine"] for line in results(tmp_path / "out") if line["status"] == "ok"} == {key}
+    assert [path.parent.name for path in engines.rglob("manifest.json")] == [key]
+
+
 def test_rerun_gives_the_same_output_uids(study, engines, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):

@@ -145,3 +145,23 @@ def test_run_and_serve_go_through_the_same_runner(study, engines, tmp_path, monk
     assert done.exit_code == 0, done.output
     _run_jobs(_queue(tmp_path, study), tmp_path, engines)
     assert calls == [1, 1]  # once by `run`, once by the serve worker
+
+
+def test_the_serve_worker_loads_the_int8_engine_calibrated_on_the_data_it_is_given(study, tmp_path):
+    """`serve --calib` finds the engine `build-engine --calib` built, rather than building one
+    calibrated on synthetic data (calibration is part of the key)."""
+    engines = tmp_path / "engines"
+    int8 = ["--backend", "openvino", "--precision", "int8", "--engines-dir", str(engines)]
+    built = CliRunner().invoke(cli, ["build-engine", "cnn", *int8, "--calib", str(study)])
+    assert built.exit_code == 0, built.output
+    worker = Worker(
+        Queue(tmp_path / "queue.db"),
+        tmp_path / "results",
+        ROUTING,
+        backend="openvino",
+        precision="int8",
+        calib=[study],
+        engines_dir=engines,
+    )
+    worker.warm()
+    assert len(list(engines.rglob("manifest.json"))) == 1  # nothing built beside it

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeimg.backends.base import BackendUnavailable
-from edgeimg.commands.options import triton_option
+from edgeimg.commands.options import calib_option, triton_option
 from edgeimg.commands.precision import describe_race, precision_option, race_summary
 from edgeimg.commands.weights import use_weights, weights_option
 from edgeimg.console import err, out, print_json
@@ -66,12 +66,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
     "available here (triton only when named).",
 )
 @precision_option()
-@click.option(
-    "--calib",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="DICOM files or folders to calibrate INT8 on (default: synthetic held-out data).",
-)
+@calib_option()
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True)
 @engines_dir_option
 @click.option("--force", is_flag=True, help="Rebuild even when a cached engine matches.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -27,4 +28,20 @@ triton_option = click.option(
     callback=_set_target,
     help="Triton server for --backend triton: HOST:PORT (gRPC), http://, grpcs:// or https:// "
     "(default: $EDGEIMG_TRITON).",
+)
+
+
+def calib_option(
+    help: str = "DICOM files or folders to calibrate INT8 on (default: synthetic held-out data).",
+):
+    """--calib: the data an INT8 engine is calibrated on, part of its key."""
+    return click.option(
+        "--calib", multiple=True, type=click.Path(exists=True, path_type=Path), help=help
+    )
+
+
+#: for the commands that load an engine rather than build one to order
+CALIB_TO_LOAD = (
+    "With --precision int8: the DICOM files or folders its engine was calibrated on, as given "
+    "to build-engine (default: synthetic held-out data)."
 )

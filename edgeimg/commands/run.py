@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgeimg.commands.options import triton_option
+from edgeimg.commands.options import CALIB_TO_LOAD, calib_option, triton_option
 from edgeimg.commands.precision import precision_option
 from edgeimg.commands.source import fetch_inputs, source_options
 from edgeimg.commands.weights import use_weights, weights_option
@@ -88,6 +88,7 @@ def _progress(disable: bool) -> Progress:
     help="Also write previews per series: a PNG per slice, a contact sheet and index.html.",
 )
 @click.option("--features", is_flag=True, help="Also write per-slice embeddings (.npy + CSV).")
+@calib_option(CALIB_TO_LOAD)
 @weights_option()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of tables.")
 @source_options
@@ -102,6 +103,7 @@ def run(
     batch: int,
     preview: bool,
     features: bool,
+    calib: tuple[Path, ...],
     weights: Path | None,
     as_json: bool,
     **source: Any,
@@ -128,7 +130,8 @@ def run(
             batch_run.finish(found.describe() + "; nothing to run")
             raise SystemExit(1)
         try:
-            batch_run.process(spec, accepted, backend, precision, engines_dir, pool, batch, extras)
+            engine = batch_run.load(spec, backend, precision, engines_dir, pool, batch, calib)
+            batch_run.process(spec, engine, accepted, pool, batch, extras)
         except KeyboardInterrupt:
             batch_run.finish("interrupted: results of the series that finished are kept")
             raise SystemExit(INTERRUPTED) from None
@@ -156,12 +159,12 @@ class _Run:
     def failed(self) -> bool:
         return any(line["status"] == "error" for line in self.lines) or self.images == 0
 
-    def process(self, spec, jobs, backend, precision, engines_dir, pool, batch, extras) -> None:
-        """Infer every accepted series, writing outputs in the pool while the engine goes on."""
+    def load(self, spec, backend, precision, engines_dir, pool, batch, calib) -> Any:
+        """The engine, built here when the store has none: sized for `batch`, calibrated on
+        `calib` for INT8, its threads sharing the cores with the pool."""
         from edgeimg.backends.threads import sharing_cores
         from edgeimg.engine import EngineError, load_engine
         from edgeimg.engine.profiles import MAX_BATCH
-        from edgeimg.pipeline import Inferencer, run_series
 
         if not self.as_json:
             err.print(f"loading the {precision} engine for {self.name} ...")
@@ -175,10 +178,17 @@ class _Run:
                     engines_dir=engines_dir,
                     build=True,
                     max_batch=max(batch, MAX_BATCH),  # TensorRT refuses a batch past its profile
+                    calib=list(calib),
                 )
         except EngineError as error:
             raise click.ClickException(str(error)) from None
         self.engine_key = engine.key
+        return engine
+
+    def process(self, spec, engine, jobs, pool, batch, extras) -> None:
+        """Infer every accepted series, writing outputs in the pool while the engine goes on."""
+        from edgeimg.pipeline import Inferencer, run_series
+
         inferencer = Inferencer(spec, engine, batch=batch)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         total = sum(len(job.paths) for job in jobs)

@@ -12,7 +12,7 @@ import click
 
 from edgeimg.commands.deid import load_or_create_key
 from edgeimg.commands.network import peer_callback
-from edgeimg.commands.options import triton_option
+from edgeimg.commands.options import CALIB_TO_LOAD, calib_option, triton_option
 from edgeimg.commands.precision import precision_option
 from edgeimg.commands.weights import use_weights_for, weights_option
 from edgeimg.plugins import UnknownName, get_registry
@@ -121,6 +121,7 @@ _SPOOL = click.Path(file_okay=False, path_type=Path)
 @click.option("--backend", default="auto", show_default=True, help="Engine backend for --model.")
 @triton_option
 @precision_option("Engine precision for --model.")
+@calib_option(CALIB_TO_LOAD)
 @click.option(
     "--spool",
     type=_SPOOL,
@@ -280,6 +281,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
         routing,
         backend=options["backend"],
         precision=options["precision"],
+        calib=options["calib"],
         calling_aet=config.aet,
         audit=audit,
         deid_key=deid_key,

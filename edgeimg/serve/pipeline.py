@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,7 @@ class Worker:
         *,
         backend: str = "auto",
         precision: str = "fp32",
+        calib: Sequence[Path] = (),
         engines_dir: Path | None = None,
         calling_aet: str = "EDGEIMG",
         max_attempts: int = 5,
@@ -80,6 +82,7 @@ class Worker:
         self.routing = routing
         self.backend = backend
         self.precision = precision
+        self.calib = list(calib)  # what an INT8 engine was calibrated on (its key)
         self.engines_dir = engines_dir
         self.calling_aet = calling_aet
         self.backoff = backoff
@@ -152,6 +155,7 @@ class Worker:
                 precision=self.precision,
                 engines_dir=self.engines_dir,
                 build=True,
+                calib=self.calib,
             )
             self._inferencers[name] = Inferencer(spec, engine)
             self.metrics.engine_ready(name, getattr(engine, "manifest", {}), engine.key)
