@@ -68,12 +68,12 @@ def test_int8_is_a_qdq_graph_within_tolerance():
     assert built.manifest["calibration"]["source"].startswith("synthetic:")
 
 
-def test_int8_calibrates_on_dicom(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
+def _calibration_folder(folder: Path) -> Path:
+    """Three small CT files (without a file meta's usual companions) and a note beside them."""
+    import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    folder = tmp_path / "calib"
     folder.mkdir()
     for index in range(3):
         meta = FileMetaDataset()
@@ -91,10 +91,34 @@ def test_int8_calibrates_on_dicom(tmp_path):
         ds.PixelData = pixels.tobytes()
         ds.save_as(folder / f"{index}.dcm", enforce_file_format=True)
     (folder / "notes.txt").write_text("not DICOM")
+    return folder
+
+
+def test_int8_calibrates_on_dicom(tmp_path):
+    folder = _calibration_folder(tmp_path / "calib")
     built = _build("fake-image", "int8", calib=[folder])
     assert built.manifest["calibration"]["source"].startswith("dicom:")
     assert built.manifest["verification"]["calibration_max_abs_diff"] is not None
     assert built.key != _build("fake-image", "int8").key
+
+
+def test_dicom_calibration_sees_what_run_feeds_the_engine(tmp_path):
+    """Calibration ranges set on inputs preprocessed another way would not fit real input:
+    the calibration slices are the pipeline's own decoded inputs, bit for bit (the files lack
+    Study and Series UIDs, which calibration does not need)."""
+    from edgeimg.dicom.read import DicomInputError
+    from edgeimg.engine.calibration import dicom_inputs
+    from edgeimg.pipeline import decode_file
+
+    folder = _calibration_folder(tmp_path / "calib")
+    spec = get_registry().model("fake-image")
+    files = sorted(folder.glob("*.dcm"))
+    with pytest.raises(DicomInputError):
+        decode_file(files[0], spec)  # run and serve refuse a file they could not file
+    want = np.concatenate([decode_file(path, spec, require_uids=False).inputs for path in files])
+    got = dicom_inputs([folder], spec)
+    assert got.shape == (3, 1, 16, 16)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_precision_and_weights_changes_make_new_keys(fakes):  # noqa: F811

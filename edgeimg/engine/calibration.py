@@ -34,31 +34,20 @@ def dicom_files(paths: list[Path]) -> list[Path]:
 
 
 def _slices(path: Path, spec: Any) -> np.ndarray | None:
-    """(frames, 1, H, W) float32 in [0, 1] for one DICOM file; None when it is not an image."""
-    import pydicom
-    import torch
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
-
-    from edgeimg.sdk.datasets import window
+    """(frames, channels, H, W) float32 for one file, exactly as `run` and `serve` feed the
+    engine (calibrating on inputs preprocessed another way sets the wrong ranges); None when
+    it is not a DICOM image."""
+    from edgeimg.dicom.read import DicomInputError
+    from edgeimg.pipeline.decode import decode_file
 
     try:
-        dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array
-    except (InvalidDicomError, OSError, AttributeError, ValueError):
+        return decode_file(path, spec, require_uids=False).inputs
+    except DicomInputError:
         return None
-    if spec.input.modality_lut:
-        pixels = apply_modality_lut(pixels, dataset)
-    frames = np.asarray(pixels, np.float32).reshape(-1, *pixels.shape[-2:])
-    tensor = torch.from_numpy(np.ascontiguousarray(frames))[:, None]
-    resized = torch.nn.functional.interpolate(
-        tensor, size=tuple(spec.input.size), mode="bilinear", antialias=True, align_corners=False
-    ).numpy()
-    return window(resized, spec.input.window_center, spec.input.window_width)
 
 
 def dicom_inputs(paths: list[Path], spec: Any, limit: int = CALIBRATION_ITEMS) -> np.ndarray:
-    """Up to `limit` preprocessed slices from the named DICOM, (N, 1, H, W)."""
+    """Up to `limit` preprocessed slices from the named DICOM, (N, C, H, W)."""
     if spec.input.sequence:
         raise EngineError(
             f"DICOM calibration is not supported for sequence model {spec.name!r} yet; "

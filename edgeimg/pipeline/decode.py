@@ -92,9 +92,10 @@ class Decoded:
         object.__setattr__(self, name, value)
 
 
-def decode_file(path: Path, spec: ModelSpec) -> Decoded:
-    """Decode and preprocess one file (runs in a worker process)."""
-    image = read_image(path)
+def decode_file(path: Path, spec: ModelSpec, *, require_uids: bool = True) -> Decoded:
+    """Decode and preprocess one file (runs in a worker process); `require_uids=False` for
+    files that are only read, never filed or answered (INT8 calibration data)."""
+    image = read_image(path, require_uids=require_uids)
     model_input = spec.input
     inputs = to_model_input(
         image,
