@@ -1,7 +1,7 @@
 """The PHI canary: studies whose identifying attributes carry marker strings, and a search for
 those markers in every byte edgeimg writes outside the DICOM objects themselves.
 
-Used by tests/test_phi_canary.py (short form) and benchmarks/reliability.py (`phi` part, soak).
+Used by tests/test_phi_canary.py (short form) and benchmarks/reliability/phi.py (soak).
 A marker is an ASCII token (`PHIQZ` + study + attribute) plus, for the non-ASCII character sets,
 words in that set; each is searched for as UTF-8, Latin-1, ISO 2022 JP, JSON and Python escapes.
 """

@@ -13,7 +13,7 @@ strings, so a table row reads as what a peer sees:
     "input error"            DicomInputError naming the file (read path)
 
 `tests/test_bad_input.py` runs the table against an in-process listener; the fuzzers and
-`benchmarks/reliability.py` reuse the PDU builders and the raw client.
+`benchmarks/reliability/` reuse the PDU builders and the raw client.
 """
 
 from __future__ import annotations
