@@ -24,21 +24,23 @@ from edgeimg.serve.listener import Listener
 from edgeimg.serve.security import parse_allow
 from edgeimg.serve.spool import TEMP_PREFIX
 from testsupport.corpus import (
+    CORPUS,
+    Case,
+    encoded,
+    instance,
+    run_file_case,
+    run_network_case,
+)
+from testsupport.rawdicom import (
     AET,
     CALLING,
-    CORPUS,
     VERIFICATION,
     Association,
-    Case,
     Store,
     associate_rq,
     c_echo_rq,
-    encoded,
     exchange,
-    instance,
     p_data,
-    run_file_case,
-    run_network_case,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -39,7 +39,8 @@ from pydicom.uid import (
 
 from edgeimg.serve.config import ServeConfig
 from edgeimg.serve.listener import Listener
-from testsupport.corpus import (
+from testsupport.corpus import encoded, instance, part10, read_file, uid
+from testsupport.rawdicom import (
     AET,
     RELEASE_RQ,
     VERIFICATION,
@@ -47,13 +48,8 @@ from testsupport.corpus import (
     associate_rq,
     c_echo_rq,
     c_store_rq,
-    encoded,
-    instance,
     p_data,
-    part10,
     pdu,
-    read_file,
-    uid,
 )
 
 FUZZ_SECONDS = float(os.environ.get("EDGEIMG_FUZZ_SECONDS", "0"))

@@ -21,8 +21,8 @@ from edgeimg.serve.config import ServeConfig
 from edgeimg.serve.listener import Listener
 from edgeimg.serve.preassociation import DropLog, Pending
 from edgeimg.serve.security import server_tls_context
-from testsupport.corpus import VERIFICATION, Association, associate_rq, read_pdu
 from testsupport.peers import free_port, needs_dcmtk, self_signed, start_serve, stop
+from testsupport.rawdicom import VERIFICATION, Association, associate_rq, read_pdu
 
 AET = "EDGE"
 HOST = "127.0.0.1"

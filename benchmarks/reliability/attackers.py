@@ -23,8 +23,8 @@ from benchmarks.reliability.common import (
     _percentiles,
     payload,
 )
-from testsupport.corpus import Association, Closed, Store
 from testsupport.peers import self_signed
+from testsupport.rawdicom import Association, Closed, Store
 
 
 def _attacker(port: int, kind: str, done: Any, out: Any) -> None:

@@ -20,7 +20,7 @@ from benchmarks.reliability.common import (
     _stored,
     payload,
 )
-from testsupport.corpus import Association, Store, associate_rq, exchange
+from testsupport.rawdicom import Association, Store, associate_rq, exchange
 
 
 def disk_full(workdir: Path, count: int) -> dict:

@@ -19,8 +19,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from edgeimg.sdk.metrics import percentile
 from edgeimg.serve.spool import QUEUE_NAME, TEMP_PREFIX
-from testsupport.corpus import AET, Association, Closed, Store, encoded, instance, uid
+from testsupport.corpus import encoded, instance, uid
 from testsupport.peers import free_port, start_serve, stop
+from testsupport.rawdicom import AET, Association, Closed, Store
 
 SIZE = 64
 SERIES_SIZE = 20

@@ -23,7 +23,7 @@ from benchmarks.reliability.common import (
     _stored,
     payload,
 )
-from testsupport.corpus import Association, Closed, Store, associate_rq
+from testsupport.rawdicom import Association, Closed, Store, associate_rq
 
 #: per scale: idle raw connections one host holds, the connections a storm tries to hold (past
 #: the bound: each one opened closes the oldest), slow-loris peers, timed associations, and the
