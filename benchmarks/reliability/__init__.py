@@ -55,7 +55,7 @@ from benchmarks.reliability.attackers import attack
 from benchmarks.reliability.capacity import disk_full, load
 from benchmarks.reliability.common import SIZE, TIMEOUT
 from benchmarks.reliability.durability import crash
-from benchmarks.reliability.phi import PHI_CANARY, _phi_bars, phi_canary
+from benchmarks.reliability.phi import PHI_CANARY, phi_bars, phi_canary
 from benchmarks.reliability.preassociation import flood
 from benchmarks.reliability.restart import SLOW_RESTART_SERIES, slow_restart
 
@@ -156,7 +156,7 @@ def bars(report: dict) -> dict[str, bool]:
         "hangs == 0": all(part["hangs"] == 0 for part in attacked.values()),
         **flood_bars(report["flood"]),
         **_slow_restart_bars(report["slow_restart"]),
-        **_phi_bars(report),
+        **phi_bars(report),
     }
 
 

@@ -20,7 +20,7 @@ from benchmarks.reliability.common import (
     HANG,
     TIMEOUT,
     Server,
-    _percentiles,
+    ms_percentiles,
     payload,
 )
 from testsupport.peers import self_signed
@@ -126,15 +126,15 @@ def _attack_run(server: Server, legit: int, kinds: list[str], cert: str | None) 
     peak = server.peak_rss_mb()
     alive = server.alive()
     server.stop()
-    base_p50 = _percentiles(baseline["rtts"])["p50_ms"]
-    under = _percentiles(attacked["rtts"])
+    base_p50 = ms_percentiles(baseline["rtts"])["p50_ms"]
+    under = ms_percentiles(attacked["rtts"])
     return {
         "attackers": {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)},
         "legit_sent": attacked["sent"],
         "legit_success_rate": round(attacked["ok"] / attacked["sent"], 4),
         "legit_associations_rejected_busy": attacked["busy"],
         "baseline_success_rate": round(baseline["ok"] / baseline["sent"], 4),
-        "baseline_rtt": _percentiles(baseline["rtts"]),
+        "baseline_rtt": ms_percentiles(baseline["rtts"]),
         "attacked_rtt": under,
         "added_latency_p50_ms": (
             round(under["p50_ms"] - base_p50, 2)

@@ -15,10 +15,10 @@ from benchmarks.reliability.common import (
     CONTEXTS,
     HANG,
     Server,
-    _percentiles,
-    _run_senders,
-    _stored,
+    ms_percentiles,
     payload,
+    run_senders,
+    stored_instances,
 )
 from testsupport.rawdicom import Association, Store, associate_rq, exchange
 
@@ -31,13 +31,13 @@ def disk_full(workdir: Path, count: int) -> dict:
     server.start()
     statuses = _statuses(server.port, count)
     files = [p for p in (server.spool / "series").rglob("*") if p.is_file()]
-    rows = len(_stored(server.spool))
+    rows = len(stored_instances(server.spool))
     alive = server.alive()
     server.stop()
     server.args = ("--min-free-mb", "0")
     server.start()
-    resumed, _ = _run_senders(server.port, [list(range(count))], "disk")
-    stored = len(_stored(server.spool))
+    resumed, _ = run_senders(server.port, [list(range(count))], "disk")
+    stored = len(stored_instances(server.spool))
     server.stop()
     return {
         "watermark_mb_above_free": 64,
@@ -76,13 +76,13 @@ def load(workdir: Path, levels: tuple[int, ...], per_sender: int) -> dict:
             for k in range(level)
         ]
         offset += level * per_sender
-        result, seconds = _run_senders(server.port, shares, "load")
+        result, seconds = run_senders(server.port, shares, "load")
         report["levels"][str(level)] = {
             "associations": level,
             "instances": level * per_sender,
             "acknowledged": len(result["acked"]),
             "instances_per_s": round(len(result["acked"]) / seconds, 1),
-            **_percentiles(result["rtts"]),
+            **ms_percentiles(result["rtts"]),
         }
     report["limit"] = _limit_answers(server.port, limit)
     report["peak_rss_mb"] = server.peak_rss_mb()

@@ -104,16 +104,16 @@ class Server:
         return self.workdir / "spool"
 
 
-def _stored(spool: Path) -> dict[str, Path]:
+def stored_instances(spool: Path) -> dict[str, Path]:
     with sqlite3.connect(spool / QUEUE_NAME) as db:
         return {uid: Path(path) for uid, path in db.execute("SELECT sop_uid, path FROM instances")}
 
 
-def _temp_files(spool: Path) -> int:
+def temp_files(spool: Path) -> int:
     return sum(1 for _ in spool.rglob(f"{TEMP_PREFIX}*"))
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
+def ms_percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
     return {f"p{q}_ms": round(1000 * percentile(values, q), 2) for q in (50, 95, 99)}
@@ -175,7 +175,7 @@ def _pool_send(args: tuple) -> dict[str, Any]:
     return _send_all(port, indices, tag, _PROGRESS, deadline)
 
 
-def _run_senders(
+def run_senders(
     port: int, shares: list[list[int]], tag: str, during: Callable[[Any], None] | None = None
 ) -> tuple[dict, float]:
     """Run one sender process per share; `during(progress)` runs here meanwhile."""
@@ -196,11 +196,11 @@ def _run_senders(
     return merged, seconds
 
 
-def _shares(count: int, senders: int) -> list[list[int]]:
+def round_robin(count: int, senders: int) -> list[list[int]]:
     return [list(range(start, count, senders)) for start in range(senders)]
 
 
-def _build_engine(engines: Path) -> None:
+def build_engine_up_front(engines: Path) -> None:
     """The engine serve would build on first use, built up front (serve's ./engines), so the
     kills land in jobs and forwards rather than in a build that starts over after each one."""
     subprocess.run(
@@ -211,7 +211,7 @@ def _build_engine(engines: Path) -> None:
     )
 
 
-def _drain(spool: Path, timeout: float = DRAIN_TIMEOUT) -> float | None:
+def drain(spool: Path, timeout: float = DRAIN_TIMEOUT) -> float | None:
     """Wait until every series, job and forward is finished; seconds it took, None on timeout."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:

@@ -17,13 +17,13 @@ from benchmarks.reliability.common import (
     MODEL,
     SERIES_SIZE,
     Server,
-    _build_engine,
-    _drain,
-    _run_senders,
-    _shares,
-    _stored,
-    _temp_files,
+    build_engine_up_front,
+    drain,
     payload,
+    round_robin,
+    run_senders,
+    stored_instances,
+    temp_files,
 )
 from edgeimg.serve.spool import QUEUE_NAME
 from testsupport.pacs import Orthanc
@@ -48,10 +48,10 @@ def crash(workdir: Path, instances: int, senders: int, kills: int, seed: int = 7
             str(SERIES_QUIET),
         )
         server.workdir.mkdir()
-        _build_engine(server.workdir / "engines")
+        build_engine_up_front(server.workdir / "engines")
         report = _crash(server, instances, senders, kills, seed)
         in_jobs = _kill_in_jobs(server, max(1, kills // 2), random.Random(seed + 1))
-        report["results"] = {"drained": _drain(server.spool), **_results_at(pacs)}
+        report["results"] = {"drained": drain(server.spool), **_results_at(pacs)}
         report["results"]["series"] = -(-instances // SERIES_SIZE)
         report["results"]["kills_with_a_job_running"] = in_jobs
         report["results"]["jobs_and_forwards_requeued_by_kills"] = _requeued(server.workdir)
@@ -71,11 +71,11 @@ def _crash(server: Server, instances: int, senders: int, kills: int, seed: int) 
                 time.sleep(0.002)
             time.sleep(rng.uniform(0, 0.05))  # somewhere inside the next instances
             server.kill()
-            temp_left.append(_temp_files(server.spool))
+            temp_left.append(temp_files(server.spool))
             server.start()
 
-    first, _ = _run_senders(server.port, _shares(instances, senders), "crash", killer)
-    stored = _stored(server.spool)
+    first, _ = run_senders(server.port, round_robin(instances, senders), "crash", killer)
+    stored = stored_instances(server.spool)
     acked = set(first["acked"])
     unacked_stored = set(first["unanswered"]) & set(stored)
     identical = lost = 0
@@ -85,11 +85,11 @@ def _crash(server: Server, instances: int, senders: int, kills: int, seed: int) 
         same = path is not None and path.is_file() and dataset_bytes(path) == data
         identical += same
         lost += uid in acked and not same
-    orphans_after_recovery = _temp_files(server.spool)
+    orphans_after_recovery = temp_files(server.spool)
     # the scanner's retry: everything not acknowledged is sent again; duplicates are stored once
     retry = [i for i in range(instances) if payload(i, "crash")[0] not in acked]
-    second, _ = _run_senders(server.port, [retry[k::senders] for k in range(senders)], "crash")
-    stored_after = _stored(server.spool)
+    second, _ = run_senders(server.port, [retry[k::senders] for k in range(senders)], "crash")
+    stored_after = stored_instances(server.spool)
     files = [p for p in (server.spool / "series").rglob("*.dcm")]
     digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     return {

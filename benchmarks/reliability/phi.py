@@ -38,7 +38,7 @@ def phi_canary(workdir: Path, models: tuple[str, ...], slices: int) -> dict:
     }
 
 
-def _phi_bars(report: dict) -> dict[str, bool]:
+def phi_bars(report: dict) -> dict[str, bool]:
     if "phi_canary" not in report:
         return {}
     return {"PHI canary: markers outside the DICOM objects == 0": not report["phi_canary"]["hits"]}

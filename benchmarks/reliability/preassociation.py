@@ -19,9 +19,9 @@ from benchmarks.reliability.common import (
     CONTEXTS,
     HANG,
     Server,
-    _percentiles,
-    _stored,
+    ms_percentiles,
     payload,
+    stored_instances,
 )
 from testsupport.rawdicom import Association, Closed, Store, associate_rq
 
@@ -143,7 +143,7 @@ def flood(workdir: Path, scale: str) -> dict:
             process.join(10)
         acked += timed["acked"]
         report[phase] = {
-            "association": _percentiles(timed["times"]),
+            "association": ms_percentiles(timed["times"]),
             "association_max_ms": round(1000 * max(timed["times"]), 2) if timed["times"] else None,
             "associations_failed": timed["failed"],
             "stored": len(timed["acked"]),
@@ -152,7 +152,7 @@ def flood(workdir: Path, scale: str) -> dict:
     report["server_alive"] = server.alive()
     report["server_peak_rss_mb"] = server.peak_rss_mb()
     server.stop()
-    stored = _stored(server.spool)
+    stored = stored_instances(server.spool)
     report["acknowledged"], report["lost"] = len(acked), sum(uid not in stored for uid in acked)
     drops = [
         json.loads(line)

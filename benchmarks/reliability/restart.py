@@ -13,11 +13,11 @@ from benchmarks.reliability.common import (
     MODEL,
     SERIES_SIZE,
     Server,
-    _build_engine,
-    _drain,
-    _run_senders,
-    _stored,
+    build_engine_up_front,
+    drain,
     payload,
+    run_senders,
+    stored_instances,
 )
 from edgeimg.serve.spool import QUEUE_NAME
 from testsupport.pacs import Orthanc
@@ -47,7 +47,7 @@ def slow_restart(workdir: Path, series: int) -> dict:
             str(SLOW_QUIET),
         )
         server.workdir.mkdir()
-        _build_engine(server.workdir / "engines")
+        build_engine_up_front(server.workdir / "engines")
         server.start()
         acked = _send_part(server, _slices(count, 0, FIRST_PART))
         server.kill()
@@ -56,13 +56,13 @@ def slow_restart(workdir: Path, series: int) -> dict:
         server.start()
         time.sleep(SLOW_QUIET / 2)  # the scanner retries a little later, within the timeout
         acked |= _send_part(server, _slices(count, FIRST_PART, SERIES_SIZE - 1))
-        drained = _drain(server.spool)
+        drained = drain(server.spool)
         after_restart = _revisions_at(pacs)
         acked |= _send_part(server, _slices(count, SERIES_SIZE - 1, SERIES_SIZE))
-        drained_late = _drain(server.spool)
+        drained_late = drain(server.spool)
         after_late = _revisions_at(pacs)
         states = _series_states(server.spool)
-        stored = _stored(server.spool)
+        stored = stored_instances(server.spool)
         server.stop()
     lost = sum(
         uid not in stored or dataset_bytes(stored[uid]) != data
@@ -89,7 +89,7 @@ def _slices(count: int, low: int, high: int) -> list[int]:
 
 
 def _send_part(server: Server, indices: list[int]) -> set[str]:
-    result, _ = _run_senders(server.port, [indices[k::4] for k in range(4)], "slow")
+    result, _ = run_senders(server.port, [indices[k::4] for k in range(4)], "slow")
     return set(result["acked"])
 
 
