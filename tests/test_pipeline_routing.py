@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import stat
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from edgeimg.serve.pipeline import Worker
 from edgeimg.serve.routing import parse_routing
 from edgeimg.synth.dicom import write_study
 from tests.dciodvfy import dciodvfy_errors
-from testsupport.peers import ct_instance, dataset_bytes, free_port, start_serve, stop, write
+from testsupport.peers import ct_instance, dataset_bytes, free_port, poll, start_serve, stop, write
 
 pytestmark = pytest.mark.integration
 SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -54,13 +53,6 @@ def listener(spool: Path, aet: str, **options) -> Iterator[Listener]:
         yield server
     finally:
         server.stop(drain_timeout=5)
-
-
-def wait(predicate, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
 
 
 def received(server: Listener) -> dict[str, Path]:
@@ -120,7 +112,7 @@ def test_routes_destinations_deid_and_audit(tmp_path, engines) -> None:
         peer = parse_peer(f"EDGE@127.0.0.1:{edge.config.port}")
         for folder in (study.out_dir / "series-001", tmp_path / "head"):
             assert all(result.ok for result in send(peer, [folder], calling="SCANNER"))
-        assert wait(lambda: edge.queue.totals()["series"] == {"complete": 2})
+        assert poll(lambda: edge.queue.totals()["series"] == {"complete": 2})
         while worker.step():
             pass
         jobs = edge.queue._db().execute("SELECT series_uid, model, state FROM jobs").fetchall()
@@ -200,7 +192,7 @@ def test_serve_config_deid_key_and_audit_across_restarts(tmp_path, engines, monk
                 folder = study.out_dir / series.folder
                 peer = parse_peer(f"EDGE@127.0.0.1:{port}")
                 assert all(result.ok for result in send(peer, [folder], calling="SCANNER"))
-                assert wait(lambda n=number: research.queue.totals()["instances"] == n, 120)
+                assert poll(lambda n=number: research.queue.totals()["instances"] == n, timeout=120)
             finally:
                 assert stop(server, signal.SIGTERM) == 0
         rows = research.queue._db().execute("SELECT path FROM instances").fetchall()

@@ -21,7 +21,7 @@ from edgeimg.serve.config import ServeConfig
 from edgeimg.serve.listener import Listener
 from edgeimg.serve.preassociation import DropLog, Pending
 from edgeimg.serve.security import server_tls_context
-from testsupport.peers import free_port, needs_dcmtk, self_signed, start_serve, stop
+from testsupport.peers import free_port, needs_dcmtk, poll, self_signed, start_serve, stop
 from testsupport.rawdicom import VERIFICATION, Association, associate_rq, read_pdu
 
 AET = "EDGE"
@@ -88,15 +88,6 @@ def _echo(port: int) -> bool:
         assoc.release()
 
 
-def _wait_until(condition, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def _trickle(port: int, stop: threading.Event) -> None:
     """A slow-loris peer: an A-ASSOCIATE-RQ one byte at a time, reconnecting when closed."""
     request = associate_rq()
@@ -119,7 +110,7 @@ def test_real_peer_is_served_beside_a_flood_and_slow_loris_peers(serve):
     for thread in loris:
         thread.start()
     try:
-        assert _wait_until(lambda: listener.pending.count(HOST) >= 60)
+        assert poll(lambda: listener.pending.count(HOST) >= 60, timeout=WAIT, every=0.02)
         for _ in range(5):
             assert _echo(port)  # each time a fresh association, none taken by the raw ones
         assert listener.pending.count(HOST) >= 60  # the flood is still there, still pending
@@ -180,7 +171,7 @@ def test_the_total_bound_closes_the_oldest_of_the_busiest_host(serve):
     listener, port = serve(pending_per_host=3, pending_total=5)
     busy = [_raw(port, "127.0.0.2") for _ in range(3)]
     quiet = [_raw(port, "127.0.0.3") for _ in range(2)]
-    assert _wait_until(lambda: listener.pending.count() == 5)
+    assert poll(lambda: listener.pending.count() == 5, timeout=WAIT, every=0.02)
     newcomer = _raw(port, "127.0.0.3")
     try:
         assert _is_closed(busy[0])

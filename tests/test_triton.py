@@ -22,7 +22,7 @@ from edgeimg.cli import cli
 from edgeimg.synth.dicom import write_study
 from tests.conftest import ROOT
 from tests.test_engine_fakes import build
-from testsupport.peers import free_port
+from testsupport.peers import free_port, poll
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed")
 MODELS = ("cnn", "unet", "gru")  # a classifier, the U-Net, a sequence model
@@ -236,7 +236,13 @@ def test_two_clients_at_once_are_batched_by_the_server(host):
         thread.start()
     for thread in threads:
         thread.join()
-    after = _settled_statistics(TritonClient(target), before["inference_count"] + 80)
+    # the counters can lag the responses: a clean-clone CI read 78 of 80 right after both
+    # clients had their answers
+    connection = TritonClient(target)
+    settled = before["inference_count"] + 80
+    after = poll(
+        lambda: _statistics(connection), lambda stats: stats["inference_count"] >= settled, 10
+    )
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == 80 and executions < inferences  # some engine calls served both
@@ -245,17 +251,6 @@ def test_two_clients_at_once_are_batched_by_the_server(host):
 def _statistics(client) -> dict[str, int]:
     (stats,) = client.statistics("cnn")["model_stats"]
     return {key: int(stats.get(key, 0)) for key in ("inference_count", "execution_count")}
-
-
-def _settled_statistics(client, inferences: int, timeout: float = 10.0) -> dict[str, int]:
-    """The model's counters once they count `inferences` (or at the timeout): they can lag the
-    responses (a clean-clone CI read 78 of 80 right after both clients had their answers)."""
-    deadline = time.monotonic() + timeout
-    stats = _statistics(client)
-    while stats["inference_count"] < inferences and time.monotonic() < deadline:
-        time.sleep(0.05)
-        stats = _statistics(client)
-    return stats
 
 
 @pytest.mark.integration
@@ -291,7 +286,7 @@ def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(
     from edgeimg.net import parse_peer, send
     from edgeimg.serve.pipeline import Worker
     from edgeimg.serve.routing import parse_routing
-    from tests.test_pipeline_routing import listener, wait
+    from tests.test_pipeline_routing import listener
 
     monkeypatch.setenv("EDGEIMG_TRITON", host.target)
     study = write_study(tmp_path / "study", series=1, slices=6, size=64, seed=6)
@@ -314,7 +309,7 @@ def test_a_serve_job_waits_for_a_killed_server_and_delivers_once(
         host.kill()
         peer = parse_peer(f"EDGE@127.0.0.1:{edge.config.port}")
         assert all(r.ok for r in send(peer, [study.out_dir / "series-001"], calling="CT"))
-        assert wait(lambda: edge.queue.totals()["series"] == {"complete": 1})
+        assert poll(lambda: edge.queue.totals()["series"] == {"complete": 1})
         for _ in range(3):
             worker.step()
             time.sleep(0.3)

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -25,6 +26,25 @@ needs_dcmtk = pytest.mark.skipif(
     shutil.which("storescu") is None or shutil.which("echoscu") is None,
     reason="dcmtk not found: apt-get install dcmtk",
 )
+
+
+T = TypeVar("T")
+
+
+def poll(
+    read: Callable[[], T],
+    done: Callable[[T], object] = bool,
+    timeout: float = 20,
+    every: float = 0.05,
+) -> T:
+    """`read()` again until `done` says its value is the one awaited or `timeout` passes; the
+    last value either way (read once more at the deadline), for the caller's assertion."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(every)
+        value = read()
+    return value
 
 
 def free_port() -> int:
